@@ -1,0 +1,1 @@
+"""PERSONA Bench: modes, judge, metrics, ablations, human agreement."""

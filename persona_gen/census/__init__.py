@@ -1,0 +1,1 @@
+"""Census microdata (ACS PUMS) -> weighted samples of real people."""

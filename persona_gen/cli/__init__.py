@@ -1,0 +1,1 @@
+"""The `persona-gen` command line."""

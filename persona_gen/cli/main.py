@@ -1,0 +1,35 @@
+"""Entry point: `persona-gen <group> <command>`; every UserError is one line and exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from persona_gen.cli import config_cmd, storage_cmd
+from persona_gen.errors import UserError
+
+app = typer.Typer(
+    name="persona-gen",
+    help=(
+        "Census-grounded personas and persona-specific preference data (the PERSONA "
+        "testbed), generated as a resumable Ray Data + vLLM batch job."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(storage_cmd.app, name="storage")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=True)
+    except UserError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

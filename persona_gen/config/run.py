@@ -1,0 +1,37 @@
+"""The whole job's configuration: one YAML file, one section per stage."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from persona_gen.bench.config import BenchConfig
+from persona_gen.census.config import CensusConfig
+from persona_gen.config.base import StrictModel
+from persona_gen.feedback.config import FeedbackConfig
+from persona_gen.personas.config import PersonasConfig
+from persona_gen.pipeline.config import PipelineConfig
+from persona_gen.plan.config import PlanConfig
+from persona_gen.prompts.config import PromptsConfig
+from persona_gen.storage.settings import S3Settings
+
+
+class RunSection(StrictModel):
+    output: str = "./out"
+    """Root URI for runs: a path, file:// or s3://bucket/prefix. A run lives at <output>/<run_id>/."""
+    run_id: str | None = None
+    """Reuse a run id to resume that run; default: a new id from the time and config."""
+    seed: int = 0
+    """Master seed: every stage derives its own seed from this one."""
+    log_level: str = "INFO"
+
+
+class RunConfig(StrictModel):
+    run: RunSection = Field(default_factory=RunSection)
+    storage: S3Settings = Field(default_factory=S3Settings)
+    census: CensusConfig = Field(default_factory=CensusConfig)
+    personas: PersonasConfig = Field(default_factory=PersonasConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)

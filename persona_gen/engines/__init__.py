@@ -1,0 +1,1 @@
+"""Engines: one interface for every language-model call (vLLM, HTTP, no-model echo)."""

@@ -1,0 +1,66 @@
+"""The engine interface: a batch of chat requests in, one result per request out.
+
+A failing request yields a result with `error` set; it never raises for the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import Field
+
+from persona_gen.config.base import StrictModel
+
+
+class Message(StrictModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Sampling(StrictModel):
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    n: int = Field(default=1, ge=1)
+
+
+class ChatRequest(StrictModel):
+    id: str
+    messages: list[Message]
+    sampling: Sampling = Field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None
+    """Constrain output to this JSON schema; results carry the parsed object."""
+    choices: list[str] | None = None
+    """Constrain output to exactly one of these strings."""
+
+
+class ChatResult(StrictModel):
+    id: str
+    texts: list[str] = Field(default_factory=list)
+    """One text per sample (n of them)."""
+    parsed: list[Any] = Field(default_factory=list)
+    """Parsed JSON per sample when a schema was asked for."""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine provides. Engines are created once per actor and reused."""
+
+    name: str
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Direct Principle Feedback: original, critique, revision, verification."""

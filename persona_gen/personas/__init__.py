@@ -1,0 +1,1 @@
+"""Personas: census demographics + procedural traits + model-written attributes."""

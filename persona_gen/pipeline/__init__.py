@@ -1,0 +1,1 @@
+"""Ray Data execution: actor pools holding engines, streaming writes, resumption."""

@@ -1,0 +1,1 @@
+"""The work plan: which prompts each persona answers, as stable pair ids."""

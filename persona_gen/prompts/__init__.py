@@ -1,0 +1,1 @@
+"""Value-laden prompts: load, filter, topic-assign, split."""
