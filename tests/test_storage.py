@@ -62,7 +62,7 @@ def test_failed_local_write_leaves_no_temporary_file(tmp_path):
 
 
 def test_bad_run_id_rejected():
-    with pytest.raises(Exception, match="run id '../x'"):
+    with pytest.raises(Exception, match=r"run id '\.\./x'"):
         RunLayout.at("/tmp", "../x")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -91,7 +92,5 @@ def delete(loc: Location) -> None:
 
 
 def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError, OSError):
         fs.delete_file(path)
-    except (FileNotFoundError, OSError):
-        pass
