@@ -28,6 +28,13 @@ _SECRET_ENV = (
 MASK = "***"
 
 
+def mask(value: str | None) -> str:
+    """Show that a secret is set without showing it: 'AK***' or '(not set)'."""
+    if not value:
+        return "(not set)"
+    return value[:2] + MASK if len(value) > 8 else MASK
+
+
 def secret_values() -> list[str]:
     """Secret values currently in the environment (long enough to be worth masking)."""
     return [v for k in _SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 4]
