@@ -1,0 +1,58 @@
+"""`persona-gen plan-cost`: what a job will cost on a given cluster, before it runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from persona_gen.cli.options import ConfigOpt, SetOpt
+from persona_gen.config import load_config
+from persona_gen.config.loader import apply_overrides, validate_model
+from persona_gen.cost.estimate import (
+    PAPER_PROMPTS,
+    PRISM_SOURCE_PROMPTS,
+    EngineInfo,
+    TokenAssumptions,
+    parse_cluster,
+    plan_cost,
+    workload_from_config,
+)
+from persona_gen.cost.render import print_plan
+from persona_gen.cost.tables import load_table
+
+
+def registry_engines() -> dict[str, EngineInfo]:
+    """Engine kind and tensor parallelism of every registered model."""
+    from persona_gen.engines.registry import discover
+
+    return {name: EngineInfo(kind=m.spec.engine, tensor_parallel_size=m.spec.tensor_parallel_size)
+            for name, m in discover().items()}
+
+
+def plan_cost_cmd(
+    config: ConfigOpt = None,
+    cluster: Annotated[str, typer.Option(
+        "--cluster", help="GPUs as COUNTxTYPE, e.g. 8xH100, 4xA10G, 1xL4.")] = "8xH100",
+    prompts: Annotated[int, typer.Option(
+        "--prompts", min=1, help="Prompts after filtering (the paper kept 3,868).")] = PAPER_PROMPTS,
+    source_prompts: Annotated[int, typer.Option(
+        "--source-prompts", min=0, help="Prompts the controversy classifier reads "
+        "(PRISM has 8,011 opening prompts).")] = PRISM_SOURCE_PROMPTS,
+    assume: Annotated[list[str] | None, typer.Option(
+        "--assume", help="Override a token assumption, e.g. --assume persona_tokens=800 "
+        "(repeatable; see TokenAssumptions).")] = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Estimate model calls, tokens, GPU-hours, wall time and storage for a config."""
+    cfg = load_config(config, set_ or [])
+    table = load_table()
+    tokens = validate_model(TokenAssumptions, apply_overrides({}, assume or []), "--assume")
+    plan = plan_cost(workload_from_config(cfg, prompts, tokens, source_prompts),
+                     parse_cluster(cluster, table), table, registry_engines())
+    if as_json:
+        typer.echo(plan.model_dump_json(indent=2))
+    else:
+        print_plan(plan, Console(width=160))

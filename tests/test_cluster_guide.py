@@ -1,0 +1,163 @@
+"""The "Running on a cluster" guide: it names every command a user needs, every
+`persona-gen ...` command it shows parses with the real CLI, and every repo path exists.
+
+The guide lives in README.md once merged there, in docs/cluster.md until then.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+
+from persona_gen.cli.main import app
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADING = "Running on a cluster"
+# What a user must be told to do, start to finish.
+REQUIRED = [
+    "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+    "terraform apply",
+    "docker build -f infra/Dockerfile",
+    "ray up cluster/aws.yaml",
+    "kubectl apply -f cluster/kuberay/rayjob.yaml",
+    "kubectl apply -f cluster/kuberay/raycluster.yaml",
+    "ray job submit",
+    "--runtime-env cluster/runtime_env.yaml",
+    "python jobs/generate_feedback.py --config jobs/configs/paper_8xh100.yaml",
+    "python jobs/run_bench.py --config jobs/configs/bench_cpu.yaml",
+    "persona-gen status --output",
+    "persona-gen run --config jobs/configs/local_gpu.yaml",
+    "persona-gen models list",
+    "infra/local-s3.sh",
+    "aws s3 sync",
+    "ray down cluster/aws.yaml",
+    "python -m persona_gen.cost.derive",
+]
+SHELL_BREAKS = {"|", "||", "&&", ";", ">", ">>", "<", "&", "2>", "#"}
+
+
+def guide() -> str:
+    readme = ROOT / "README.md"
+    if readme.is_file():
+        text = readme.read_text()
+        m = re.search(rf"^(#+) {re.escape(HEADING)}\s*$", text, re.M)
+        if m:
+            # The section runs to the next heading of the same or a higher level.
+            rest = text[m.end():]
+            end = re.search(rf"^#{{1,{len(m.group(1))}}} ", rest, re.M)
+            return m.group(0) + (rest[: end.start()] if end else rest)
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    assert re.search(rf"^#+ {re.escape(HEADING)}\s*$", text, re.M)
+    return text
+
+
+def commands(text: str) -> list[list[str]]:
+    """Shell commands from fenced blocks (continuations joined) and inline code spans."""
+    lines = []
+    fence = re.compile(r"```[a-z]*\n(.*?)```", re.S)
+    for block in fence.findall(text):
+        lines += re.sub(r"\\\n\s*", " ", block).splitlines()
+    # Inline spans may wrap onto the next line of the paragraph.
+    lines += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", fence.sub("", text))]
+    out = []
+    for line in lines:
+        line = re.sub(r"(^|\s)#.*", "", line).strip()  # drop comments
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            continue
+        if words:
+            out.append(words)
+    return out
+
+
+def after(words: list[str], start: int) -> list[str]:
+    """The words of one command from `start` up to the next shell operator."""
+    cut = []
+    for w in words[start:]:
+        if w in SHELL_BREAKS or w.startswith((">", "2>")):
+            break
+        cut.append(w)
+    return cut
+
+
+def cli_invocations(text: str) -> list[list[str]]:
+    """Every CLI argv the guide shows: `persona-gen ...` and the job scripts, which pass
+    their arguments to a fixed persona-gen command (read from the script itself)."""
+    found = []
+    for words in commands(text):
+        for i, w in enumerate(words):
+            if w == "persona-gen":
+                found.append(after(words, i + 1))
+            elif w.startswith("jobs/") and w.endswith(".py") and (ROOT / w).is_file():
+                m = re.search(r"main\(\[(.*?)\*sys\.argv", (ROOT / w).read_text())
+                if m:
+                    prefix = re.findall(r'"([^"]+)"', m.group(1))
+                    found.append([*prefix, *after(words, i + 1)])
+    return found
+
+
+def parse(argv: list[str]) -> None:
+    """Resolve the command path and parse its options with the real CLI, running nothing."""
+    command = typer.main.get_command(app)
+    path = ["persona-gen"]
+    rest = list(argv)
+    while hasattr(command, "get_command") and rest and not rest[0].startswith("-"):
+        sub = command.get_command(None, rest[0])
+        assert sub is not None, f"`{' '.join([*path, rest[0]])}`: no such command"
+        path.append(rest.pop(0))
+        command = sub
+    assert not hasattr(command, "get_command"), f"`{' '.join(path)}` needs a subcommand"
+    command.make_context(" ".join(path), rest)
+
+
+def test_guide_names_every_command() -> None:
+    text = guide()
+    missing = [c for c in REQUIRED if c not in text]
+    assert not missing, f"the cluster guide does not mention: {missing}"
+
+
+def test_every_persona_gen_command_in_the_guide_exists() -> None:
+    invocations = cli_invocations(guide())
+    assert len(invocations) >= 8
+    shown = {tuple(a for a in argv if not a.startswith("-"))[:1] for argv in invocations}
+    assert {("plan-cost",), ("run",), ("status",), ("models",)} <= shown
+    for argv in invocations:
+        parse(argv)
+
+
+def test_every_repo_path_in_the_guide_exists() -> None:
+    paths = set(re.findall(r"(?<![\w./-])((?:jobs|cluster|infra|persona_gen)/[\w./-]*\w)",
+                           guide()))
+    assert len(paths) >= 10
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"the guide names paths that do not exist: {missing}"
+
+
+def test_the_checker_catches_a_wrong_command() -> None:
+    with pytest.raises(AssertionError, match="no such command"):
+        parse(["plan-costs", "--cluster", "8xH100"])
+    with pytest.raises(Exception, match="No such option"):
+        parse(["plan-cost", "--clusters", "8xH100"])
+
+
+def test_the_paper_table_in_the_guide_is_current() -> None:
+    """The guide's table must be what `plan-cost` prints today for the paper config."""
+    from persona_gen.cli.cost_cmd import registry_engines
+    from persona_gen.config import load_config
+    from persona_gen.cost import load_table, parse_cluster, plan_cost, workload_from_config
+
+    totals = re.search(r"^│ total\s+│\s+│\s+([\d,]+)\s+│.*?│\s+([\d.]+)\s+│[^│]+│\s+│$",
+                       guide(), re.M)
+    assert totals, "no paper-scale plan table in the guide"
+    table = load_table()
+    plan = plan_cost(workload_from_config(load_config(ROOT / "jobs/configs/paper_8xh100.yaml")),
+                     parse_cluster("8xH100", table), table, registry_engines())
+    assert int(totals.group(1).replace(",", "")) == plan.calls
+    assert float(totals.group(2)) == round(plan.gpu_hours, 2), (
+        "regenerate the table: persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml "
+        "--cluster 8xH100")

@@ -1,0 +1,234 @@
+"""The cost planner: paper-scale numbers recomputed here from first principles, the table's
+figures re-derived, and clear one-line refusals from the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from persona_gen.cli.main import main
+from persona_gen.config.run import RunConfig
+from persona_gen.cost.derive import derive_entry
+from persona_gen.cost.estimate import (
+    Cluster,
+    EngineInfo,
+    TokenAssumptions,
+    parse_cluster,
+    plan_cost,
+    workload_from_config,
+)
+from persona_gen.cost.tables import TABLE_PATH, load_table
+from persona_gen.errors import UserError
+
+PAPER = {
+    "census": {"n": 1586},
+    "personas": {"enrich_model": "llama-3.1-8b-instruct", "judge_model": "llama-3.1-8b-instruct",
+                 "enrich_max_tokens": 400, "judge_max_tokens": 96, "max_resamples": 2},
+    "prompts": {"classifier_model": "llama-3.1-8b-instruct"},
+    "plan": {"train_pairs_per_persona": 100, "seen_test_pairs_per_persona": 50,
+             "heldout_test_pairs_per_persona": 50},
+    "feedback": {"model": "llama-3.1-8b-instruct", "judge_model": "llama-3.1-8b-instruct",
+                 "max_tokens": 512, "verify_max_tokens": 96},
+}
+
+
+@pytest.fixture(scope="module")
+def raw_table() -> dict:
+    """The YAML as plain data, so the expected numbers do not go through the planner's code."""
+    return yaml.safe_load(TABLE_PATH.read_text())
+
+
+def _figure(raw: dict, model: str, gpu: str) -> dict:
+    return next(e for e in raw["entries"] if e["model"] == model and e["gpu"] == gpu)
+
+
+def test_paper_scale_reproduced_from_its_inputs(raw_table: dict) -> None:
+    cfg = RunConfig.model_validate(PAPER)
+    plan = plan_cost(workload_from_config(cfg, prompts=3868, source_prompts=8011),
+                     Cluster(gpu="H100", count=8), load_table())
+
+    # BRIEF 2.3 / 3: 1,586 x 200 = 317,200 pairs; 3,868 originals + 3 x 317,200 ~ 950k calls.
+    n, pairs, prompts = 1586, 1586 * 200, 3868
+    assert pairs == 317_200
+    assert 3868 + 3 * 317_200 == 955_468
+
+    # Token sizes: the planner's documented assumptions, spelled out again here.
+    sys_t, persona_t, prompt_t, demo_t, cls_out = 150, 600, 40, 250, 8
+    m, enrich_out, judge_out, verify_out = 512, 400, 96, 96
+    # Up to two resamples at an 8.5% inconsistency rate: 1 + r + r^2 profiles per persona.
+    attempts = math.ceil(n * (1 + 0.085 + 0.085**2))
+    assert attempts == 1733
+    prefix = (pairs - n) * (sys_t + persona_t)  # persona prefix computed once per persona
+    expected = {  # stage: (calls, prompt tokens, cached prompt tokens, output tokens)
+        "enrich": (attempts, attempts * (sys_t + demo_t), 0, attempts * enrich_out),
+        "consistency": (attempts, attempts * (sys_t + persona_t), 0, attempts * judge_out),
+        "controversy": (8011, 8011 * (sys_t + prompt_t), 0, 8011 * cls_out),
+        "original": (prompts, prompts * (sys_t + prompt_t), 0, prompts * m),
+        "critique": (pairs, pairs * (sys_t + persona_t + prompt_t + m), prefix, pairs * m),
+        "revision": (pairs, pairs * (sys_t + persona_t + prompt_t + 2 * m), prefix, pairs * m),
+        "verify": (pairs, pairs * (sys_t + persona_t + prompt_t + 2 * m), prefix,
+                   pairs * verify_out),
+    }
+    got = {s.stage: (s.calls, s.prompt_tokens, s.cached_prompt_tokens, s.output_tokens)
+           for s in plan.stages}
+    assert got == expected
+
+    # Time: one engine per H100, output at the measured rate, uncached prompt at prefill rate.
+    fig = _figure(raw_table, "llama-3.1-8b-instruct", "H100")
+    assert fig["basis"] == "measured" and fig["gpus_per_replica"] == 1
+    engine_s = {st: out / fig["output_tok_s"] + (p - c) / fig["prefill_tok_s"]
+                for st, (_, p, c, out) in expected.items()}
+    for s in plan.stages:
+        assert s.replicas == 8
+        assert s.gpu_hours == pytest.approx(engine_s[s.stage] / 3600, rel=1e-9)
+        assert s.wall_hours == pytest.approx(engine_s[s.stage] / 8 / 3600, rel=1e-9)
+    gpu_h = sum(engine_s.values()) / 3600
+    assert plan.gpu_hours == pytest.approx(gpu_h, rel=1e-9)
+    assert plan.wall_hours == pytest.approx(gpu_h / 8, rel=1e-9)
+    assert plan.billed_gpu_hours == pytest.approx(gpu_h, rel=1e-9)  # 8 engines on 8 GPUs
+    assert plan.calls == sum(v[0] for v in expected.values())
+    assert plan.output_tokens == sum(v[3] for v in expected.values())
+
+    # Storage: about 4 bytes per token of text, 64 bytes per plan row.
+    parts = plan.storage.parts
+    assert parts["feedback/critiques"] == pairs * m * 4
+    assert parts["feedback/pairs"] == pairs * m * 4
+    assert parts["feedback/verification"] == pairs * verify_out * 4
+    assert parts["feedback/originals"] == prompts * m * 4
+    assert parts["plan/"] == pairs * 64
+    assert parts["personas/"] == n * persona_t * 4
+    assert parts["prompts/"] == 8011 * prompt_t * 4
+    assert plan.storage.total_bytes == sum(parts.values())
+    assert plan.storage.export_bytes == pairs * (persona_t + prompt_t + 3 * m) * 4
+
+
+def test_cli_json_matches_the_pure_function(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "paper.yaml"
+    config.write_text(yaml.safe_dump(PAPER))
+    with pytest.raises(SystemExit) as done:
+        main(["plan-cost", "--config", str(config), "--cluster", "8xH100", "--json"])
+    assert done.value.code in (0, None)
+    printed = json.loads(capsys.readouterr().out)
+    direct = plan_cost(workload_from_config(RunConfig.model_validate(PAPER)),
+                       Cluster(gpu="H100", count=8), load_table())
+    assert printed["calls"] == direct.calls
+    assert printed["gpu_hours"] == pytest.approx(direct.gpu_hours)
+    assert [s["stage"] for s in printed["stages"]] == [s.stage for s in direct.stages]
+
+
+def test_cli_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "paper.yaml"
+    config.write_text(yaml.safe_dump(PAPER))
+    with pytest.raises(SystemExit):
+        main(["plan-cost", "--config", str(config), "--cluster", "4xA10G"])
+    out = capsys.readouterr().out
+    assert "Cost plan on 4xA10G" in out and "317,200" in out
+    assert "revision" in out and "feedback/critiques" in out
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--cluster", "8xB200"], "error: --cluster: unknown GPU type 'B200'"),
+    (["--cluster", "H100"], "error: --cluster: 'H100' should look like COUNTxGPU"),
+    (["--cluster", "0xH100"], "error: --cluster: '0xH100' should look like COUNTxGPU"),
+    (["--set", "feedback.model=llama-9-zillion"],
+     "error: feedback.model: unknown model 'llama-9-zillion'"),
+    (["--cluster", "2xH100", "--set", "feedback.judge_model=llama-3.1-70b-instruct"],
+     "error: feedback.judge_model: 'llama-3.1-70b-instruct' needs 4 H100 GPUs per engine"),
+    (["--cluster", "8xL4", "--set", "feedback.model=llama-3.1-70b-instruct"],
+     "error: feedback.model: no throughput figure for 'llama-3.1-70b-instruct' on L4"),
+    (["--assume", "persona_tokenz=9"], "error: --assume: unknown key 'persona_tokenz'"),
+])
+def test_cli_refuses_with_one_line(argv: list[str], expected: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["plan-cost", *argv])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(expected), err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_parse_cluster_forms() -> None:
+    table = load_table()
+    assert parse_cluster("8xH100", table) == Cluster(gpu="H100", count=8)
+    assert parse_cluster(" 4 x a10g ", table) == Cluster(gpu="A10G", count=4)
+    assert parse_cluster("1*L4", table) == Cluster(gpu="L4", count=1)
+    assert parse_cluster("16Xa100-80gb", table).label == "16xA100-80GB"
+    with pytest.raises(UserError, match="known: A100-40GB, A100-80GB, A10G, H100, H200, L4"):
+        parse_cluster("2xTPU", table)
+
+
+def test_hosted_and_no_model_engines_use_no_cluster_gpu() -> None:
+    cfg = RunConfig.model_validate({**PAPER, "feedback": {
+        **PAPER["feedback"], "judge_model": "gpt-4o-judge", "model": "echo"}})
+    engines = {"gpt-4o-judge": EngineInfo(kind="openai"), "echo": EngineInfo(kind="echo")}
+    plan = plan_cost(workload_from_config(cfg), Cluster(gpu="H100", count=8), load_table(),
+                     engines)
+    by_stage = {s.stage: s for s in plan.stages}
+    assert by_stage["verify"].basis == "hosted" and by_stage["verify"].gpu_hours == 0
+    assert by_stage["critique"].basis == "no GPU" and by_stage["critique"].gpu_hours == 0
+    assert by_stage["verify"].output_tokens == 317_200 * 96  # tokens still counted
+    assert by_stage["enrich"].gpu_hours > 0
+
+
+def test_registry_layout_differences_are_noted() -> None:
+    cfg = RunConfig.model_validate({**PAPER, "feedback": {
+        **PAPER["feedback"], "model": "llama-3.1-70b-instruct"}})
+    engines = {"llama-3.1-70b-instruct": EngineInfo(kind="vllm", tensor_parallel_size=8),
+               "llama-3.1-8b-instruct": EngineInfo(kind="vllm", tensor_parallel_size=1)}
+    plan = plan_cost(workload_from_config(cfg), Cluster(gpu="H100", count=8), load_table(),
+                     engines)
+    assert [s.replicas for s in plan.stages if s.model == "llama-3.1-70b-instruct"] == [2] * 3
+    assert len(plan.notes) == 1 and "tensor_parallel_size 8" in plan.notes[0]
+
+
+def test_switches_drop_stages_and_caching() -> None:
+    cfg = RunConfig.model_validate({**PAPER, "feedback": {**PAPER["feedback"], "verify": False},
+                                    "personas": {**PAPER["personas"],
+                                                 "model_consistency_check": False},
+                                    "prompts": {"classifier_model": None}})
+    w = workload_from_config(cfg, tokens=TokenAssumptions(prefix_cache=False))
+    plan = plan_cost(w, Cluster(gpu="H100", count=8), load_table())
+    assert [s.stage for s in plan.stages] == ["enrich", "original", "critique", "revision"]
+    assert all(s.cached_prompt_tokens == 0 for s in plan.stages)
+    assert plan.storage.parts["feedback/verification"] == 0
+
+
+def test_every_figure_names_a_source_and_derived_rows_rederive() -> None:
+    table = load_table()
+    measured = [e for e in table.entries if e.basis == "measured"]
+    assert {f"{e.model}@{e.gpu}" for e in measured} >= {
+        table.derivation.anchor_single, table.derivation.anchor_parallel}
+    for e in measured:
+        assert "measured" in e.source and "github.com/" in e.source
+    for e in table.entries:
+        if e.basis == "derived":
+            again = derive_entry(table, e.model, e.gpu)
+            assert again is not None, f"{e.model}@{e.gpu} no longer fits"
+            assert (again.gpus_per_replica, again.output_tok_s, again.prefill_tok_s) == (
+                e.gpus_per_replica, e.output_tok_s, e.prefill_tok_s), f"{e.model}@{e.gpu} is stale"
+            assert e.source.startswith("estimate:")
+    # Every model/GPU pair that fits has a row, so the planner never silently lacks one.
+    have = {(e.model, e.gpu) for e in table.entries}
+    for model in table.models:
+        for gpu in table.gpus:
+            if derive_entry(table, model, gpu) is not None:
+                assert (model, gpu) in have, f"missing row {model}@{gpu}"
+
+
+def test_every_registered_vllm_model_has_figures() -> None:
+    """Adding a model family to the registry must come with throughput figures."""
+    from persona_gen.engines.registry import discover
+
+    table = load_table()
+    for name, reg in discover().items():
+        if reg.spec.engine == "vllm":
+            assert name in table.models, f"{name} ({reg.path}) has no entry in {TABLE_PATH.name}"
+            assert any(e.model == name and e.gpu == "H100" for e in table.entries)
+        elif reg.spec.engine == "echo":
+            assert name in table.no_gpu_models
