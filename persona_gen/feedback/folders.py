@@ -1,0 +1,29 @@
+"""Where each stage of the feedback job commits its blocks, under `<root>/<run_id>/`."""
+
+from __future__ import annotations
+
+PERSONA_CANDIDATES = "personas/candidates"
+PERSONAS_ENRICHED = "personas/enriched"
+PERSONAS_CHECKED = "personas/checked"
+PERSONAS_FILE = "personas/personas.parquet"
+
+PROMPT_CANDIDATES = "prompts/candidates"
+PROMPTS_CLASSIFIED = "prompts/classified"
+PROMPTS_FILE = "prompts/prompts.parquet"
+
+PLAN = "plan"
+ORIGINALS = "feedback/originals"
+CRITIQUES = "feedback/critiques"
+PAIRS = "feedback/pairs"
+VERIFICATION = "feedback/verification"
+
+# stage name -> (folder of its committed rows, folder of its inputs)
+STAGES: dict[str, tuple[str, str]] = {
+    "enrich": (PERSONAS_ENRICHED, PERSONA_CANDIDATES),
+    "consistency": (PERSONAS_CHECKED, PERSONAS_ENRICHED),
+    "controversy": (PROMPTS_CLASSIFIED, PROMPT_CANDIDATES),
+    "original": (ORIGINALS, PROMPTS_CLASSIFIED),
+    "critique": (CRITIQUES, PLAN),
+    "revision": (PAIRS, PLAN),
+    "verify": (VERIFICATION, PLAN),
+}

@@ -1,0 +1,93 @@
+"""Run chains over blocks as Ray Data map_batches on an actor pool holding one engine each.
+
+One pass per model: the driver lists pending blocks from storage (never from memory), and
+a streaming Ray Data pipeline feeds them to engine actors that commit each step's block
+file. Ray restarts a crashed actor and retries its block (map_batches defaults to
+max_restarts=-1, max_task_retries=-1); a retried block overwrites its own files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any
+
+from persona_gen.pipeline.chain import BlockResult, Chain, LookupCache, pending_blocks, run_block
+from persona_gen.pipeline.config import PipelineConfig
+from persona_gen.storage.layout import RunLayout
+from persona_gen.storage.settings import S3Settings
+
+
+class EngineWorker:
+    """A Ray Data actor: creates the engine once, then runs chain blocks for its lifetime."""
+
+    def __init__(self, model: str, chains: dict[str, Chain], root_uri: str, run_id: str,
+                 s3: dict[str, Any], log_json: bool = True) -> None:
+        from persona_gen import log
+        from persona_gen.engines.factory import create_engine
+
+        log.configure(json=log_json)
+        log.bind_run(run_id)
+        self.model = model
+        self.chains = chains
+        self.layout = RunLayout.at(root_uri, run_id, S3Settings(**s3))
+        self.cache = LookupCache(self.layout)
+        self.engine = create_engine(model)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        out: list[str] = []
+        for chain_name, block in zip(batch["chain"], batch["block"], strict=True):
+            res = run_block(self.chains[str(chain_name)], str(block), self.model, self.engine,
+                            self.layout, self.cache)
+            out.append(json.dumps(asdict(res)))
+        return {"result": out}
+
+
+def _result_from_json(text: str) -> BlockResult:
+    from persona_gen.pipeline.chain import StepSummary
+
+    d = json.loads(text)
+    return BlockResult(chain=d["chain"], block=d["block"],
+                       steps=[StepSummary(**s) for s in d["steps"]], waiting_for=d["waiting_for"])
+
+
+def run_chains(chains: Iterable[Chain], layout: RunLayout, cfg: PipelineConfig, s3: S3Settings,
+               on_result: Callable[[BlockResult], None] | None = None,
+               log_json: bool = True) -> list[BlockResult]:
+    """Run every pending block of `chains` to completion, one Ray Data pass per model."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    chains = {c.name: c for c in chains}
+    results: list[BlockResult] = []
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver draws its own per-stage bars
+    while True:
+        tasks_by_model: dict[str, list[dict[str, str]]] = {}
+        for chain in chains.values():
+            for block, model in pending_blocks(layout, chain).items():
+                tasks_by_model.setdefault(model, []).append({"chain": chain.name, "block": block})
+        if not tasks_by_model:
+            return results
+        # Models in the order their first step appears, so dependencies run first.
+        order = [s.model for c in chains.values() for s in c.steps]
+        model = min(tasks_by_model, key=order.index)
+        tasks = tasks_by_model[model]
+        ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+        ds = ds.map_batches(
+            EngineWorker,
+            batch_size=1,
+            compute=ActorPoolStrategy(size=max(1, min(cfg.actors, len(tasks)))),
+            num_cpus=cfg.num_cpus_per_actor,
+            num_gpus=cfg.num_gpus_per_actor or None,
+            fn_constructor_kwargs={
+                "model": model, "chains": chains, "root_uri": layout.root.uri,
+                "run_id": layout.run_id, "s3": s3.model_dump(), "log_json": log_json,
+            },
+        )
+        for row in ds.iter_rows():
+            res = _result_from_json(row["result"])
+            results.append(res)
+            if on_result:
+                on_result(res)
