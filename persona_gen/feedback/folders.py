@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-PERSONA_CANDIDATES = "personas/candidates"
-PERSONAS_ENRICHED = "personas/enriched"
-PERSONAS_CHECKED = "personas/checked"
+PERSONAS_ENRICHED = "personas/enrich"
+PERSONAS_CHECKED = "personas/consistency"
 PERSONAS_FILE = "personas/personas.parquet"
 
 PROMPT_CANDIDATES = "prompts/candidates"
@@ -19,8 +18,8 @@ VERIFICATION = "feedback/verification"
 
 # stage name -> (folder of its committed rows, folder of its inputs)
 STAGES: dict[str, tuple[str, str]] = {
-    "enrich": (PERSONAS_ENRICHED, PERSONA_CANDIDATES),
-    "consistency": (PERSONAS_CHECKED, PERSONAS_ENRICHED),
+    "enrich": (PERSONAS_ENRICHED, PERSONAS_ENRICHED + "_input"),
+    "consistency": (PERSONAS_CHECKED, PERSONAS_CHECKED + "_input"),
     "controversy": (PROMPTS_CLASSIFIED, PROMPT_CANDIDATES),
     "original": (ORIGINALS, PROMPTS_CLASSIFIED),
     "critique": (CRITIQUES, PLAN),

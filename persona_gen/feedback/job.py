@@ -206,7 +206,7 @@ def run_chain_phase(job: Job, chains: list[Chain]) -> None:
 def run_job(cfg: RunConfig, *, output: str | None = None, run_id: str | None = None,
             progress: bool | None = None) -> JobSummary:
     """Run (or resume) the whole job; returns the summary printed by `persona-gen run`."""
-    from persona_gen.feedback.persona_phase import persona_candidates, persona_chain, select_personas
+    from persona_gen.feedback.persona_phase import build_personas_phase
 
     configure(level=cfg.run.log_level)
     run_id = run_id or cfg.run.run_id or new_run_id()
@@ -220,11 +220,10 @@ def run_job(cfg: RunConfig, *, output: str | None = None, run_id: str | None = N
     log.info("run_start", base=layout.base.uri, attempt=manifest.attempts)
     with StageProgress(progress) as bars:
         job = Job(cfg, layout, manifest, bars)
-        persona_candidates(job)
         prompt_candidates(job)
         with ray_session(cfg.pipeline):
-            run_chain_phase(job, [persona_chain(job), prompt_chain(cfg)])
-            personas = select_personas(job)
+            personas = build_personas_phase(job)
+            run_chain_phase(job, [prompt_chain(cfg)])
             prompts = select_prompts_phase(job)
             planned = write_plan(job, personas, prompts)
             for stage in ("critique", "revision", "verify"):

@@ -62,6 +62,8 @@ class Chain:
     """Folder under the run holding the input blocks (`<block>.parquet`)."""
     steps: tuple[Step, ...]
     lookups: tuple[Lookup, ...] = ()
+    only: tuple[str, ...] | None = None
+    """Restrict to these blocks of the input folder (None: all of them)."""
 
 
 @dataclass
@@ -199,7 +201,11 @@ def pending_blocks(layout: RunLayout, chain: Chain) -> dict[str, str]:
     """block -> the model of its next uncommitted step (blocks fully done are left out)."""
     done = {step.out: set(block_ids(layout, step.out)) for step in chain.steps}
     out: dict[str, str] = {}
-    for block in block_ids(layout, chain.input):
+    blocks = block_ids(layout, chain.input)
+    if chain.only is not None:
+        wanted = set(chain.only)
+        blocks = [b for b in blocks if b in wanted]
+    for block in blocks:
         for step in chain.steps:
             if block not in done[step.out]:
                 out[block] = step.model
