@@ -1,0 +1,119 @@
+"""The model under test answers bench requests: a ModelStage over the request table.
+
+One stage serves every mode (the row's `mode` picks the prompt and the parser) so a
+model's requests run in one actor pool, one pass. `AnswerStage(modes=("cot",))` is the
+single-mode stage for callers that split by mode.
+
+The stage keeps one row per request with list columns (one entry per sample), as the
+ModelStage contract asks; `explode_samples` then gives one row per sample, which is
+what the judge and the metrics consume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from persona_gen.bench.config import ALL_MODES, Mode
+from persona_gen.bench.ids import sample_id
+from persona_gen.bench.modes import build_messages, parse_answer
+from persona_gen.engines.base import ChatRequest, ChatResult, Sampling
+from persona_gen.pipeline.columns import column, with_columns
+
+_LIST = pa.list_(pa.string())
+
+
+@dataclass(frozen=True)
+class AnswerStage:
+    temperature: float = 0.7
+    max_tokens: int = 256
+    modes: tuple[Mode, ...] = ALL_MODES
+    name: str = "bench_answer"
+
+    def requests(self, batch: pa.Table) -> list[ChatRequest]:
+        out = []
+        rows = zip(column(batch, "request_id"), column(batch, "mode"), column(batch, "question"),
+                   column(batch, "answer_persona_text"), column(batch, "k"), column(batch, "seed"),
+                   strict=True)
+        for rid, mode, question, persona_text, k, seed in rows:
+            if mode not in self.modes:
+                raise ValueError(f"stage {self.name} handles {self.modes}, got a {mode!r} row")
+            out.append(ChatRequest(
+                id=rid,
+                messages=build_messages(mode, question, persona_text),
+                sampling=Sampling(temperature=self.temperature, max_tokens=self.max_tokens,
+                                  seed=seed, n=k),
+            ))
+        return out
+
+    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
+        raw, answers, preambles, kinds, errors = [], [], [], [], []
+        for mode, k, r in zip(column(batch, "mode"), column(batch, "k"), results, strict=True):
+            if not r.ok:
+                raw.append(None)
+                answers.append(None)
+                preambles.append(None)
+                kinds.append(None)
+                errors.append(r.error)
+                continue
+            parsed = [parse_answer(mode, t) for t in r.texts]
+            raw.append(list(r.texts))
+            answers.append([p.answer for p in parsed])
+            preambles.append([p.preamble for p in parsed])
+            kinds.append([p.kind for p in parsed])
+            # Fewer samples than asked is a row error, but the ones we got are kept.
+            errors.append(None if len(r.texts) >= k else f"engine returned {len(r.texts)} of {k} samples")
+        return with_columns(batch, {
+            "raw_answers": pa.array(raw, _LIST),
+            "answers": pa.array(answers, _LIST),
+            "answer_preambles": pa.array(preambles, _LIST),
+            "answer_parse": pa.array(kinds, _LIST),
+            "answer_prompt_tokens": pa.array([r.prompt_tokens for r in results], pa.int64()),
+            "answer_output_tokens": pa.array([r.output_tokens for r in results], pa.int64()),
+            "error": pa.array(errors, pa.string()),
+        })
+
+
+_SAMPLE_LISTS = {"raw_answers": "raw_answer", "answers": "answer",
+                 "answer_preambles": "answer_preamble", "answer_parse": "answer_parse"}
+
+
+def explode_samples(answered: pa.Table) -> pa.Table:
+    """One row per sample: `sample_index`, `sample_id`, scalar answer columns, `answer_error`.
+
+    A request that failed outright still yields `k` rows (answer null, answer_error set),
+    so sample counts stay honest in the metrics; so does a sample the engine never returned.
+    """
+    keep = [c for c in answered.column_names if c not in _SAMPLE_LISTS and c != "error"]
+    base = answered.select(keep).to_pylist()
+    lists = {c: column(answered, c) for c in _SAMPLE_LISTS}
+    errors = column(answered, "error")
+    rows = []
+    for i, row in enumerate(base):
+        got = lists["answers"][i] or []
+        for s in range(max(int(row["k"]), len(got))):
+            out = dict(row)
+            out["sample_index"] = s
+            out["sample_id"] = sample_id(row["request_id"], s)
+            for src, dst in _SAMPLE_LISTS.items():
+                values = lists[src][i] or []
+                out[dst] = values[s] if s < len(values) else None
+            out["answer_error"] = errors[i] if s >= len(got) else None
+            if s >= len(got) and out["answer_error"] is None:
+                out["answer_error"] = "sample missing"
+            rows.append(out)
+    schema = answered.select(keep).schema
+    for name, typ in (("sample_index", pa.int32()), ("sample_id", pa.string()),
+                      ("raw_answer", pa.string()), ("answer", pa.string()),
+                      ("answer_preamble", pa.string()), ("answer_parse", pa.string()),
+                      ("answer_error", pa.string())):
+        schema = schema.append(pa.field(name, typ))
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def judgeable(samples: pa.Table) -> pa.Table:
+    """Samples the judge should see: those with an answer and no answer error."""
+    ok = pc.and_(pc.is_null(samples.column("answer_error")), pc.is_valid(samples.column("answer")))
+    return samples.filter(ok)

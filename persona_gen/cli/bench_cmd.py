@@ -1,0 +1,230 @@
+"""`persona-gen bench ...`: run PERSONA Bench, report it, and run the human study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from persona_gen.cli.options import ConfigOpt, SetOpt
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from persona_gen.bench.layout import BenchLayout
+    from persona_gen.config.run import RunConfig
+
+app = typer.Typer(help="PERSONA Bench: answer modes, judge, metrics, human agreement.",
+                  no_args_is_help=True)
+
+RunOpt = Annotated[str, typer.Option(
+    "--run", help="The run's URI (<output>/<run_id>: a path, file:// or s3://).")]
+OutputOpt = Annotated[str | None, typer.Option(
+    "--output", "-o", help="Root URI for runs; overrides run.output.")]
+RunIdOpt = Annotated[str | None, typer.Option(
+    "--run-id", help="The run to bench (its personas/ and prompts/ are read); overrides run.run_id.")]
+
+
+def _bench_at(run_uri: str, cfg: RunConfig) -> BenchLayout:
+    from persona_gen.bench.layout import BenchLayout
+    from persona_gen.storage.uri import resolve
+
+    return BenchLayout(resolve(run_uri, cfg.storage).child("bench"))
+
+
+def _read_input(path: str | None, default_loc: object, what: str, cfg: RunConfig) -> pa.Table:
+    from persona_gen.errors import UserError
+    from persona_gen.storage import objects
+    from persona_gen.storage.uri import Location, resolve
+
+    loc = resolve(path, cfg.storage) if path else default_loc
+    assert isinstance(loc, Location)
+    if not objects.exists(loc):
+        raise UserError(f"no {what} here; build them first or pass --{what} FILE", source=loc.uri)
+    table = objects.read_table(loc)
+    if table.num_rows == 0:
+        raise UserError(f"no {what} rows (Parquet) found", source=loc.uri)
+    return table
+
+
+@app.command("run")
+def run(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
+    personas: Annotated[str | None, typer.Option(
+        help="Personas Parquet (file or folder); default: the run's personas/.")] = None,
+    prompts: Annotated[str | None, typer.Option(
+        help="Prompts Parquet (file or folder); default: the run's prompts/.")] = None,
+) -> None:
+    """Answer the run's prompts for its personas in every mode with every model, judge each
+    sample, compute accuracy, pass@k and leave-one-out kappas; write bench/ and the report.
+    In-process (small runs); re-running skips requests and judgments already done."""
+    from persona_gen.bench.layout import ANSWERS, JUDGMENTS, BenchLayout
+    from persona_gen.bench.report import rich_tables, write_report
+    from persona_gen.bench.requests import build_requests
+    from persona_gen.bench.run import engine_pool, run_bench, write_outputs
+    from persona_gen.config import load_config
+    from persona_gen.errors import UserError
+    from persona_gen.storage.layout import RunLayout
+
+    cfg = load_config(config, set_ or [])
+    rid = run_id or cfg.run.run_id
+    if not rid:
+        raise UserError("bench needs a run: set run.run_id or pass --run-id", source="run.run_id")
+    layout = RunLayout.at(output or cfg.run.output, rid, cfg.storage)
+    persona_table = _read_input(personas, layout.personas, "personas", cfg)
+    prompt_table = _read_input(prompts, layout.prompts, "prompts", cfg)
+    requests = build_requests(persona_table, prompt_table, cfg.bench, cfg.run.seed)
+    bench = BenchLayout.of(layout)
+    console = Console()
+    console.print(f"bench: {requests.num_rows} requests x {cfg.bench.k} samples "
+                  f"({len(cfg.bench.models)} model(s), judge {cfg.bench.judge_model})")
+    with engine_pool() as engines:
+        out = run_bench(requests, cfg.bench, engines, cfg.run.seed,
+                        done_answers=bench.read(ANSWERS), done_judgments=bench.read(JUDGMENTS),
+                        batch_size=cfg.pipeline.batch_size)
+    write_outputs(bench, out)
+    rep = write_report(bench)
+    for table in rich_tables(rep):
+        console.print(table)
+    console.print(f"report: {rep.files[-1]}")
+
+
+@app.command("report")
+def report(run: RunOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Write bench/report/report.md with plots (accuracy per mode, kappa per attribute)
+    from the run's bench/ tables, and print the tables."""
+    from persona_gen.bench.report import rich_tables, write_report
+    from persona_gen.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    rep = write_report(_bench_at(run, cfg))
+    console = Console()
+    for table in rich_tables(rep):
+        console.print(table)
+    for f in rep.files:
+        console.print(f"wrote {f}")
+
+
+@app.command("export-sheets")
+def export_sheets(
+    run: RunOpt,
+    model: Annotated[str, typer.Option(help="Model under test whose answers are compared.")],
+    mode_a: Annotated[str, typer.Option(help="First answer source (bench mode).")] = "baseline",
+    mode_b: Annotated[str, typer.Option(help="Second answer source (bench mode).")] = "summary",
+    personas: Annotated[int, typer.Option(min=1, help="Personas on the sheet (paper: 20).")] = 20,
+    questions: Annotated[int, typer.Option(min=1, help="Questions per persona (paper: 10).")] = 10,
+    items: Annotated[str | None, typer.Option(
+        help="Use this items Parquet instead (item_id, persona_id, persona_text, question, "
+             "answer_a, answer_b).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Also copy sheets.csv and sheets.html into this local folder.")] = None,
+    seed: int = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Write rating sheets (CSV and a self-contained HTML page) for human raters."""
+    from persona_gen.bench.human import build_items, check_items, sheet_csv, sheet_html
+    from persona_gen.bench.layout import ANSWERS, HUMAN_ITEMS
+    from persona_gen.config import load_config
+    from persona_gen.errors import UserError
+    from persona_gen.storage import objects
+    from persona_gen.storage.uri import resolve
+
+    cfg = load_config(config, set_ or [])
+    bench = _bench_at(run, cfg)
+    if items:
+        table = check_items(objects.read_table(resolve(items, cfg.storage)), items)
+    else:
+        answers = bench.read(ANSWERS)
+        if answers is None:
+            raise UserError("no bench answers: run `persona-gen bench run` first", source=bench.base.uri)
+        table = build_items(answers, model, mode_a, mode_b, personas, questions, seed)
+    files = {"sheets.csv": sheet_csv(table), "sheets.html": sheet_html(table).encode("utf-8")}
+    bench.write(HUMAN_ITEMS, table)
+    for name, data in files.items():
+        objects.write_bytes_atomic(bench.sheets.child(name), data)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(data)
+    n_personas = len(set(table.column("persona_id").to_pylist()))
+    typer.echo(f"{table.num_rows} items for {n_personas} personas -> {bench.sheets.uri}"
+               + (f" and {out}" if out else ""))
+
+
+@app.command("roleplay")
+def roleplay(
+    run: RunOpt,
+    models: Annotated[list[str], typer.Option(
+        "--model", help="Role-playing model (repeatable).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Let each model role-play the personas and choose A or B on the exported sheet items."""
+    import pyarrow as pa
+
+    from persona_gen.bench.layout import HUMAN_ITEMS, ROLEPLAY
+    from persona_gen.bench.roleplay import RoleplayChoiceStage
+    from persona_gen.bench.run import engine_pool
+    from persona_gen.config import load_config
+    from persona_gen.errors import UserError
+    from persona_gen.pipeline.stage import run_in_process
+
+    cfg = load_config(config, set_ or [])
+    bench = _bench_at(run, cfg)
+    items = bench.read(HUMAN_ITEMS)
+    if items is None:
+        raise UserError("no sheet items: run `persona-gen bench export-sheets` first",
+                        source=bench.base.uri)
+    parts = []
+    with engine_pool() as engines:
+        for m in models:
+            stage = RoleplayChoiceStage(model=m, seed=cfg.run.seed)
+            parts.append(run_in_process(stage, engines(m), items, batch_size=cfg.pipeline.batch_size))
+    bench.write(ROLEPLAY, pa.concat_tables(parts, promote_options="default"))
+    typer.echo(f"{items.num_rows} items x {len(models)} role-player(s) -> {bench.file(ROLEPLAY).uri}")
+
+
+@app.command("import-sheets")
+def import_sheets(
+    run: RunOpt,
+    sheets: Annotated[list[Path], typer.Argument(help="Filled sheets (CSV, or the page's JSON).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Read raters' filled sheets, take the majority per item (ties: no majority) and print
+    Cohen's kappa between the majority and each role-playing model."""
+    from persona_gen.bench.human import agreement, majority_vote, ratings_table
+    from persona_gen.bench.layout import (
+        HUMAN_AGREEMENT,
+        HUMAN_ITEMS,
+        HUMAN_MAJORITY,
+        HUMAN_RATINGS,
+        ROLEPLAY,
+    )
+    from persona_gen.bench.report import human_table
+    from persona_gen.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    bench = _bench_at(run, cfg)
+    items = bench.read(HUMAN_ITEMS)
+    known = set(items.column("item_id").to_pylist()) if items is not None else None
+    ratings = ratings_table(sheets, known)
+    majority = majority_vote(ratings)
+    bench.write(HUMAN_RATINGS, ratings)
+    bench.write(HUMAN_MAJORITY, majority)
+    raters = len(set(ratings.column("rater").to_pylist()))
+    ties = sum(majority.column("tie").to_pylist())
+    typer.echo(f"{ratings.num_rows} ratings from {raters} raters on {majority.num_rows} items "
+               f"({ties} tied, no majority)")
+    roleplay_table = bench.read(ROLEPLAY)
+    if roleplay_table is None:
+        typer.echo("no role-player choices yet: run `persona-gen bench roleplay` for kappas")
+        return
+    agree = agreement(majority, roleplay_table)
+    bench.write(HUMAN_AGREEMENT, agree)
+    Console().print(human_table(agree))
