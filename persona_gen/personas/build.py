@@ -1,0 +1,239 @@
+"""The persona pipeline: census rows -> traits -> rules -> enrich -> judge -> resample -> split.
+
+Each round works on the persona slots still open. A slot keeps the persona id of the
+census row it started with (so ids are unique and stable across resamples); its census
+record may be replaced by a fresh draw (`resample`), and its traits are redrawn with the
+round number as `attempt`. Model stages run through `runner` (in-process by default; the
+pipeline package can pass a Ray Data runner) and are ordinary ModelStage objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from persona_gen.engines.base import Engine
+from persona_gen.errors import DataError
+from persona_gen.log import get_logger
+from persona_gen.personas.attributes import CENSUS_ATTRIBUTES, CENSUS_EXTRAS
+from persona_gen.personas.config import PersonasConfig
+from persona_gen.personas.enrich import EnrichStage
+from persona_gen.personas.judge import JudgeStage
+from persona_gen.personas.lists import CuratedLists, load_lists
+from persona_gen.personas.procedural import add_procedural
+from persona_gen.personas.record import Persona, extra_fields, persona_schema
+from persona_gen.personas.render import render_persona
+from persona_gen.personas.rules import RULES_BY_NAME, violations
+from persona_gen.personas.split import assign_splits
+from persona_gen.personas.stats import PersonaStats
+from persona_gen.personas.tables import ensure_string_columns, take_rows, with_columns
+from persona_gen.pipeline.stage import ModelStage, run_in_process
+
+Runner = Callable[[ModelStage, Engine, pa.Table, int], pa.Table]
+Resample = Callable[[int], pa.Table]
+"""Given a count, that many fresh census rows (same columns as the census table)."""
+
+_NUMERIC = ("age", "income")
+
+
+def prepare_census(census: pa.Table, what: str = "census table") -> pa.Table:
+    """Check the columns we rely on and add absent attributes as null strings."""
+    for col in ("persona_id", "age"):
+        if col not in census.column_names:
+            raise DataError(f"missing column '{col}'", source=what)
+    ids = census.column("persona_id").to_pylist()
+    if None in ids or len(set(ids)) != len(ids):
+        raise DataError("persona_id must be present and unique in every row", source=what)
+    if census.column("age").null_count:
+        raise DataError("age is null in some rows", source=what)
+    if census.schema.field("persona_id").type != pa.string():
+        ids_text = pc.cast(census.column("persona_id"), pa.string())
+        census = with_columns(census, {"persona_id": ids_text})
+    text_cols = [c for c in CENSUS_ATTRIBUTES if c not in _NUMERIC]
+    census = ensure_string_columns(census, [*text_cols, "source", "record_id"])
+    if "income" not in census.column_names:
+        census = census.append_column("income", pa.nulls(census.num_rows, pa.int64()))
+    return census
+
+
+class _Round:
+    """Bookkeeping for one round: which slots go back, which are lost for good."""
+
+    def __init__(self) -> None:
+        self.retry: list[str] = []
+        self.lost: list[str] = []
+
+
+def add_rule_violations(table: pa.Table) -> pa.Table:
+    """Add `rule_violations` (list of broken rule names, empty when clean) to each row."""
+    names = [violations(row) for row in table.to_pylist()]
+    return with_columns(table, {"rule_violations": pa.array(names, pa.list_(pa.string()))})
+
+
+def _screen(table: pa.Table, stats: PersonaStats, can_resample: bool, rnd: _Round) -> pa.Table:
+    """Apply the named rules; count every broken rule; keep only clean rows."""
+    table = add_rule_violations(table)
+    broken_lists = table.column("rule_violations").to_pylist()
+    ids = table.column("persona_id").to_pylist()
+    for pid, broken in zip(ids, broken_lists, strict=True):
+        for name in broken:
+            stats.count("rejections", name)
+        if broken:
+            # Without a fresh census draw, a rule that reads only census fields fails again.
+            fixable = can_resample or not all(RULES_BY_NAME[n].census_only for n in broken)
+            (rnd.retry if fixable else rnd.lost).append(pid)
+    return take_rows(table, [not b for b in broken_lists])
+
+
+def _split_errors(table: pa.Table, stage: str, stats: PersonaStats, rnd: _Round) -> pa.Table:
+    """Rows whose model output was unusable go back for another round."""
+    if "error" not in table.column_names:
+        return table
+    bad = pc.is_valid(table.column("error")).to_pylist()
+    stats.count("invalid_outputs", stage, sum(bad))
+    stats.sample_errors(stage, [e for e in table.column("error").to_pylist() if e is not None])
+    ids = table.column("persona_id").to_pylist()
+    rnd.retry += [pid for pid, b in zip(ids, bad, strict=True) if b]
+    # Drop `error` so the next stage's runner starts from a table without one.
+    return take_rows(table, [not b for b in bad]).drop_columns(["error"])
+
+
+def _replacements(
+    pending: pa.Table, ids: list[str], resample: Resample | None, stats: PersonaStats
+) -> pa.Table:
+    """Census rows for the slots going back: fresh draws if we can, else the same people."""
+    if resample is None:
+        return pending.filter(pc.is_in(pending.column("persona_id"), pa.array(ids, pa.string())))
+    fresh = resample(len(ids))
+    if fresh.num_rows < len(ids):
+        raise DataError(f"resample returned {fresh.num_rows} rows for {len(ids)}", source="census")
+    fresh = fresh.slice(0, len(ids))
+    stats.resampled += fresh.num_rows
+    # The slot keeps its persona id; the census record id stays in provenance.
+    fresh = with_columns(fresh, {"persona_id": pa.array(ids, pa.string())})
+    return prepare_census(fresh, "resampled census rows")
+
+
+def _column_or_nulls(table: pa.Table, name: str) -> list[Any]:
+    """A runner may return only failed rows, without the stage's output columns."""
+    if name in table.column_names:
+        return table.column(name).to_pylist()
+    return [None] * table.num_rows
+
+
+def _stamp(table: pa.Table, column: str, value: str) -> pa.Table:
+    return with_columns(table, {column: pa.array([value] * table.num_rows, pa.string())})
+
+
+def _output_row(row: dict[str, Any], split: str) -> dict[str, Any]:
+    record_id = row.get("record_id")
+    persona = Persona.from_row({
+        **row,
+        "split": split,
+        "persona_text": render_persona(row),
+        "record_id": None if record_id is None else str(record_id),
+    })
+    out = persona.to_row()
+    out.update({k: row[k] for k in CENSUS_EXTRAS if k in row})  # kept for fidelity reports
+    return out
+
+
+def build_personas(
+    census: pa.Table,
+    engine_enrich: Engine | None,
+    engine_judge: Engine | None,
+    cfg: PersonasConfig,
+    seed: int,
+    resample: Resample | None = None,
+    *,
+    lists: CuratedLists | None = None,
+    runner: Runner = run_in_process,
+) -> tuple[pa.Table, PersonaStats]:
+    """Personas for the census rows given (one slot each), and what happened on the way.
+
+    engine_enrich None: the six open-ended attributes stay empty. engine_judge None (or
+    cfg.model_consistency_check false): only the named rules check consistency.
+    """
+    log = get_logger(stage="personas")
+    lists = lists or load_lists()
+    census = prepare_census(census)
+    order = census.column("persona_id").to_pylist()
+    stats = PersonaStats(requested=len(order))
+    enrich = EnrichStage.from_config(cfg) if engine_enrich is not None else None
+    judge = (
+        JudgeStage.from_config(cfg)
+        if engine_judge is not None and cfg.model_consistency_check
+        else None
+    )
+    kept: list[pa.Table] = []
+    pending = census
+    for attempt in range(cfg.max_resamples + 1):
+        if pending.num_rows == 0:
+            break
+        stats.rounds += 1
+        rnd = _Round()
+        people = add_procedural(pending, seed, attempt, lists, cfg)
+        people = _screen(people, stats, resample is not None, rnd)
+        if enrich is not None and engine_enrich is not None and people.num_rows:
+            stats.count("model_calls", enrich.name, people.num_rows)
+            people = runner(enrich, engine_enrich, people, cfg.batch_size)
+            people = _split_errors(people, enrich.name, stats, rnd)
+            people = _stamp(people, "enrich_model", engine_enrich.name)
+            people = _screen(people, stats, resample is not None, rnd)  # rules on model text
+        if judge is not None and engine_judge is not None and people.num_rows:
+            stats.count("model_calls", judge.name, people.num_rows)
+            people = runner(judge, engine_judge, people, cfg.batch_size)
+            people = _split_errors(people, judge.name, stats, rnd)
+            verdicts = _column_or_nulls(people, "consistent")
+            ids = people.column("persona_id").to_pylist()
+            inconsistent = [pid for pid, ok in zip(ids, verdicts, strict=True) if not ok]
+            stats.count("rejections", "model_judge", len(inconsistent))
+            rnd.retry += inconsistent
+            people = take_rows(people, [bool(v) for v in verdicts])
+            people = _stamp(people, "judge_model", engine_judge.name)
+        kept.append(people)
+        stats.dropped += len(rnd.lost)
+        log.info("persona round", attempt=attempt, kept=people.num_rows,
+                 retry=len(rnd.retry), lost=len(rnd.lost))
+        if not rnd.retry:
+            break
+        if attempt == cfg.max_resamples:
+            stats.dropped += len(rnd.retry)
+            break
+        pending = _replacements(pending, rnd.retry, resample, stats)
+
+    return _assemble(census, kept, order, cfg, seed, stats)
+
+
+def finalize_personas(
+    table: pa.Table, cfg: PersonasConfig, seed: int, order: list[str] | None = None
+) -> pa.Table:
+    """Checked persona rows -> the personas table: split, persona_text, validated records.
+
+    Rows are sorted by `order` (persona ids) when given; census extras present are kept.
+    """
+    schema = persona_schema(extra_fields(table))
+    rows = table.to_pylist()
+    if order is not None:
+        position = {pid: i for i, pid in enumerate(order)}
+        rows.sort(key=lambda r: position[r["persona_id"]])
+    splits = assign_splits([r["persona_id"] for r in rows], cfg.test_fraction, seed)
+    out_rows = [_output_row(r, splits[r["persona_id"]]) for r in rows]
+    return pa.Table.from_pylist(out_rows, schema=schema)
+
+
+def _assemble(
+    census: pa.Table, kept: list[pa.Table], order: list[str], cfg: PersonasConfig, seed: int,
+    stats: PersonaStats,
+) -> tuple[pa.Table, PersonaStats]:
+    parts = [t for t in kept if t.num_rows] or [census.slice(0, 0)]
+    table = finalize_personas(pa.concat_tables(parts, promote_options="permissive"), cfg, seed, order)
+    stats.kept = table.num_rows
+    splits = table.column("split").to_pylist()
+    stats.splits = {s: splits.count(s) for s in ("train", "test")}
+    if stats.kept + stats.dropped != stats.requested:
+        raise AssertionError(f"persona accounting is off: {stats.model_dump()}")
+    return table, stats
