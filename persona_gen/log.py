@@ -71,9 +71,22 @@ def in_ray_job() -> bool:
     return bool(os.environ.get("RAY_JOB_SUBMISSION_ID") or os.environ.get("RAY_JOB_ID"))
 
 
+class _Stderr:
+    """Whatever sys.stderr is at write time (test runners swap and close it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(*, json: bool | None = None, level: str = "INFO", stream: Any = None) -> None:
     """Configure structlog once per process; safe to call again (e.g. in Ray workers)."""
-    stream = stream or sys.stderr
+    stream = stream or _Stderr()
     if json is None:
         json = in_ray_job() or not (hasattr(stream, "isatty") and stream.isatty())
     renderer: Any = (
