@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SeaweedFS S3 server on loopback, a local Ray, the census data."""
+"""Shared fixtures: a real SeaweedFS S3 server on loopback, a local Ray, the census data,
+and the bundled model through real vLLM on CPU."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from persona_gen.storage.local_server import LocalS3Server
+
+if TYPE_CHECKING:
+    from persona_gen.engines.base import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 CENSUS_DIR = ROOT.parent / "shared" / "census"
@@ -60,3 +65,20 @@ def _no_ambient_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("AWS_"):
             monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(scope="session")
+def bundled_engine() -> Iterator[Engine]:
+    """The bundled model (SmolLM2-135M-Instruct) in real vLLM on CPU, one per test session.
+
+    Starting it takes about half a minute, so every `@pytest.mark.model` test shares this
+    one engine. Keep max_tokens small (16-48) in tests; the engine keeps no state between
+    calls, so tests may use it in any order.
+    """
+    from persona_gen.engines.factory import create_engine
+
+    engine = create_engine("smollm2-135m-instruct")
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -5,11 +5,13 @@ A failing request yields a result with `error` set; it never raises for the batc
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from persona_gen.config.base import StrictModel
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Message(StrictModel):
@@ -53,6 +55,17 @@ class ChatResult(StrictModel):
     @property
     def text(self) -> str:
         return self.texts[0] if self.texts else ""
+
+    def parsed_as(self, model: type[M]) -> list[M]:
+        """The parsed samples validated into `model` (raises if the row failed)."""
+        if self.error is not None:
+            raise ValueError(f"request {self.id} failed: {self.error}")
+        return [model.model_validate(p) for p in self.parsed]
+
+
+def prompt_too_long(prompt_tokens: int, max_model_len: int) -> str:
+    """The row error every engine reports for a prompt that leaves no room to answer."""
+    return f"prompt is {prompt_tokens} tokens, over the model's context of {max_model_len}"
 
 
 @runtime_checkable

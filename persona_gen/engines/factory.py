@@ -1,0 +1,51 @@
+"""`create_engine`: a model name (or spec) in, a ready Engine out.
+
+Engine modules are imported here, on demand, so that importing persona_gen never imports
+vLLM (seconds of start-up, and absent where only the HTTP or echo engines are used).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from persona_gen.config.loader import format_validation_error
+from persona_gen.engines.base import Engine
+from persona_gen.engines.registry import ModelSpec, get_spec
+from persona_gen.errors import ConfigError
+
+
+def resolve_spec(model: str | ModelSpec, **overrides: Any) -> ModelSpec:
+    """The registry spec for `model` with `overrides` applied to its fields (validated)."""
+    spec = get_spec(model) if isinstance(model, str) else model
+    if overrides:
+        source = f"model '{spec.name}' (with overrides)"
+        try:
+            spec = ModelSpec.model_validate({**spec.model_dump(exclude_unset=True), **overrides})
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, source)) from None
+        spec.check(source)
+    else:
+        spec.check(f"model '{spec.name}'")
+    return spec
+
+
+def create_engine(model: str | ModelSpec, *, seed: int = 0, **overrides: Any) -> Engine:
+    """Build the engine a model's spec asks for.
+
+    `overrides` replace spec fields for this engine only (e.g. max_model_len=512);
+    `seed` seeds the vLLM engine (requests carry their own sampling seeds).
+    """
+    spec = resolve_spec(model, **overrides)
+    if spec.engine == "echo":
+        from persona_gen.engines.echo import EchoEngine
+
+        return EchoEngine(spec)
+    if spec.engine == "openai":
+        from persona_gen.engines.openai_http import OpenAIEngine
+
+        return OpenAIEngine(spec)
+    from persona_gen.engines.vllm_engine import VLLMEngine
+
+    return VLLMEngine(spec, seed=seed)

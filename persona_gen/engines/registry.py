@@ -1,0 +1,173 @@
+"""The model registry: one YAML file per model, shipped in persona_gen/models/ plus a user folder.
+
+Adding a model family is adding one file. A user folder (env PERSONA_GEN_MODELS_DIR) is read
+after the shipped one and may replace a shipped model by using the same name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from persona_gen.config.base import StrictModel
+from persona_gen.config.loader import read_yaml, validate_model
+from persona_gen.engines.base import Sampling
+from persona_gen.errors import ConfigError
+
+MODELS_DIR_ENV = "PERSONA_GEN_MODELS_DIR"
+EngineKind = Literal["vllm", "openai", "echo"]
+
+
+class ModelSpec(StrictModel):
+    """One model: which engine runs it, where its weights come from, how it is laid out."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    engine: EngineKind
+    description: str = ""
+    source: str | None = None
+    """vllm: a Hugging Face id, a local folder, an s3:// folder or bundled:<name>."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_model_len: int = Field(default=4096, ge=32)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    chat_template: str | None = None
+    """Override the tokenizer's chat template: Jinja text, or a path to a .jinja file."""
+    system_role: bool = True
+    """False for templates that reject a system message (Gemma): it is merged into the first user turn."""
+    runs_on: list[Literal["cpu", "gpu"]] = Field(default_factory=lambda: ["gpu"])
+    """Where loading the model makes sense; `models check` skips the load elsewhere."""
+    sampling: Sampling = Field(default_factory=Sampling)
+    """Defaults for the sampling fields a request leaves unset."""
+    json_retries: int = Field(default=2, ge=0)
+    """Extra attempts for samples whose output fails JSON parsing or the schema."""
+    enforce_eager: bool | None = None
+    """None: eager on CPU (no graph capture there), compiled on GPU."""
+    kv_cache_gib: int = Field(default=1, ge=1)
+    """CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE) unless that variable is already set."""
+    trust_remote_code: bool = False
+    vllm_args: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments for vllm.LLM (e.g. quantization), for families that need them."""
+    # OpenAI-compatible HTTP engine.
+    base_url: str | None = None
+    model: str | None = None
+    """Model name sent to the server; defaults to `name`."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (the key itself never lives in YAML)."""
+    concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    """Retries after a 429, a 5xx, a timeout or a dropped connection."""
+    backoff_s: float = Field(default=1.0, ge=0)
+    """First retry delay; doubles per retry (a server's Retry-After wins when given)."""
+
+    @field_validator("vllm_args")
+    @classmethod
+    def _no_shadowing(cls, value: dict[str, Any]) -> dict[str, Any]:
+        owned = {"model", "tokenizer", "dtype", "max_model_len", "tensor_parallel_size",
+                 "gpu_memory_utilization", "enable_prefix_caching", "seed", "enforce_eager",
+                 "trust_remote_code", "chat_template"}
+        clash = sorted(owned & set(value))
+        if clash:
+            raise ValueError(f"set {', '.join(clash)} as top-level keys, not in vllm_args")
+        return value
+
+    def problem(self) -> tuple[str, str] | None:
+        """A cross-field problem as (dotted field, message), or None.
+
+        Kept out of pydantic validators so the message names the field, not the root.
+        """
+        if self.engine == "vllm" and not self.source:
+            return "source", "engine 'vllm' needs a source (HF id, folder, s3:// or bundled:NAME)"
+        if self.engine == "openai" and not self.base_url:
+            return "base_url", "engine 'openai' needs a base_url"
+        if "max_tokens" in self.sampling.model_fields_set and (
+            self.sampling.max_tokens >= self.max_model_len
+        ):
+            return "sampling.max_tokens", f"must be below max_model_len ({self.max_model_len})"
+        return None
+
+    def check(self, source: str) -> ModelSpec:
+        """Raise ConfigError naming `source` and the field if a cross-field rule is broken."""
+        found = self.problem()
+        if found is not None:
+            raise ConfigError(f"'{found[0]}': {found[1]}", source=source)
+        return self
+
+    @property
+    def served_model(self) -> str:
+        return self.model or self.name
+
+    @property
+    def is_bundled(self) -> bool:
+        return bool(self.source and self.source.startswith("bundled:"))
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    spec: ModelSpec
+    path: str
+    """The YAML file it came from (for messages and `models list`)."""
+
+
+def shipped_dir() -> Path:
+    return Path(str(resources.files("persona_gen.models")))
+
+
+def user_dir() -> Path | None:
+    value = os.environ.get(MODELS_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read one model YAML; a problem raises ConfigError naming the file and the dotted field."""
+    path = Path(path)
+    data = read_yaml(path)
+    spec = validate_model(ModelSpec, data, str(path)).check(str(path))
+    if spec.name != path.stem:
+        raise ConfigError(f"'name': '{spec.name}' must match the file name '{path.stem}'",
+                          source=str(path))
+    return spec
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def discover() -> dict[str, RegisteredModel]:
+    """Every model, shipped first, then the user folder (which may replace a shipped name)."""
+    found: dict[str, RegisteredModel] = {}
+    folders = [shipped_dir()]
+    extra = user_dir()
+    if extra is not None:
+        if not extra.is_dir():
+            raise ConfigError("not a folder", source=f"{MODELS_DIR_ENV}={extra}")
+        folders.append(extra)
+    for folder in folders:
+        seen_here: dict[str, Path] = {}
+        for path in _yaml_files(folder):
+            spec = load_spec(path)
+            if spec.name in seen_here:
+                raise ConfigError(f"'name': '{spec.name}' is also defined in {seen_here[spec.name]}",
+                                  source=str(path))
+            seen_here[spec.name] = path
+            found[spec.name] = RegisteredModel(spec, str(path))
+    return found
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for a model name; unknown names list what exists."""
+    models = discover()
+    if name in models:
+        return models[name].spec
+    # A path to a YAML file works too, for a one-off model outside both folders.
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return load_spec(candidate)
+    known = ", ".join(sorted(models))
+    raise ConfigError(f"unknown model '{name}' (known: {known}; add a YAML file to "
+                      f"persona_gen/models/ or ${MODELS_DIR_ENV})")

@@ -1,0 +1,183 @@
+"""Structured outputs shared by the model engines: parse, validate, and retry bad samples.
+
+Constrained decoding makes invalid JSON rare but not impossible (a sample cut off by
+max_tokens, a server that ignores response_format). Samples that fail are asked for again,
+up to the model's `json_retries`; a request still short of valid samples becomes that row's
+error, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from persona_gen.engines.base import ChatRequest, ChatResult, Sampling
+
+
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema to put in ChatRequest.json_schema for a pydantic model."""
+    return model.model_json_schema()
+
+
+@lru_cache(maxsize=256)
+def _validator_for(schema_text: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(schema_text)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema)
+
+
+def validate_json(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
+    """(parsed value, None) when `text` is JSON valid for `schema`, else (None, reason)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        snippet = text.strip()[:60].replace("\n", " ")
+        return None, f"not valid JSON ({exc.msg} at char {exc.pos}): {snippet!r}"
+    validator = _validator_for(json.dumps(schema, sort_keys=True))
+    error = next(iter(validator.iter_errors(value)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "<root>"
+        return None, f"JSON does not match the schema at {where}: {error.message[:120]}"
+    return value, None
+
+
+def check_choice(text: str, choices: list[str]) -> tuple[str | None, str | None]:
+    value = text.strip()
+    if value in choices:
+        return value, None
+    return None, f"output {value[:40]!r} is not one of {choices}"
+
+
+@dataclass
+class Job:
+    """One generation call: `n` samples for `request`, on attempt `attempt` (0 = first)."""
+
+    index: int
+    request: ChatRequest
+    sampling: Sampling
+    attempt: int = 0
+
+
+@dataclass
+class RawOutput:
+    """What an engine got back for one Job, before any parsing."""
+
+    texts: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+    latency_s: float | None = None
+    """Time spent on this job alone, where the engine knows it (HTTP); None: the batch's."""
+
+
+@dataclass
+class _Row:
+    wanted: int
+    texts: list[str] = field(default_factory=list)
+    parsed: list[Any] = field(default_factory=list)
+    bad_texts: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+    last_problem: str | None = None
+    attempts: int = 0
+    latency_s: float | None = None
+
+
+def effective_sampling(request: Sampling, defaults: Sampling) -> Sampling:
+    """The request's sampling, with the model's defaults for the fields the request left unset."""
+    from_model = defaults.model_fields_set - request.model_fields_set
+    if not from_model:
+        return request
+    merged = request.model_dump()
+    merged.update({k: getattr(defaults, k) for k in from_model})
+    return Sampling.model_validate(merged)
+
+
+def retry_sampling(sampling: Sampling, missing: int, attempt: int) -> Sampling:
+    """Sampling for a retry: only the missing samples, a fresh seed, and some randomness
+    (at temperature 0 a retry would repeat the same bad output)."""
+    seed = None if sampling.seed is None else sampling.seed + 7919 * attempt
+    return sampling.model_copy(update={"n": missing, "seed": seed,
+                                       "temperature": max(sampling.temperature, 0.7)})
+
+
+def run_with_retries(
+    requests: list[ChatRequest],
+    samplings: list[Sampling],
+    run_jobs: Callable[[list[Job]], list[RawOutput]],
+    retries: int,
+) -> list[ChatResult]:
+    """Run every request through `run_jobs`, re-asking for samples that fail their constraint.
+
+    `run_jobs` takes a list of jobs and returns one RawOutput per job, in order; it must not
+    raise for a single job's failure (set RawOutput.error instead).
+    """
+    started = time.monotonic()
+    rows = [_Row(wanted=s.n) for s in samplings]
+    jobs = [Job(i, r, s) for i, (r, s) in enumerate(zip(requests, samplings, strict=True))]
+    while jobs:
+        outputs = run_jobs(jobs)
+        if len(outputs) != len(jobs):
+            raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(jobs)} jobs")
+        next_jobs: list[Job] = []
+        for job, out in zip(jobs, outputs, strict=True):
+            row = rows[job.index]
+            row.attempts += 1
+            row.prompt_tokens = max(row.prompt_tokens, out.prompt_tokens)
+            row.output_tokens += out.output_tokens
+            if out.latency_s is not None:
+                row.latency_s = (row.latency_s or 0.0) + out.latency_s
+            if out.error is not None:
+                row.error = out.error
+                continue
+            missing = _collect(row, job.request, out.texts)
+            if missing and job.attempt < retries:
+                next_jobs.append(Job(job.index, job.request,
+                                     retry_sampling(job.sampling, missing, job.attempt + 1),
+                                     job.attempt + 1))
+            elif missing:
+                problem = row.last_problem or f"got {len(row.texts)} of {row.wanted} samples"
+                row.error = f"no valid output after {row.attempts} attempt(s): {problem}"
+        jobs = next_jobs
+    latency = time.monotonic() - started
+    results = []
+    for req, row in zip(requests, rows, strict=True):
+        texts = row.texts if row.error is None else row.texts + row.bad_texts
+        results.append(ChatResult(
+            id=req.id,
+            texts=texts,
+            parsed=row.parsed if row.error is None else [],
+            prompt_tokens=row.prompt_tokens,
+            output_tokens=row.output_tokens,
+            latency_s=latency if row.latency_s is None else row.latency_s,
+            error=row.error,
+        ))
+    return results
+
+
+def _collect(row: _Row, request: ChatRequest, texts: list[str]) -> int:
+    """Add the good samples from `texts` to the row; return how many are still missing."""
+    for text in texts:
+        if request.json_schema is not None:
+            value, problem = validate_json(text, request.json_schema)
+        elif request.choices:
+            value, problem = check_choice(text, request.choices)
+        else:
+            value, problem = None, None
+        if problem is not None:
+            row.last_problem = problem
+            row.bad_texts.append(text)
+            continue
+        row.texts.append(str(value) if request.choices else text)
+        if request.json_schema is not None:
+            row.parsed.append(value)
+    return max(0, row.wanted - len(row.texts))

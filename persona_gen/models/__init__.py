@@ -1,0 +1,1 @@
+"""Shipped model YAML files (one per model); read by persona_gen.engines.registry."""
