@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PERSONAS_ENRICHED = "personas/enrich"
 PERSONAS_CHECKED = "personas/consistency"
 PERSONAS_FILE = "personas/personas.parquet"
@@ -16,13 +18,22 @@ CRITIQUES = "feedback/critiques"
 PAIRS = "feedback/pairs"
 VERIFICATION = "feedback/verification"
 
-# stage name -> (folder of its committed rows, folder of its inputs)
-STAGES: dict[str, tuple[str, str]] = {
-    "enrich": (PERSONAS_ENRICHED, PERSONAS_ENRICHED + "_input"),
-    "consistency": (PERSONAS_CHECKED, PERSONAS_CHECKED + "_input"),
-    "controversy": (PROMPTS_CLASSIFIED, PROMPT_CANDIDATES),
-    "original": (ORIGINALS, PROMPTS_CLASSIFIED),
-    "critique": (CRITIQUES, PLAN),
-    "revision": (PAIRS, PLAN),
-    "verify": (VERIFICATION, PLAN),
+@dataclass(frozen=True)
+class StageFolders:
+    """Where a stage commits rows, and the input rows it plans to process."""
+
+    out: str
+    inputs: str
+    inputs_where: tuple[str, str] | None = None
+    """Count only input rows whose column equals this value (rows a filter passes on)."""
+
+
+STAGES: dict[str, StageFolders] = {
+    "enrich": StageFolders(PERSONAS_ENRICHED, PERSONAS_ENRICHED + "_input"),
+    "consistency": StageFolders(PERSONAS_CHECKED, PERSONAS_CHECKED + "_input"),
+    "controversy": StageFolders(PROMPTS_CLASSIFIED, PROMPT_CANDIDATES),
+    "original": StageFolders(ORIGINALS, PROMPTS_CLASSIFIED, ("controversy", "controversial")),
+    "critique": StageFolders(CRITIQUES, PLAN),
+    "revision": StageFolders(PAIRS, PLAN),
+    "verify": StageFolders(VERIFICATION, PLAN),
 }

@@ -130,7 +130,7 @@ def prompt_candidates(job: Job) -> None:
 
     if job.has(F.PROMPT_CANDIDATES):
         return
-    sel = select_prompts(job.cfg.prompts, engine=None)
+    sel = select_prompts(job.cfg.prompts, engine=None, s3=job.cfg.storage)
     job.write_blocks(F.PROMPT_CANDIDATES, sel.kept)
     job.manifest.counts["prompt_filters"] = sel.stats.model_dump(mode="json")
     job.record("controversy" if job.cfg.prompts.classifier_model else "original",
@@ -184,10 +184,15 @@ def _tally(job: Job, results: list[BlockResult]) -> None:
 
 
 def _refresh_done(job: Job) -> None:
-    for stage, (folder, _inputs) in F.STAGES.items():
-        if stage in job.manifest.stages:
-            job.manifest.stages[stage].done = count_rows(job.loc(folder))[0]
-            job.manifest.stages[stage].errors = count_rows(job.layout.errors.child(stage))[0]
+    """Counts in the manifest from storage (the truth after resumes), not from memory."""
+    for stage, where in F.STAGES.items():
+        done = count_rows(job.loc(where.out))[0]
+        if not done and stage not in job.manifest.stages:
+            continue
+        rec = job.manifest.stages.setdefault(stage, StageRecord())
+        rec.done = done
+        rec.errors = count_rows(job.layout.errors.child(stage))[0]
+        rec.planned = count_rows(job.loc(where.inputs), where.inputs_where)[0]
 
 
 def run_chain_phase(job: Job, chains: list[Chain]) -> None:
@@ -229,6 +234,7 @@ def run_job(cfg: RunConfig, *, output: str | None = None, run_id: str | None = N
             for stage in ("critique", "revision", "verify"):
                 job.record(stage, planned=planned)
             run_chain_phase(job, [pair_chain(cfg)])
+    _remove_temporaries(layout)
     manifest.status = "complete"
     manifest.models = _models(cfg)
     manifest.save(layout)
@@ -238,6 +244,16 @@ def run_job(cfg: RunConfig, *, output: str | None = None, run_id: str | None = N
     log.info("run_complete", seconds=round(summary.seconds, 1),
              pairs=manifest.stages.get("revision", StageRecord()).done)
     return summary
+
+
+def _remove_temporaries(layout: RunLayout) -> None:
+    """Temp files of writers killed mid-write (local storage only; S3 PUTs leave none)."""
+    if not layout.base.is_local:
+        return
+    from pathlib import Path
+
+    for tmp in Path(layout.base.path).rglob(".tmp-*"):
+        tmp.unlink(missing_ok=True)
 
 
 def _models(cfg: RunConfig) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,64 @@
+"""Helpers for pipeline tests: job configs, prompt files, reading a run back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from persona_gen.storage import objects
+from persona_gen.storage.uri import Location, resolve
+
+TOPICS = ("family", "work", "money", "faith", "politics", "health", "school", "technology")
+
+
+def write_prompt_file(path: Path, n: int, extra: list[str] = ()) -> Path:
+    """n distinct value-laden questions (synthetic but well-formed), JSONL, with topics."""
+    with path.open("w") as f:
+        for i in range(n):
+            topic = TOPICS[i % len(TOPICS)]
+            text = f"Should a person put {topic} before personal freedom in case number {i}?"
+            f.write(json.dumps({"opening_prompt": text, "topic": topic}) + "\n")
+        for text in extra:
+            f.write(json.dumps({"opening_prompt": text, "topic": "family"}) + "\n")
+    return path
+
+
+def write_config(path: Path, census_file: Path, prompt_file: Path, output: str,
+                 **sections: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "run": {"output": output, "seed": 11},
+        "census": {"sources": [str(census_file)], "n": 8},
+        "personas": {"enrich_model": "echo", "judge_model": "echo",
+                     "model_consistency_check": False},
+        "prompts": {"source": str(prompt_file), "text_column": "opening_prompt",
+                    "topic_column": "topic", "classifier_model": None},
+        "feedback": {"model": "echo", "judge_model": "echo", "max_tokens": 32},
+        "pipeline": {"batch_size": 64, "actors": 1, "num_cpus_per_actor": 0.5,
+                     "local_num_cpus": 2},
+    }
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def read_folder(uri: str, sub: str) -> tuple[pa.Table, list[str]]:
+    """Every Parquet file under a run folder (each must open on its own), concatenated."""
+    loc = resolve(uri).child(sub)
+    files = objects.list_files(loc, ".parquet")
+    tables = []
+    for path in files:
+        with loc.fs.open_input_file(path) as f:
+            tables.append(pq.read_table(f))
+    if not tables:
+        return pa.table({}), files
+    return pa.concat_tables(tables, promote_options="default"), files
+
+
+def loc_of(uri: str) -> Location:
+    return resolve(uri)
