@@ -6,6 +6,7 @@ Uses the no-model `echo` engine: this tests the pipeline's commits, not a model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -44,10 +45,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         family = []
     os.killpg(proc.pid, signal.SIGKILL)
     for p in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     proc.wait(30)
 
 
