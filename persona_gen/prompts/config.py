@@ -1,16 +1,28 @@
-"""Prompt loading, filtering and splitting options."""
+"""Prompt loading, filtering and splitting options (BRIEF 2.2)."""
 
 from __future__ import annotations
+
+from pydantic import Field
 
 from persona_gen.config.base import StrictModel
 
 
 class PromptsConfig(StrictModel):
     source: str | None = None
-    """PRISM-style prompt file (JSONL, CSV or Parquet); default: the bundled prompt set."""
+    """PRISM-style prompt file (JSONL, CSV or Parquet; a path, file:// or s3:// URI);
+    default: the bundled prompt set."""
     text_column: str = "opening_prompt"
-    min_words: int = 5
+    """Column holding the prompt text in `source` (PRISM's name by default)."""
+    topic_column: str | None = "topic"
+    """Column with a ready-made topic per prompt; used when every kept prompt has one,
+    otherwise topics come from TF-IDF + k-means. Null always clusters."""
+    min_words: int = Field(default=5, ge=1)
     classifier_model: str | None = "smollm2-135m-instruct"
     """Model for the controversy filter; null skips that filter."""
-    heldout_fraction: float = 868 / 3868
-    n_topics: int = 8
+    classifier_batch_size: int = Field(default=64, ge=1)
+    heldout_fraction: float = Field(default=868 / 3868, ge=0.0, le=1.0)
+    """Share of kept prompts held out, stratified by topic (paper: 868 of 3,868)."""
+    n_topics: int = Field(default=8, ge=1)
+    """Clusters for k-means topics (ignored when the topic column is used)."""
+    topic_label_terms: int = Field(default=3, ge=1)
+    """Top TF-IDF terms that name each k-means topic."""
