@@ -50,7 +50,7 @@ def write_config(path: Path, census_file: Path, prompt_file: Path, output: str,
 def read_folder(uri: str, sub: str) -> tuple[pa.Table, list[str]]:
     """Every Parquet file under a run folder (each must open on its own), concatenated."""
     loc = resolve(uri).child(sub)
-    files = objects.list_files(loc, ".parquet")
+    files = [loc.path] if sub.endswith(".parquet") else objects.list_files(loc, ".parquet")
     tables = []
     for path in files:
         with loc.fs.open_input_file(path) as f:

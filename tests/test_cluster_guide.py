@@ -1,7 +1,7 @@
 """The "Running on a cluster" guide: it names every command a user needs, every
 `persona-gen ...` command it shows parses with the real CLI, and every repo path exists.
 
-The guide lives in README.md once merged there, in docs/cluster.md until then.
+The guide is README.md's "Running on a cluster" section.
 """
 
 from __future__ import annotations
@@ -41,18 +41,13 @@ SHELL_BREAKS = {"|", "||", "&&", ";", ">", ">>", "<", "&", "2>", "#"}
 
 
 def guide() -> str:
-    readme = ROOT / "README.md"
-    if readme.is_file():
-        text = readme.read_text()
-        m = re.search(rf"^(#+) {re.escape(HEADING)}\s*$", text, re.M)
-        if m:
-            # The section runs to the next heading of the same or a higher level.
-            rest = text[m.end():]
-            end = re.search(rf"^#{{1,{len(m.group(1))}}} ", rest, re.M)
-            return m.group(0) + (rest[: end.start()] if end else rest)
-    text = (ROOT / "docs" / "cluster.md").read_text()
-    assert re.search(rf"^#+ {re.escape(HEADING)}\s*$", text, re.M)
-    return text
+    text = (ROOT / "README.md").read_text()
+    m = re.search(rf"^(#+) {re.escape(HEADING)}\s*$", text, re.M)
+    assert m, f"README.md has no '{HEADING}' section"
+    # The section runs to the next heading of the same or a higher level.
+    rest = text[m.end():]
+    end = re.search(rf"^#{{1,{len(m.group(1))}}} ", rest, re.M)
+    return m.group(0) + (rest[: end.start()] if end else rest)
 
 
 def commands(text: str) -> list[list[str]]:

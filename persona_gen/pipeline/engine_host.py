@@ -1,0 +1,110 @@
+"""Engine actors that live for the whole job, one engine each.
+
+Loading a model is the slowest thing an actor does (tens of seconds on CPU, minutes for a
+70B model), and a job runs several Ray Data passes (persona rounds, prompts, pairs). So
+engines live in long-lived actors created once per model and job; each pass's Ray Data
+actors hold a handle to one of them. A host that dies is restarted by Ray (reloading its
+model) and the failed call is retried by the block's Ray Data task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from persona_gen.engines.base import ChatRequest, ChatResult
+from persona_gen.pipeline.config import PipelineConfig
+
+
+class _EngineHost:
+    """The actor body: one engine, created at start, serving `generate` calls."""
+
+    def __init__(self, model: str, run_id: str, log_json: bool) -> None:
+        from persona_gen import log
+        from persona_gen.engines.factory import create_engine
+
+        log.configure(json=log_json)
+        log.bind_run(run_id)
+        self.engine = create_engine(model)
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        return self.engine.generate(requests)
+
+    def ready(self) -> bool:
+        return True
+
+
+class RemoteEngine:
+    """The Engine interface over a host actor, for code that runs in Ray Data workers."""
+
+    def __init__(self, name: str, host: Any) -> None:
+        self.name = name
+        self.host = host
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        import ray
+
+        return ray.get(self.host.generate.remote(requests))
+
+    def close(self) -> None:
+        return None
+
+
+class _Counter:
+    """Hands out 0, 1, 2, ...: spreads a pass's Ray Data actors evenly over the hosts."""
+
+    def __init__(self) -> None:
+        self.n = -1
+
+    def next(self) -> int:
+        self.n += 1
+        return self.n
+
+
+class EngineHosts:
+    """Creates `cfg.actors` engine hosts per model on first use; kills them on close."""
+
+    def __init__(self, cfg: PipelineConfig, run_id: str, log_json: bool = True) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self.log_json = log_json
+        self._hosts: dict[str, list[Any]] = {}
+        self._counter: Any = None
+
+    def counter(self) -> Any:
+        import ray
+
+        if self._counter is None:
+            self._counter = ray.remote(_Counter).options(num_cpus=0).remote()
+        return self._counter
+
+    def get(self, model: str) -> list[Any]:
+        import ray
+
+        if model not in self._hosts:
+            actor = ray.remote(_EngineHost).options(
+                num_cpus=self.cfg.num_cpus_per_actor,
+                num_gpus=self.cfg.num_gpus_per_actor or None,
+                max_restarts=-1,
+                max_task_retries=-1,
+            )
+            hosts = [actor.remote(model, self.run_id, self.log_json) for _ in range(self.cfg.actors)]
+            ray.get([h.ready.remote() for h in hosts])
+            self._hosts[model] = hosts
+        return self._hosts[model]
+
+    def close(self) -> None:
+        import ray
+
+        for hosts in self._hosts.values():
+            for h in hosts:
+                ray.kill(h)
+        self._hosts.clear()
+        if self._counter is not None:
+            ray.kill(self._counter)
+            self._counter = None
+
+    def __enter__(self) -> EngineHosts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,93 @@
+"""The whole job on a local Ray with the no-model engine: errors, status, resume rules."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from persona_gen.cli.main import app, main
+from persona_gen.config import load_config
+from persona_gen.feedback.job import run_job
+from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
+
+pytestmark = pytest.mark.ray
+runner = CliRunner()
+POISON = "Should " + " ".join(["everyone"] * 2100) + " agree?"
+
+
+@pytest.fixture(scope="module")
+def poisoned_run(tmp_path_factory, census_dir, ray_local):
+    tmp = tmp_path_factory.mktemp("poison")
+    prompts = write_prompt_file(tmp / "prompts.jsonl", 12, extra=[POISON])
+    cfg_path = write_config(tmp / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv",
+                            prompts, str(tmp / "out"), census={"n": 4},
+                            plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
+                                  "heldout_test_pairs_per_persona": 2})
+    cfg = load_config(cfg_path)
+    summary = run_job(cfg, run_id="p1", progress=False)
+    return tmp, cfg_path, summary
+
+
+def test_poisoned_row_ends_in_errors_and_the_rest_completes(poisoned_run):
+    tmp, _, summary = poisoned_run
+    run = str(tmp / "out" / "p1")
+    errors, _ = read_folder(run, "errors/original")
+    assert errors.num_rows == 1
+    assert "over the model's context" in errors.column("reason")[0].as_py()
+    assert errors.column("stage")[0].as_py() == "original"
+    prompts, _ = read_folder(run, "prompts/prompts.parquet")
+    assert POISON not in prompts.column("text").to_pylist()
+    plan, _ = read_folder(run, "plan")
+    pairs, _ = read_folder(run, "feedback/pairs")
+    assert sorted(pairs.column("pair_id").to_pylist()) == sorted(plan.column("pair_id").to_pylist())
+    assert summary.stages["original"].errors == 1
+    assert summary.stages["revision"].done == plan.num_rows > 0
+
+
+def test_status_reads_progress_from_storage(poisoned_run):
+    tmp, _, summary = poisoned_run
+    res = runner.invoke(app, ["status", "--output", str(tmp / "out"), "--run-id", "p1"])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.strip("│ ").startswith("revision"))
+    done = summary.stages["revision"].done
+    assert f"{done:,}" in line and "100.0" in line
+    orig = next(ln for ln in res.output.splitlines() if ln.strip("│ ").startswith("original"))
+    assert " 1 " in orig  # the poisoned prompt's error
+
+
+def test_manifest_says_what_produced_the_dataset(poisoned_run):
+    import json
+
+    tmp, _, _ = poisoned_run
+    m = json.loads((tmp / "out" / "p1" / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["run_id"] == "p1"
+    assert m["config"]["census"]["n"] == 4 and m["seed"] == 11
+    assert "ray" in m["packages"] and m["code_version"]
+    assert m["models"]["echo"]["engine"] == "echo"
+    assert m["counts"]["plan"]["pairs"] == m["stages"]["critique"]["planned"]
+
+
+def test_rerun_of_a_complete_run_generates_nothing(poisoned_run):
+    tmp, cfg_path, _ = poisoned_run
+    before = {p: p.stat().st_mtime_ns for p in (tmp / "out" / "p1" / "feedback").rglob("*.parquet")}
+    summary = run_job(load_config(cfg_path), run_id="p1", progress=False)
+    after = {p: p.stat().st_mtime_ns for p in (tmp / "out" / "p1" / "feedback").rglob("*.parquet")}
+    assert before == after
+    assert summary.stages["revision"].done > 0
+
+
+def test_resume_with_a_different_config_is_refused(poisoned_run, capsys):
+    tmp, cfg_path, _ = poisoned_run
+    with pytest.raises(SystemExit) as ex:
+        main(["run", "--config", str(cfg_path), "--run-id", "p1", "--set", "run.seed=12",
+              "--no-progress"])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err
+    assert "different configuration (run.seed changed)" in err
+
+
+def test_unknown_status_run_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as ex:
+        main(["status", "--output", str(tmp_path), "--run-id", "nope"])
+    assert ex.value.code == 2
+    assert "no run 'nope' here" in capsys.readouterr().err
