@@ -6,7 +6,19 @@ import sys
 
 import typer
 
-from persona_gen.cli import config_cmd, storage_cmd
+from persona_gen.cli import (
+    bench_cmd,
+    census_cmd,
+    config_cmd,
+    cost_cmd,
+    generate_cmd,
+    models_cmd,
+    personas_cmd,
+    plan_cmd,
+    prompts_cmd,
+    run_cmd,
+    storage_cmd,
+)
 from persona_gen.errors import UserError
 
 app = typer.Typer(
@@ -21,6 +33,16 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(storage_cmd.app, name="storage")
+app.add_typer(models_cmd.app, name="models")
+app.command("generate")(generate_cmd.generate)
+app.add_typer(census_cmd.app, name="census")
+app.add_typer(personas_cmd.app, name="personas")
+app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(prompts_cmd.app, name="prompts")
+app.command("plan")(plan_cmd.plan)
+app.command("run")(run_cmd.run)
+app.command("status")(run_cmd.status)
+app.command("plan-cost")(cost_cmd.plan_cost_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
