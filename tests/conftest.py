@@ -41,13 +41,18 @@ def s3_bucket(s3_server: LocalS3Server, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """A local Ray instance sized for a 2-core box; actors must ask for fractional CPUs."""
+def ray_local(s3_server: LocalS3Server) -> Iterator[None]:
+    """A local Ray instance sized for a 2-core box; actors must ask for fractional CPUs.
+
+    Its workers get the local S3 server's settings up front: they inherit the environment
+    of Ray's start, not of the test that later points AWS_* at the server.
+    """
     import ray
 
     if not ray.is_initialized():
+        env = {"PYTHONPATH": str(ROOT), **s3_server.env()}
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+                 ignore_reinit_error=True, runtime_env={"env_vars": env})
     yield
     ray.shutdown()
 

@@ -186,8 +186,10 @@ def test_rerun_skips_done_requests_and_retries_failures(tmp_path):
 def test_bench_run_with_the_bundled_model(tmp_path, bundled_engine):
     """The real SmolLM2-135M on vLLM CPU answers and judges a tiny bench end to end."""
     name = bundled_engine.name
-    cfg = BenchConfig(**_bench_section([name], name, max_tokens=48, judge_max_tokens=64,
-                                       judge_critique_chars=40, loo_personas=1, loo_prompts=1))
+    # One persona and one prompt keep it quick on 2 CPU cores; still 4 modes, k = 2, LOO.
+    cfg = BenchConfig(**_bench_section([name], name, max_tokens=32, judge_max_tokens=64,
+                                       judge_critique_chars=40, max_personas=1, max_prompts=1,
+                                       loo_personas=1, loo_prompts=1))
     requests = build_requests(personas_table(), prompts_table(), cfg, seed=0)
     out = run_bench(requests, cfg, lambda _name: bundled_engine, seed=0)
     assert out.answers.num_rows == 2 * requests.num_rows

@@ -77,7 +77,7 @@ def test_rerun_of_a_complete_run_generates_nothing(poisoned_run):
 
 
 def test_resume_with_a_different_config_is_refused(poisoned_run, capsys):
-    tmp, cfg_path, _ = poisoned_run
+    _, cfg_path, _ = poisoned_run
     with pytest.raises(SystemExit) as ex:
         main(["run", "--config", str(cfg_path), "--run-id", "p1", "--set", "run.seed=12",
               "--no-progress"])

@@ -26,8 +26,11 @@ from persona_gen.bench.layout import BenchLayout
 from persona_gen.bench.metrics import loo_kappas, loo_table, mode_scores, scores_table
 from persona_gen.engines.base import Engine
 from persona_gen.log import get_logger
-from persona_gen.pipeline.stage import run_in_process
+from persona_gen.pipeline.stage import ModelStage, run_in_process
 
+Runner = Callable[[ModelStage, Engine, pa.Table, int], pa.Table]
+"""(stage, engine, rows, batch size) -> rows with the stage's columns: in-process, or the
+Ray Data pipeline (persona_gen.pipeline.runner)."""
 EngineFor = Callable[[str], Engine]
 """Model registry name -> a ready engine (the caller owns its lifetime)."""
 
@@ -74,7 +77,8 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
 
 
 def run_answers(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor,
-                done: pa.Table | None = None, batch_size: int = 64) -> pa.Table:
+                done: pa.Table | None = None, batch_size: int = 64,
+                runner: Runner = run_in_process) -> pa.Table:
     """Answer every request not already done; one row per sample out."""
     done_ids = _done_ids(done, "request_id", "answer_error")
     if done_ids and done is not None:
@@ -91,7 +95,7 @@ def run_answers(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor,
     for model in dict.fromkeys(todo.column("model").to_pylist()):
         rows = todo.filter(pc.equal(todo.column("model"), model))
         log.info("answering", model=model, requests=rows.num_rows, samples=rows.num_rows * cfg.k)
-        answered = run_in_process(stage, engine_for(model), rows, batch_size=batch_size)
+        answered = runner(stage, engine_for(model), rows, batch_size)
         parts.append(explode_samples(answered))
     if not parts:
         return explode_samples(stage.results(requests.slice(0, 0), []))
@@ -99,7 +103,8 @@ def run_answers(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor,
 
 
 def run_judge(answers: pa.Table, cfg: BenchConfig, engine_for: EngineFor, seed: int,
-              done: pa.Table | None = None, batch_size: int = 64) -> pa.Table:
+              done: pa.Table | None = None, batch_size: int = 64,
+              runner: Runner = run_in_process) -> pa.Table:
     """Judge every answered sample not already judged by this judge model."""
     samples = judgeable(answers).drop_columns(["answer_error"])
     ids = [judgment_id(s, cfg.judge_model) for s in samples.column("sample_id").to_pylist()]
@@ -108,7 +113,7 @@ def run_judge(answers: pa.Table, cfg: BenchConfig, engine_for: EngineFor, seed: 
     stage = judge_stage(cfg, seed)
     log.info("judging", judge=cfg.judge_model, samples=todo.num_rows, reused=len(done_ids))
     if todo.num_rows:
-        judged = run_in_process(stage, engine_for(cfg.judge_model), todo, batch_size=batch_size)
+        judged = runner(stage, engine_for(cfg.judge_model), todo, batch_size)
     else:  # nothing left: do not load the judge at all
         judged = stage.results(todo, [])
     kept = _keep_done(done, "judgment_id", done_ids)
@@ -151,9 +156,10 @@ def compute_metrics(answers: pa.Table, judgments: pa.Table, cfg: BenchConfig,
 
 def run_bench(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor, seed: int,
               done_answers: pa.Table | None = None,
-              done_judgments: pa.Table | None = None, batch_size: int = 64) -> BenchOutputs:
-    answers = run_answers(requests, cfg, engine_for, done_answers, batch_size)
-    judgments = run_judge(answers, cfg, engine_for, seed, done_judgments, batch_size)
+              done_judgments: pa.Table | None = None, batch_size: int = 64,
+              runner: Runner = run_in_process) -> BenchOutputs:
+    answers = run_answers(requests, cfg, engine_for, done_answers, batch_size, runner)
+    judgments = run_judge(answers, cfg, engine_for, seed, done_judgments, batch_size, runner)
     accuracy, loo = compute_metrics(answers, judgments, cfg, seed)
     return BenchOutputs(requests, answers, judgments, accuracy, loo)
 

@@ -59,10 +59,13 @@ def run(
         help="Personas Parquet (file or folder); default: the run's personas/.")] = None,
     prompts: Annotated[str | None, typer.Option(
         help="Prompts Parquet (file or folder); default: the run's prompts/.")] = None,
+    in_process: Annotated[bool, typer.Option(
+        "--in-process", help="Run engines in this process instead of on Ray (tiny runs).")] = False,
 ) -> None:
     """Answer the run's prompts for its personas in every mode with every model, judge each
     sample, compute accuracy, pass@k and leave-one-out kappas; write bench/ and the report.
-    In-process (small runs); re-running skips requests and judgments already done."""
+    Model calls run on the Ray Data pipeline with engine actors, committing blocks under
+    bench/work/; re-running resumes: nothing already answered or judged is generated again."""
     from persona_gen.bench.layout import ANSWERS, JUDGMENTS, BenchLayout
     from persona_gen.bench.report import rich_tables, write_report
     from persona_gen.bench.requests import build_requests
@@ -76,17 +79,25 @@ def run(
     if not rid:
         raise UserError("bench needs a run: set run.run_id or pass --run-id", source="run.run_id")
     layout = RunLayout.at(output or cfg.run.output, rid, cfg.storage)
-    persona_table = _read_input(personas, layout.personas, "personas", cfg)
-    prompt_table = _read_input(prompts, layout.prompts, "prompts", cfg)
+    from persona_gen.feedback import folders as F
+
+    persona_table = _read_input(personas, layout.base.child(F.PERSONAS_FILE), "personas", cfg)
+    prompt_table = _read_input(prompts, layout.base.child(F.PROMPTS_FILE), "prompts", cfg)
     requests = build_requests(persona_table, prompt_table, cfg.bench, cfg.run.seed)
     bench = BenchLayout.of(layout)
     console = Console()
     console.print(f"bench: {requests.num_rows} requests x {cfg.bench.k} samples "
                   f"({len(cfg.bench.models)} model(s), judge {cfg.bench.judge_model})")
-    with engine_pool() as engines:
-        out = run_bench(requests, cfg.bench, engines, cfg.run.seed,
-                        done_answers=bench.read(ANSWERS), done_judgments=bench.read(JUDGMENTS),
-                        batch_size=cfg.pipeline.batch_size)
+    if in_process:
+        with engine_pool() as engines:
+            out = run_bench(requests, cfg.bench, engines, cfg.run.seed,
+                            done_answers=bench.read(ANSWERS), done_judgments=bench.read(JUDGMENTS),
+                            batch_size=cfg.pipeline.batch_size)
+    else:
+        from persona_gen.bench.distributed import run_bench_on_pipeline
+
+        out = run_bench_on_pipeline(requests, cfg, layout, bench.read(ANSWERS),
+                                    bench.read(JUDGMENTS))
     write_outputs(bench, out)
     rep = write_report(bench)
     for table in rich_tables(rep):

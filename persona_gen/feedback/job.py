@@ -134,10 +134,23 @@ def prompt_candidates(job: Job) -> None:
     if job.has(F.PROMPT_CANDIDATES):
         return
     sel = select_prompts(job.cfg.prompts, engine=None, s3=job.cfg.storage)
-    job.write_blocks(F.PROMPT_CANDIDATES, sel.kept)
+    kept = sel.kept
+    if job.cfg.prompts.limit is not None and kept.num_rows > job.cfg.prompts.limit:
+        kept = _seeded_subset(kept, "prompt_id", job.cfg.prompts.limit, job.seed)
+    job.write_blocks(F.PROMPT_CANDIDATES, kept)
     job.manifest.counts["prompt_filters"] = sel.stats.model_dump(mode="json")
     job.record("controversy" if job.cfg.prompts.classifier_model else "original",
-               planned=sel.kept.num_rows)
+               planned=kept.num_rows)
+
+
+def _seeded_subset(table: pa.Table, key: str, n: int, seed: int) -> pa.Table:
+    """n rows chosen by a seeded hash of their key: the same rows for the same seed and set."""
+    import hashlib
+
+    keys = table.column(key).to_pylist()
+    rank = sorted(range(len(keys)), key=lambda i: hashlib.blake2b(
+        f"{seed}:{keys[i]}".encode(), digest_size=8).digest())
+    return table.take(pa.array(sorted(rank[:n]), pa.int64()))
 
 
 def select_prompts_phase(job: Job) -> pa.Table:

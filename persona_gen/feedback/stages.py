@@ -88,6 +88,24 @@ class OriginalStage:
         return with_columns(batch, result_columns(results, "original"))
 
 
+def persona_requests(batch: pa.Table, template: str, sampling: Sampling,
+                     fields: dict[str, str], json_schema: dict | None = None) -> list[ChatRequest]:
+    """One request per pair: the persona block first (shared prefix), then `template`
+    filled from the batch columns named in `fields` ({placeholder: column})."""
+    ids, personas = column(batch, "pair_id"), column(batch, "persona")
+    values = {name: column(batch, col) for name, col in fields.items()}
+    return [
+        ChatRequest(
+            id=pair_id,
+            messages=[_persona_system(personas[i]), Message(role="user", content=template.format(
+                **{name: vals[i] for name, vals in values.items()}))],
+            sampling=sampling.model_copy(update={"seed": _row_seed(sampling.seed, pair_id)}),
+            json_schema=json_schema,
+        )
+        for i, pair_id in enumerate(ids)
+    ]
+
+
 @dataclass(frozen=True)
 class CritiqueStage:
     """The persona critiques the original answer (evaluation + suggestions)."""
@@ -96,18 +114,8 @@ class CritiqueStage:
     name: str = "critique"
 
     def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        s = self.sampling
-        rows = zip(column(batch, "pair_id"), column(batch, "persona"),
-                   column(batch, "instruction"), column(batch, "original"), strict=True)
-        return [
-            ChatRequest(
-                id=pair_id,
-                messages=[_persona_system(persona), Message(role="user", content=CRITIQUE_USER.format(
-                    instruction=instruction, original=original))],
-                sampling=s.model_copy(update={"seed": _row_seed(s.seed, pair_id)}),
-            )
-            for pair_id, persona, instruction, original in rows
-        ]
+        return persona_requests(batch, CRITIQUE_USER, self.sampling,
+                                {"instruction": "instruction", "original": "original"})
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
         return with_columns(batch, result_columns(results, "critique"))
@@ -122,19 +130,8 @@ class RevisionStage:
     output_column: str = "data"
 
     def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        s = self.sampling
-        rows = zip(column(batch, "pair_id"), column(batch, "persona"),
-                   column(batch, "instruction"), column(batch, "original"),
-                   column(batch, "critique"), strict=True)
-        return [
-            ChatRequest(
-                id=pair_id,
-                messages=[_persona_system(persona), Message(role="user", content=REVISION_USER.format(
-                    instruction=instruction, original=original, critique=critique))],
-                sampling=s.model_copy(update={"seed": _row_seed(s.seed, pair_id)}),
-            )
-            for pair_id, persona, instruction, original, critique in rows
-        ]
+        return persona_requests(batch, REVISION_USER, self.sampling, {
+            "instruction": "instruction", "original": "original", "critique": "critique"})
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
         return with_columns(batch, result_columns(results, "data"))
@@ -154,21 +151,16 @@ class VerifyStage:
     name: str = "verify"
 
     def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        s = self.sampling
-        out = []
-        rows = zip(column(batch, "pair_id"), column(batch, "persona"),
-                   column(batch, "instruction"), column(batch, "original"),
-                   column(batch, "data"), strict=True)
-        for pair_id, persona, instruction, original, revision in rows:
-            a, b = (revision, original) if revision_first(pair_id) else (original, revision)
-            out.append(ChatRequest(
-                id=pair_id,
-                messages=[_persona_system(persona), Message(role="user", content=VERIFY_USER.format(
-                    instruction=instruction, a=a, b=b))],
-                sampling=s.model_copy(update={"seed": _row_seed(s.seed, pair_id)}),
-                json_schema=VERIFY_SCHEMA,
-            ))
-        return out
+        # Which side shows the revision is a stable coin per pair, against position bias.
+        first = [revision_first(p) for p in column(batch, "pair_id")]
+        orig, rev = column(batch, "original"), column(batch, "data")
+        sides = batch.append_column("_a", pa.array(
+            [r if f else o for f, o, r in zip(first, orig, rev, strict=True)], pa.string()))
+        sides = sides.append_column("_b", pa.array(
+            [o if f else r for f, o, r in zip(first, orig, rev, strict=True)], pa.string()))
+        return persona_requests(sides, VERIFY_USER, self.sampling,
+                                {"instruction": "instruction", "a": "_a", "b": "_b"},
+                                json_schema=VERIFY_SCHEMA)
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
         preferred, reasons, errors = [], [], []

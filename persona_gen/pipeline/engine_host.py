@@ -12,19 +12,20 @@ from __future__ import annotations
 from typing import Any
 
 from persona_gen.engines.base import ChatRequest, ChatResult
+from persona_gen.engines.registry import ModelSpec, get_spec
 from persona_gen.pipeline.config import PipelineConfig
 
 
 class _EngineHost:
     """The actor body: one engine, created at start, serving `generate` calls."""
 
-    def __init__(self, model: str, run_id: str, log_json: bool) -> None:
+    def __init__(self, spec: ModelSpec, run_id: str, log_json: bool) -> None:
         from persona_gen import log
         from persona_gen.engines.factory import create_engine
 
         log.configure(json=log_json)
         log.bind_run(run_id)
-        self.engine = create_engine(model)
+        self.engine = create_engine(spec)
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         return self.engine.generate(requests)
@@ -87,7 +88,10 @@ class EngineHosts:
                 max_restarts=-1,
                 max_task_retries=-1,
             )
-            hosts = [actor.remote(model, self.run_id, self.log_json) for _ in range(self.cfg.actors)]
+            # Resolved here: the driver's registry (incl. $PERSONA_GEN_MODELS_DIR) is the one
+            # that counts, and a bad model name fails before any actor starts.
+            spec = get_spec(model)
+            hosts = [actor.remote(spec, self.run_id, self.log_json) for _ in range(self.cfg.actors)]
             ray.get([h.ready.remote() for h in hosts])
             self._hosts[model] = hosts
         return self._hosts[model]

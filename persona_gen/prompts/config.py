@@ -20,6 +20,9 @@ class PromptsConfig(StrictModel):
     classifier_model: str | None = "smollm2-135m-instruct"
     """Model for the controversy filter; null skips that filter."""
     classifier_batch_size: int = Field(default=64, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    """Keep a seeded random subset of this many prompts after the rule filters (small runs
+    and demos: the classifier and the original answers then cover only these)."""
     heldout_fraction: float = Field(default=868 / 3868, ge=0.0, le=1.0)
     """Share of kept prompts held out, stratified by topic (paper: 868 of 3,868)."""
     n_topics: int = Field(default=8, ge=1)

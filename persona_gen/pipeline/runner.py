@@ -1,0 +1,106 @@
+"""A stage runner backed by the pipeline: `runner(stage, engine, table, batch_size)`.
+
+Code written against `run_in_process` (persona builds with resampling rounds, bench runs)
+takes a runner argument; this one sends each call through Ray Data and the job's engine
+actors instead, committing blocks under `<folder>/<stage>/`. Calls are numbered in the
+order they are made, and callers are deterministic for a seed, so a resumed caller asks
+for the same calls and gets committed blocks back from storage instead of the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from persona_gen.engines.base import ChatRequest, ChatResult
+from persona_gen.pipeline.chain import BlockResult, Chain, Step, block_file, block_ids, error_file
+from persona_gen.pipeline.config import PipelineConfig
+from persona_gen.pipeline.engine_host import EngineHosts
+from persona_gen.pipeline.executor import run_chains
+from persona_gen.pipeline.stage import ModelStage
+from persona_gen.storage import objects
+from persona_gen.storage.layout import RunLayout
+from persona_gen.storage.settings import S3Settings
+
+
+@dataclass
+class EngineRef:
+    """Stands in for an engine in the driver: the real one lives in the engine actors."""
+
+    name: str
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        raise RuntimeError("EngineRef runs no model; stages go through the pipeline runner")
+
+    def close(self) -> None:
+        return None
+
+
+class PipelineRunner:
+    def __init__(self, layout: RunLayout, folder: str, pipeline: PipelineConfig, s3: S3Settings,
+                 hosts: EngineHosts, id_columns: tuple[str, ...],
+                 on_plan: Callable[[str, int], None] | None = None,
+                 on_result: Callable[[BlockResult], None] | None = None) -> None:
+        self.layout, self.folder, self.pipeline, self.s3 = layout, folder, pipeline, s3
+        self.hosts = hosts
+        self.id_columns = id_columns
+        self.on_plan, self.on_result = on_plan, on_result
+        self.calls = 0
+
+    def _id_column(self, table: pa.Table) -> str:
+        for col in self.id_columns:
+            if col in table.column_names:
+                return col
+        raise KeyError(f"none of the id columns {self.id_columns} is in the table")
+
+    def __call__(self, stage: ModelStage, engine: EngineRef, table: pa.Table, _bs: int) -> pa.Table:
+        call = self.calls
+        self.calls += 1
+        id_col = self._id_column(table)
+        out_dir, in_dir = f"{self.folder}/{stage.name}", f"{self.folder}/{stage.name}_input"
+        size = self.pipeline.batch_size
+        names = [f"c{call:03d}-part-{i:05d}" for i in range(max(1, math.ceil(table.num_rows / size)))]
+        done = set(block_ids(self.layout, out_dir))
+        for i, name in enumerate(names):
+            if name not in done:  # inputs are deterministic: rewriting one is harmless
+                objects.write_table_atomic(block_file(self.layout, in_dir, name),
+                                           table.slice(i * size, size))
+        if self.on_plan:
+            self.on_plan(stage.name, table.num_rows)
+        chain = Chain(f"{self.folder}-{stage.name}-{call}", in_dir,
+                      (Step(stage, engine.name, out_dir, id_column=id_col),), only=tuple(names))
+        run_chains([chain], self.layout, self.pipeline, self.s3, on_result=self.on_result,
+                   hosts=self.hosts)
+        return self._collect(stage, names, in_dir, out_dir, id_col, table)
+
+    def _collect(self, stage: ModelStage, names: list[str], in_dir: str, out_dir: str,
+                 id_col: str, table: pa.Table) -> pa.Table:
+        """Committed rows plus the failed rows with their `error`, in the input's order."""
+        parts = []
+        for n in names:
+            good = objects.read_table(block_file(self.layout, out_dir, n))
+            if good.num_rows:
+                parts.append(good)
+            err_loc = error_file(self.layout, stage.name, n)
+            if not objects.exists(err_loc):
+                continue
+            errs = objects.read_table(err_loc)
+            inputs = objects.read_table(block_file(self.layout, in_dir, n))
+            failed = inputs.filter(pc.is_in(inputs.column(id_col), value_set=errs.column("id")))
+            reason = dict(zip(errs.column("id").to_pylist(), errs.column("reason").to_pylist(),
+                              strict=True))
+            parts.append(failed.append_column("error", pa.array(
+                [reason[i] for i in failed.column(id_col).to_pylist()], pa.string())))
+        if not parts:
+            return stage.results(table.slice(0, 0), [])
+        out = pa.concat_tables(parts, promote_options="permissive")
+        if "error" not in out.column_names:
+            out = out.append_column("error", pa.nulls(out.num_rows, pa.string()))
+        rank = {k: i for i, k in enumerate(table.column(id_col).to_pylist())}
+        keys = out.column(id_col).to_pylist()
+        order = sorted(range(out.num_rows), key=lambda i: rank.get(keys[i], len(rank)))
+        return out.take(pa.array(order, pa.int64()))

@@ -1,0 +1,70 @@
+"""The whole job with the bundled model on vLLM CPU through a real local Ray: to a local
+folder and to the SeaweedFS S3 server, with every feedback column filled."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+
+from persona_gen.config import load_config
+from persona_gen.feedback.job import FEEDBACK_COLUMNS, run_job
+from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
+
+pytestmark = [pytest.mark.model, pytest.mark.ray]
+MODEL = "smollm2-135m-instruct"
+
+
+def _config(tmp_path, census_dir, output: str, **sections):
+    prompts = write_prompt_file(tmp_path / "prompts.jsonl", 4)
+    base = {
+        "census": {"n": 2},
+        "plan": {"train_pairs_per_persona": 1, "seen_test_pairs_per_persona": 0,
+                 "heldout_test_pairs_per_persona": 1},
+        "prompts": {"heldout_fraction": 0.5},
+        "feedback": {"model": MODEL, "judge_model": MODEL, "max_tokens": 32,
+                     "verify_max_tokens": 48},
+        "pipeline": {"num_cpus_per_actor": 1},
+    }
+    for key, value in sections.items():
+        base.setdefault(key, {}).update(value)
+    return load_config(write_config(tmp_path / "job.yaml",
+                                    census_dir / "nist-acs-2019" / "national2019.csv",
+                                    prompts, output, **base))
+
+
+def _check_dataset(run: str) -> None:
+    plan, _ = read_folder(run, "plan")
+    pairs, _ = read_folder(run, "feedback/pairs")
+    errors, _ = read_folder(run, "errors")
+    # Every planned pair is either in the dataset or recorded as a row error, never both.
+    done = set(pairs.column("pair_id").to_pylist())
+    failed = set(errors.column("id").to_pylist()) if errors.num_rows else set()
+    assert done | failed >= set(plan.column("pair_id").to_pylist()) and not done & failed
+    assert pairs.num_rows >= 1
+    for col in FEEDBACK_COLUMNS:
+        assert pairs.column(col).null_count == 0, col
+        if pairs.schema.field(col).type == "string":
+            assert pc.min(pc.utf8_length(pairs.column(col))).as_py() > 0, col
+    assert pc.all(pc.greater(pairs.column("data_output_tokens"), 0)).as_py()
+    verdicts, _ = read_folder(run, "feedback/verification")
+    assert set(verdicts.column("preferred").to_pylist()) <= {"revision", "original"}
+
+
+def test_model_run_to_a_local_folder(tmp_path, census_dir, ray_local):
+    cfg = _config(tmp_path, census_dir, str(tmp_path / "out"),
+                  personas={"enrich_model": MODEL, "judge_model": MODEL,
+                            "model_consistency_check": True, "max_resamples": 0,
+                            "enrich_max_tokens": 200, "enrich_field_max_chars": 60},
+                  prompts={"classifier_model": MODEL})
+    summary = run_job(cfg, run_id="local", progress=False)
+    _check_dataset(str(tmp_path / "out" / "local"))
+    assert summary.stages["enrich"].done >= 1
+    assert summary.stages["controversy"].done == 4
+
+
+def test_model_run_to_s3(tmp_path, census_dir, ray_local, s3_bucket):
+    uri = f"s3://{s3_bucket}/runs"
+    cfg = _config(tmp_path, census_dir, uri)
+    summary = run_job(cfg, run_id="s3run", progress=False)
+    _check_dataset(f"{uri}/s3run")
+    assert summary.dataset_uri == f"{uri}/s3run/feedback/pairs"
