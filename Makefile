@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-test: setup  ## set-up plus the whole suite
+test: setup  ## set-up plus the whole suite (lint first: it takes a second)
+	$(VENV)/bin/ruff check persona_gen tests jobs bench
 	$(PY) -m pytest -q tests
 
 test-fast: setup  ## the suite without the slow real-model tests

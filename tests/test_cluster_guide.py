@@ -41,13 +41,21 @@ SHELL_BREAKS = {"|", "||", "&&", ";", ">", ">>", "<", "&", "2>", "#"}
 
 
 def guide() -> str:
-    text = (ROOT / "README.md").read_text()
-    m = re.search(rf"^(#+) {re.escape(HEADING)}\s*$", text, re.M)
-    assert m, f"README.md has no '{HEADING}' section"
-    # The section runs to the next heading of the same or a higher level.
-    rest = text[m.end():]
-    end = re.search(rf"^#{{1,{len(m.group(1))}}} ", rest, re.M)
-    return m.group(0) + (rest[: end.start()] if end else rest)
+    """README's section, up to the next heading of the same or a higher level (headings
+    only: '# ...' lines inside fenced code blocks are shell comments)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next((i for i, ln in enumerate(lines)
+                  if re.fullmatch(rf"(#+) {re.escape(HEADING)}\s*", ln)), None)
+    assert start is not None, f"README.md has no '{HEADING}' section"
+    level = len(lines[start]) - len(lines[start].lstrip("#"))
+    out, fenced = [lines[start]], False
+    for ln in lines[start + 1:]:
+        if ln.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(rf"#{{1,{level}}} ", ln):
+            break
+        out.append(ln)
+    return "\n".join(out)
 
 
 def commands(text: str) -> list[list[str]]:

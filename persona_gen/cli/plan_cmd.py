@@ -37,8 +37,12 @@ def plan(
         "--out", "-o", help="Folder to write plan.parquet into (path, file:// or s3://); "
         "default: the run's plan/ folder.")] = None,
 ) -> None:
-    """Assign prompts to personas: per persona, train pairs and seen-prompt test pairs from
-    the train prompts, test pairs from the held-out prompts; stable pair ids."""
+    """Assign prompts to personas, with stable pair ids.
+
+    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs
+    from the held-out prompts (BRIEF 2.3). With --config, from the run's personas/ and
+    prompts/; with --personas N --prompts M, over synthetic ids (for sizing).
+    """
     from persona_gen.config import load_config
     from persona_gen.errors import ConfigError
     from persona_gen.plan.assign import build_plan

@@ -29,9 +29,12 @@ def run(
     progress: Annotated[bool | None, typer.Option(
         "--progress/--no-progress", help="Progress bars (default: on a terminal).")] = None,
 ) -> None:
-    """Run the whole job: census sample, personas, prompts, plan, original answers, critiques,
-    revisions and verification, streaming Parquet to OUTPUT/RUN_ID/. Re-running with the same
-    --run-id resumes: committed blocks are never generated again."""
+    """Run the whole job (census sample, personas, prompts, plan, originals, critiques, revisions, verification) into OUTPUT/RUN_ID/.
+
+    Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and
+    commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed
+    blocks are never generated again, and nothing is written twice.
+    """
     from persona_gen.config import load_config
     from persona_gen.feedback.job import run_job, summary_table
 

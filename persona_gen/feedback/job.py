@@ -188,7 +188,8 @@ def write_plan(job: Job, personas: pa.Table, prompts: pa.Table) -> int:
     return plan.num_rows
 
 
-def _tally(job: Job, results: list[BlockResult]) -> None:
+def tally(job: Job, results: list[BlockResult]) -> None:
+    """Add newly committed steps' errors, tokens and model time to the manifest's stages."""
     for res in results:
         for st in res.steps:
             if st.resumed:
@@ -219,7 +220,7 @@ def run_chain_phase(job: Job, chains: list[Chain]) -> None:
             job.bars.plan(step.name, rec.planned if rec and rec.planned else done, done)
     results = run_chains(chains, job.layout, job.cfg.pipeline, job.cfg.storage,
                          on_result=job.bars.on_result, hosts=job.hosts)
-    _tally(job, results)
+    tally(job, results)
     _refresh_done(job)
     job.manifest.save(job.layout)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from persona_gen.feedback import folders as F
+from persona_gen.pipeline.chain import BlockResult
 from persona_gen.pipeline.runner import EngineRef, PipelineRunner
 from persona_gen.storage import objects
 
@@ -38,11 +39,17 @@ def build_personas_phase(job) -> pa.Table:
 
 
 def _runner(job) -> PipelineRunner:
+    from persona_gen.feedback.job import tally
+
     def on_plan(stage: str, rows: int) -> None:
         rec = job.manifest.stages.get(stage)
         total = (rec.planned if rec else 0) + rows
         job.bars.plan(stage, total)
         job.record(stage, planned=total)
 
+    def on_result(res: BlockResult) -> None:
+        job.bars.on_result(res)
+        tally(job, [res])
+
     return PipelineRunner(job.layout, "personas", job.cfg.pipeline, job.cfg.storage, job.hosts,
-                          ("persona_id",), on_plan=on_plan, on_result=job.bars.on_result)
+                          ("persona_id",), on_plan=on_plan, on_result=on_result)

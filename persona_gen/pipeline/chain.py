@@ -6,6 +6,13 @@ step a block is *done* exactly when its output file exists: files are written at
 block overwrites rather than duplicates, and readers never see partial data. A kill loses
 only the blocks in flight. Row-level failures go to `errors/<stage>/<block>.parquet`,
 written before the output so a committed block always has its errors recorded.
+
+Why not Ray Data's checkpointing (`DataContext.checkpoint_config`): it needs a single
+read -> map -> write pipeline and records finished row ids, while a job here is several
+dependent passes whose steps write several outputs per block (stage rows and error rows),
+and whose inputs are computed by the driver between passes. Committing whole files under
+deterministic names gives exactly-once output under SIGKILL of the driver or of workers
+without any id bookkeeping in memory: the listing of committed files is the checkpoint.
 """
 
 from __future__ import annotations

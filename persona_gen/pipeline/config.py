@@ -18,6 +18,8 @@ class PipelineConfig(StrictModel):
     """CPUs for each engine actor; fractional on CPU boxes so Ray's other tasks still run."""
     num_cpus_per_worker: float = Field(default=0.25, gt=0)
     """CPUs for each Ray Data worker (reads a block, calls its engine, commits files)."""
+    engine_start_timeout_s: float = Field(default=1800, gt=0)
+    """How long engine actors may take to be scheduled and load their model."""
     ray_address: str | None = None
     """Cluster to join; default $RAY_ADDRESS, else a local instance."""
     local_num_cpus: int | None = None

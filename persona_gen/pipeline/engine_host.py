@@ -13,6 +13,7 @@ from typing import Any
 
 from persona_gen.engines.base import ChatRequest, ChatResult
 from persona_gen.engines.registry import ModelSpec, get_spec
+from persona_gen.errors import UserError
 from persona_gen.pipeline.config import PipelineConfig
 
 
@@ -78,10 +79,23 @@ class EngineHosts:
             self._counter = ray.remote(_Counter).options(num_cpus=0).remote()
         return self._counter
 
+    def _fits(self) -> bool:
+        """Whether one more model's engine actors fit in the cluster's free resources."""
+        import ray
+
+        free = ray.available_resources()
+        need_cpu = self.cfg.num_cpus_per_actor * self.cfg.actors
+        need_gpu = self.cfg.num_gpus_per_actor * self.cfg.actors
+        return free.get("CPU", 0) >= need_cpu and free.get("GPU", 0) >= need_gpu
+
     def get(self, model: str) -> list[Any]:
         import ray
 
         if model not in self._hosts:
+            if self._hosts and not self._fits():
+                # Another model's engines hold the room this one needs (a judge that differs
+                # from the generator on a small cluster): release them; they reload if needed.
+                self._release_engines()
             actor = ray.remote(_EngineHost).options(
                 num_cpus=self.cfg.num_cpus_per_actor,
                 num_gpus=self.cfg.num_gpus_per_actor or None,
@@ -92,17 +106,32 @@ class EngineHosts:
             # that counts, and a bad model name fails before any actor starts.
             spec = get_spec(model)
             hosts = [actor.remote(spec, self.run_id, self.log_json) for _ in range(self.cfg.actors)]
-            ray.get([h.ready.remote() for h in hosts])
+            ready, _ = ray.wait([h.ready.remote() for h in hosts], num_returns=len(hosts),
+                                timeout=self.cfg.engine_start_timeout_s)
+            if len(ready) < len(hosts):
+                for h in hosts:
+                    ray.kill(h)
+                raise UserError(
+                    f"{len(hosts) - len(ready)} of {len(hosts)} engine actors for model '{model}' "
+                    f"did not start within {self.cfg.engine_start_timeout_s:.0f} s (each needs "
+                    f"{self.cfg.num_cpus_per_actor} CPU, {self.cfg.num_gpus_per_actor} GPU; free: "
+                    f"{ray.available_resources()})", source="pipeline")
+            ray.get(ready)  # an engine that failed to load raises here
             self._hosts[model] = hosts
         return self._hosts[model]
 
-    def close(self) -> None:
+    def _release_engines(self) -> None:
         import ray
 
         for hosts in self._hosts.values():
             for h in hosts:
                 ray.kill(h)
         self._hosts.clear()
+
+    def close(self) -> None:
+        import ray
+
+        self._release_engines()
         if self._counter is not None:
             ray.kill(self._counter)
             self._counter = None
