@@ -84,7 +84,8 @@ class EngineHosts:
         import ray
 
         free = ray.available_resources()
-        need_cpu = self.cfg.num_cpus_per_actor * self.cfg.actors
+        # Each engine also needs its two Ray Data workers to be schedulable beside it.
+        need_cpu = (self.cfg.num_cpus_per_actor + 2 * self.cfg.num_cpus_per_worker) * self.cfg.actors
         need_gpu = self.cfg.num_gpus_per_actor * self.cfg.actors
         return free.get("CPU", 0) >= need_cpu and free.get("GPU", 0) >= need_gpu
 
