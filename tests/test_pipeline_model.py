@@ -35,11 +35,14 @@ def _config(tmp_path, census_dir, output: str, **sections):
 def _check_dataset(run: str) -> None:
     plan, _ = read_folder(run, "plan")
     pairs, _ = read_folder(run, "feedback/pairs")
-    errors, _ = read_folder(run, "errors")
-    # Every planned pair is either in the dataset or recorded as a row error, never both.
+    failed: set[str] = set()
+    for stage in ("critique", "revision"):
+        errors, _ = read_folder(run, f"errors/{stage}")
+        failed |= set(errors.column("id").to_pylist()) if errors.num_rows else set()
+    # Every planned pair is in the dataset or recorded as a generation error, never both.
+    # (A verification error leaves the pair in the dataset, without a verdict.)
     done = set(pairs.column("pair_id").to_pylist())
-    failed = set(errors.column("id").to_pylist()) if errors.num_rows else set()
-    assert done | failed >= set(plan.column("pair_id").to_pylist()) and not done & failed
+    assert done | failed == set(plan.column("pair_id").to_pylist()) and not done & failed
     assert pairs.num_rows >= 1
     for col in FEEDBACK_COLUMNS:
         assert pairs.column(col).null_count == 0, col
