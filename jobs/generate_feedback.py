@@ -10,6 +10,11 @@ Submitting again with the same --run-id resumes where the last attempt stopped.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+# `ray job submit --working-dir .` runs this file from the uploaded copy of the repo: make
+# that copy's persona_gen win over any older one installed in the cluster image.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from persona_gen.cli.main import main
 
