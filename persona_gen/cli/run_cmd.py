@@ -57,7 +57,7 @@ def status(
 ) -> None:
     """Rows done and planned per stage, read from storage alone (works from any machine)."""
     from persona_gen.config import load_config
-    from persona_gen.feedback.folders import STAGES
+    from persona_gen.feedback.folders import stages_for
     from persona_gen.pipeline.status import run_status
     from persona_gen.storage import objects
     from persona_gen.storage.layout import RunLayout
@@ -73,7 +73,7 @@ def status(
                         f"(attempt {manifest.get('attempts', 1)}, updated {manifest.get('updated_at')})")
     for col in ("stage", "done", "planned", "errors", "blocks", "%"):
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for st in run_status(layout, STAGES):
+    for st in run_status(layout, stages_for(manifest.get("config", {}))):
         pct = f"{100 * (st.done + st.errors) / st.planned:.1f}" if st.planned else "-"
         table.add_row(st.stage, f"{st.done:,}", f"{st.planned:,}" if st.planned else "-",
                       f"{st.errors:,}", str(st.blocks), pct)

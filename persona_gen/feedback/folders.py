@@ -37,3 +37,18 @@ STAGES: dict[str, StageFolders] = {
     "revision": StageFolders(PAIRS, PLAN),
     "verify": StageFolders(VERIFICATION, PLAN),
 }
+
+
+def stages_for(config: dict) -> dict[str, StageFolders]:
+    """The stages a run with this (resolved, JSON) config has, with the inputs they plan from."""
+    prompts = config.get("prompts", {})
+    personas = config.get("personas", {})
+    stages = dict(STAGES)
+    if not prompts.get("classifier_model"):
+        del stages["controversy"]
+        stages["original"] = StageFolders(ORIGINALS, PROMPT_CANDIDATES)
+    if not personas.get("model_consistency_check", True):
+        del stages["consistency"]
+    if not config.get("feedback", {}).get("verify", True):
+        del stages["verify"]
+    return stages

@@ -202,7 +202,7 @@ def tally(job: Job, results: list[BlockResult]) -> None:
 
 def _refresh_done(job: Job) -> None:
     """Counts in the manifest from storage (the truth after resumes), not from memory."""
-    for stage, where in F.STAGES.items():
+    for stage, where in F.stages_for(job.cfg.model_dump(mode="json")).items():
         done = count_rows(job.loc(where.out))[0]
         if not done and stage not in job.manifest.stages:
             continue
