@@ -39,10 +39,8 @@ def plan(
 ) -> None:
     """Assign prompts to personas, with stable pair ids.
 
-    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs
-    from the held-out prompts (BRIEF 2.3). With --config, from the run's personas/ and
-    prompts/; with --personas N --prompts M, over synthetic ids (for sizing).
-    """
+    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs from the held-out prompts (BRIEF 2.3). With --config, from the run's personas/ and prompts/; with --personas N --prompts M, over synthetic ids (for sizing).
+    """  # typer keeps line breaks: one line per paragraph
     from persona_gen.config import load_config
     from persona_gen.errors import ConfigError
     from persona_gen.plan.assign import build_plan

@@ -31,10 +31,8 @@ def run(
 ) -> None:
     """Run the whole job (census sample, personas, prompts, plan, originals, critiques, revisions, verification) into OUTPUT/RUN_ID/.
 
-    Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and
-    commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed
-    blocks are never generated again, and nothing is written twice.
-    """
+    Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed blocks are never generated again, and nothing is written twice.
+    """  # typer keeps line breaks: one line per paragraph
     from persona_gen.config import load_config
     from persona_gen.feedback.job import run_job, summary_table
 
