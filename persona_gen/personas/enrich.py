@@ -15,12 +15,12 @@ import pyarrow as pa
 from pydantic import Field, StringConstraints, create_model
 
 from persona_gen.config.base import StrictModel
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
+from persona_gen.engines.base import ChatRequest, ChatResult, Message
 from persona_gen.personas.attributes import LLM_ATTRIBUTES
 from persona_gen.personas.config import PersonasConfig
 from persona_gen.personas.lists import ITEM_SEPARATOR
 from persona_gen.personas.render import render_persona
-from persona_gen.personas.structured import parse_structured
+from persona_gen.personas.structured import parse_structured, persona_json_requests
 from persona_gen.personas.tables import with_columns
 
 # What each field asks for; shown in the prompt and carried as schema descriptions.
@@ -68,11 +68,6 @@ def enrich_messages(row: dict[str, Any]) -> list[Message]:
     ]
 
 
-def request_seed(persona_seed: Any) -> int | None:
-    """Engines take 31-bit seeds; fold the persona's 63-bit seed into that range."""
-    return None if persona_seed is None else int(persona_seed) % (2**31 - 1)
-
-
 @dataclass(frozen=True)
 class EnrichStage:
     """ModelStage 'enrich' (persona_gen.pipeline.stage); picklable for Ray actors."""
@@ -95,20 +90,8 @@ class EnrichStage:
         return enriched_attributes_model(self.max_chars)
 
     def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        schema = self.answer_model.model_json_schema()
-        return [
-            ChatRequest(
-                id=f"enrich:{row['persona_id']}:{row.get('attempt') or 0}",
-                messages=enrich_messages(row),
-                sampling=Sampling(
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                    seed=request_seed(row.get("persona_seed")),
-                ),
-                json_schema=schema,
-            )
-            for row in batch.to_pylist()
-        ]
+        return persona_json_requests(batch, self.name, enrich_messages, self.answer_model,
+                                     self.temperature, self.max_tokens)
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
         values: dict[str, list[str | None]] = {name: [] for name in LLM_ATTRIBUTES}

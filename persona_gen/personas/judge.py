@@ -15,11 +15,10 @@ import pyarrow as pa
 from pydantic import Field, StringConstraints, create_model
 
 from persona_gen.config.base import StrictModel
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
+from persona_gen.engines.base import ChatRequest, ChatResult, Message
 from persona_gen.personas.config import PersonasConfig
-from persona_gen.personas.enrich import request_seed
 from persona_gen.personas.render import render_persona
-from persona_gen.personas.structured import parse_structured
+from persona_gen.personas.structured import parse_structured, persona_json_requests
 from persona_gen.personas.tables import with_columns
 
 SYSTEM_PROMPT = (
@@ -74,20 +73,8 @@ class JudgeStage:
         return verdict_model(self.reason_max_chars)
 
     def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        schema = self.answer_model.model_json_schema()
-        return [
-            ChatRequest(
-                id=f"consistency:{row['persona_id']}:{row.get('attempt') or 0}",
-                messages=judge_messages(row),
-                sampling=Sampling(
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                    seed=request_seed(row.get("persona_seed")),
-                ),
-                json_schema=schema,
-            )
-            for row in batch.to_pylist()
-        ]
+        return persona_json_requests(batch, self.name, judge_messages, self.answer_model,
+                                     self.temperature, self.max_tokens)
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
         consistent: list[bool | None] = []

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
-from persona_gen.engines.base import ChatResult
+from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def request_seed(persona_seed: Any) -> int | None:
+    """Engines take 31-bit seeds; fold the persona's 63-bit seed into that range."""
+    return None if persona_seed is None else int(persona_seed) % (2**31 - 1)
+
+
+def persona_json_requests(batch: pa.Table, stage: str, messages: Callable[[dict], list[Message]],
+                          answer: type[BaseModel], temperature: float,
+                          max_tokens: int) -> list[ChatRequest]:
+    """One JSON-schema request per persona row, seeded by the persona's own seed so a
+    retried or resumed row samples the same way (where the engine honours seeds)."""
+    schema = answer.model_json_schema()
+    return [
+        ChatRequest(
+            id=f"{stage}:{row['persona_id']}:{row.get('attempt') or 0}",
+            messages=messages(row),
+            sampling=Sampling(temperature=temperature, max_tokens=max_tokens,
+                              seed=request_seed(row.get("persona_seed"))),
+            json_schema=schema,
+        )
+        for row in batch.to_pylist()
+    ]
 
 
 def _schema_problems(err: ValidationError) -> str:
