@@ -27,14 +27,14 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: setup  ## set-up plus the whole suite (lint first: it takes a second)
-	$(VENV)/bin/ruff check persona_gen tests jobs bench
+	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
 	$(PY) -m pytest -q tests
 
 test-fast: setup  ## the suite without the slow real-model tests
 	$(PY) -m pytest -q -m "not model" tests
 
 lint: setup  ## ruff
-	$(VENV)/bin/ruff check persona_gen tests jobs bench
+	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
 
 clean:  ## remove the venv and outputs (not the model cache)
 	rm -rf $(VENV) out .pytest_cache
@@ -44,7 +44,7 @@ demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./
 	$(VENV)/bin/persona-gen run --config jobs/configs/cpu_demo.yaml
 
 bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census, engine
-	$(PY) bench/plan_build.py
-	$(PY) bench/census_sampling.py
-	$(PY) bench/pipeline_overhead.py
-	$(PY) bench/engine_throughput.py
+	$(PY) benchmarks/plan_build.py
+	$(PY) benchmarks/census_sampling.py
+	$(PY) benchmarks/pipeline_overhead.py
+	$(PY) benchmarks/engine_throughput.py
