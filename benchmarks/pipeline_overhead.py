@@ -1,7 +1,7 @@
 """Pipeline overhead: paper-scale plan through Ray Data with the no-model engine, and the
 pipeline/direct throughput ratio with the bundled model on vLLM CPU.
 
-    .venv/bin/python bench/pipeline_overhead.py [--pairs-only] [--model-pairs 64]
+    .venv/bin/python benchmarks/pipeline_overhead.py [--pairs-only] [--model-pairs 64]
 
 Prints two tables. Not a test: figures depend on the machine.
 """
@@ -19,12 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_gen.config.run import RunConfig
-from persona_gen.feedback.job import pair_chain, sampling
-from persona_gen.feedback.synthetic import write_synthetic_inputs
+from persona_gen.feedback.stages import sampling
 from persona_gen.pipeline.chain import Chain, Step
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.ray_session import ray_session
-from persona_gen.storage.layout import RunLayout
+from persona_gen.run import recipe as R
+from persona_gen.run.synthetic import write_synthetic_inputs
+from persona_gen.storage.runref import RunRef
 
 
 class PeakMemory:
@@ -61,13 +62,13 @@ def overhead(n_personas: int, n_prompts: int, block: int) -> dict:
                      "local_num_cpus": 2},
     })
     with tempfile.TemporaryDirectory() as tmp:
-        layout = RunLayout.at(tmp, "bench")
+        run = RunRef.at(tmp, "bench")
         t0 = time.perf_counter()
-        planned = write_synthetic_inputs(layout, n_personas, n_prompts, 0, cfg.plan, block)
+        planned = write_synthetic_inputs(run, n_personas, n_prompts, 0, cfg.plan, block)
         t_plan = time.perf_counter() - t0
         with PeakMemory() as mem, ray_session(cfg.pipeline):
             t1 = time.perf_counter()
-            results = run_chains([pair_chain(cfg)], layout, cfg.pipeline, cfg.storage)
+            results = run_chains([R.chain(cfg, "pairs")], run, cfg.pipeline)
             t_run = time.perf_counter() - t1
         rows = sum(s.rows for r in results for s in r.steps if s.stage == "revision")
     return {"planned": planned, "pairs": rows, "plan_s": t_plan, "run_s": t_run,
@@ -89,23 +90,24 @@ def model_ratio(n_pairs: int, max_tokens: int) -> dict:
                      "local_num_cpus": 2},
     })
     stage = CritiqueStage(sampling(cfg))
-    chain = Chain("critique-only", "plan",
-                  (Step(stage, model, "feedback/critiques", drop=("persona",)),),
-                  pair_chain(cfg).lookups)
+    critique = R.stage("critique")
+    chain = Chain("critique-only", R.PLAN,
+                  (Step(stage, model, critique.writes, drop=critique.drop),),
+                  R.chain(cfg, "pairs").lookups)
     with tempfile.TemporaryDirectory() as tmp:
-        layout = RunLayout.at(tmp, "ratio")
+        run = RunRef.at(tmp, "ratio")
         n_personas = max(1, n_pairs // 8)
-        write_synthetic_inputs(layout, n_personas, 16, 0,
+        write_synthetic_inputs(run, n_personas, 16, 0,
                                cfg.plan.model_copy(update={"train_pairs_per_persona": 6,
                                                            "seen_test_pairs_per_persona": 0,
                                                            "heldout_test_pairs_per_persona": 2}),
                                cfg.pipeline.batch_size, persona_words=40)
         # Direct: the same blocks, joined the same way, straight into one engine.
         engine = create_engine(model)
-        cache = LookupCache(layout)
-        blocks = [objects.read_table(layout.base.child("plan", f))
+        cache = LookupCache(run)
+        blocks = [objects.read_table(run.child(R.PLAN, f))
                   for f in sorted(p.rsplit("/", 1)[-1] for p in
-                                  objects.list_files(layout.base.child("plan"), ".parquet"))]
+                                  objects.list_files(run.child(R.PLAN), ".parquet"))]
         t0 = time.perf_counter()
         direct_tokens = 0
         for b in blocks:
@@ -115,7 +117,7 @@ def model_ratio(n_pairs: int, max_tokens: int) -> dict:
         engine.close()
         del engine
         with ray_session(cfg.pipeline):
-            results = run_chains([chain], layout, cfg.pipeline, cfg.storage)
+            results = run_chains([chain], run, cfg.pipeline)
         steps = [s for r in results for s in r.steps if not s.resumed]
         pipe_s = max(s.finished_at for s in steps) - min(s.started_at for s in steps)
         pipe_tokens = sum(s.output_tokens for s in steps)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 
 from persona_gen.storage.local_server import LocalS3Server
 
@@ -87,3 +88,14 @@ def bundled_engine() -> Iterator[Engine]:
         yield engine
     finally:
         engine.close()
+
+
+@pytest.fixture
+def echo_models(tmp_path, monkeypatch) -> list[str]:
+    """A second no-model engine under another name, so the report has two models to compare."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "echo-b.yaml").write_text(yaml.safe_dump(
+        {"name": "echo-b", "engine": "echo", "max_model_len": 2048, "runs_on": ["cpu"]}))
+    monkeypatch.setenv("PERSONA_GEN_MODELS_DIR", str(folder))
+    return ["echo", "echo-b"]

@@ -39,3 +39,36 @@ def test_interrupted_bench_run_regenerates_nothing_already_done(tmp_path, ray_lo
     assert _blocks(run, "bench_answer") == answers  # not one answer block written again
     assert set(_blocks(run, "bench_judge")) == set(judged)
     assert list((run / "bench" / "metrics").glob("*.parquet"))
+
+
+def test_resumed_bench_with_another_model_gets_that_models_answers(tmp_path, ray_local,
+                                                                   echo_models):
+    """Blocks are named by content (stage, model, rows): a resumed run that asks for other
+    work never gets an earlier run's blocks back."""
+    from persona_gen.bench import layout as L
+    from persona_gen.bench.layout import BenchLayout
+    from persona_gen.storage.uri import resolve
+
+    a, b = echo_models
+    cfg, run_uri = _make_run(tmp_path / "one", _bench_section([a], "echo", loo_attributes=[]))
+    assert runner.invoke(app, ["bench", "run", "--config", cfg]).exit_code == 0
+    run = Path(run_uri)
+    a_blocks = _blocks(run, "bench_answer")
+
+    # The same run id, now with models A and B.
+    cfg_ab, _ = _make_run(tmp_path / "one", _bench_section([a, b], "echo", loo_attributes=[]))
+    res = runner.invoke(app, ["bench", "run", "--config", cfg_ab])
+    assert res.exit_code == 0, res.output
+    assert {p: t for p, t in _blocks(run, "bench_answer").items() if p in a_blocks} == a_blocks
+
+    # B alone in a fresh run: the answers B gave in the resumed run are exactly these.
+    cfg_b, fresh_uri = _make_run(tmp_path / "two", _bench_section([b], "echo", loo_attributes=[]))
+    assert runner.invoke(app, ["bench", "run", "--config", cfg_b]).exit_code == 0
+
+    def answers(uri: str, model: str) -> list[tuple]:
+        t = BenchLayout(resolve(uri).child("bench")).read(L.ANSWERS).to_pylist()
+        return sorted((r["sample_id"], r["model"], r["answer"]) for r in t if r["model"] == model)
+
+    resumed_b = answers(run_uri, b)
+    assert resumed_b and resumed_b == answers(fresh_uri, b)
+    assert answers(run_uri, a) != [(s, a, t) for s, _, t in resumed_b]

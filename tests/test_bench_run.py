@@ -18,24 +18,14 @@ from persona_gen.bench.run import run_bench, write_outputs
 from persona_gen.cli.main import app
 from persona_gen.engines.base import ChatRequest, ChatResult, Engine
 from persona_gen.errors import UserError
-from persona_gen.storage.layout import RunLayout
+from persona_gen.run.recipe import PERSONAS, PROMPTS
 from persona_gen.storage.objects import write_table_atomic
+from persona_gen.storage.runref import RunRef
 from persona_gen.storage.uri import resolve
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 LOO = ["religion", "political_views"]
-
-
-@pytest.fixture
-def echo_models(tmp_path, monkeypatch) -> list[str]:
-    """A second no-model engine under another name, so the report has two models to compare."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    (folder / "echo-b.yaml").write_text(yaml.safe_dump(
-        {"name": "echo-b", "engine": "echo", "max_model_len": 2048, "runs_on": ["cpu"]}))
-    monkeypatch.setenv("PERSONA_GEN_MODELS_DIR", str(folder))
-    return ["echo", "echo-b"]
 
 
 def _bench_section(models: list[str], judge: str, **extra) -> dict:
@@ -48,13 +38,13 @@ def _bench_section(models: list[str], judge: str, **extra) -> dict:
 
 def _make_run(tmp_path, bench: dict) -> tuple[str, str]:
     root = tmp_path / "runs"
-    layout = RunLayout.at(str(root), "r1")
-    write_table_atomic(layout.personas.child("personas.parquet"), personas_table())
-    write_table_atomic(layout.prompts.child("prompts.parquet"), prompts_table())
+    run = RunRef.at(str(root), "r1")
+    write_table_atomic(run.child(PERSONAS), personas_table())
+    write_table_atomic(run.child(PROMPTS), prompts_table())
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump({"run": {"output": str(root), "run_id": "r1", "seed": 5},
                                    "bench": bench}))
-    return str(cfg), layout.base.uri
+    return str(cfg), run.uri
 
 
 def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_models):

@@ -18,6 +18,7 @@ from persona_gen.errors import DataError, UserError
 from persona_gen.personas.attributes import CENSUS_EXTRAS, LLM_ATTRIBUTES, PERSONA_ATTRIBUTES
 from persona_gen.personas.build import build_personas
 from persona_gen.personas.config import PersonasConfig
+from persona_gen.hashing import stable_seed
 from persona_gen.personas.enrich import EnrichStage
 from persona_gen.personas.judge import JudgeStage
 from persona_gen.personas.record import Persona
@@ -108,7 +109,9 @@ def test_enrich_requests_carry_the_schema_and_the_rendered_persona() -> None:
     assert "age: 38\nsex: Female" in user and "income: $61,000" in user
     assert "core values: Thrift; Faith" in user and "Travel, Music" in user
     assert "age: 70" in reqs[1].messages[-1].content
-    assert reqs[0].sampling.max_tokens == 150 and reqs[0].sampling.seed == 123
+    # The row seed derives from the run seed, the stage and the row's own key.
+    assert reqs[0].sampling.max_tokens == 150
+    assert reqs[0].sampling.seed == stable_seed(0, "enrich", "enrich:p0:0") != reqs[1].sampling.seed
 
 
 def test_enrich_results_turn_bad_answers_into_row_errors() -> None:
@@ -263,39 +266,28 @@ def test_build_skips_the_judge_when_configured_off() -> None:
 # --- a run's personas from its config --------------------------------------------------
 
 
-def test_build_run_personas_writes_the_run_folder(census_dir: Path, tmp_path: Path) -> None:
+def test_a_runs_census_draw_and_resampling_build_the_personas(census_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """The persona phase's method in-process: the run's census draw, a judge that rejects
+    one persona's first draw, and a fresh census draw for that slot."""
     from persona_gen.config import load_config
-    from persona_gen.personas.job import build_run_personas, census_sampler
-    from persona_gen.storage import objects
-    from persona_gen.storage.layout import RunLayout
+    from persona_gen.personas.job import census_sampler, census_seed, resampler
 
     source = str(census_dir / "nist-acs-2019" / "ma2019.csv")
     cfg = load_config(None, [f"run.output={tmp_path}", "run.seed=4", f"census.sources=[{source}]",
-                             "census.n=12", "personas.enrich_model=writer",
-                             "personas.judge_model=writer"])
-    third = census_sampler(cfg, 12, 4).column("persona_id")[2].as_py()
+                             "census.n=12"])
+    census = census_sampler(cfg, 12, census_seed(cfg))
+    third = census.column("persona_id")[2].as_py()
     verdict = {"consistent": False, "reason": "contradiction"}
-    opened: list[ScriptedJsonEngine] = []
-
-    def factory(name: str) -> ScriptedJsonEngine:
-        # The judge rejects the third persona's first draw only.
-        opened.append(ScriptedJsonEngine(name, overrides={f"consistency:{third}:0": verdict}))
-        return opened[-1]
-
-    report = build_run_personas(cfg, "r1", engine_factory=factory)
-    assert [e.name for e in opened] == ["writer"]  # one engine serves both stages
-    layout = RunLayout.at(str(tmp_path), "r1")
-    table = objects.read_table(layout.personas.child("personas.parquet"))
-    assert table.num_rows == report.stats.kept == 12  # the rejected slot was resampled
-    assert report.stats.rejections == {"model_judge": 1} and report.stats.resampled == 1
+    engine = ScriptedJsonEngine("writer", overrides={f"consistency:{third}:0": verdict})
+    table, stats = build_personas(census, engine, engine, cfg.personas, cfg.run.seed,
+                                  resampler(cfg, census_sampler))
+    assert table.num_rows == stats.kept == 12  # the rejected slot was resampled
+    assert stats.rejections == {"model_judge": 1} and stats.resampled == 1
     redrawn = table.filter(pc.equal(table.column("persona_id"), third)).to_pylist()[0]
     assert redrawn["attempt"] == 1
     assert table.column("source").to_pylist()[0] == "ma2019.csv"
     assert all(t.startswith("age: ") for t in table.column("persona_text").to_pylist())
-    stats = objects.read_json(layout.personas.child("stats.json"))
-    assert stats["kept"] == 12
-    manifest = objects.read_json(layout.manifest)
-    assert manifest["counts"]["personas"]["rejections"] == stats["rejections"]
 
 
 @pytest.fixture
@@ -312,13 +304,15 @@ def restore_logging() -> Iterator[None]:
         configure(json=False, stream=sys.stderr)
 
 
-@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.ray
+@pytest.mark.usefixtures("restore_logging", "ray_local")
 def test_cli_builds_personas_with_the_echo_engine(census_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from persona_gen.cli.main import app
+    from persona_gen.run.recipe import PERSONA_STATS, PERSONAS
     from persona_gen.storage import objects
-    from persona_gen.storage.layout import RunLayout
+    from persona_gen.storage.runref import RunRef
 
     source = census_dir / "nist-acs-2019" / "tx2019.csv"
     args = ["personas", "build", "--set", f"run.output={tmp_path}", "--set", "run.run_id=cli",
@@ -326,10 +320,15 @@ def test_cli_builds_personas_with_the_echo_engine(census_dir: Path, tmp_path: Pa
             "--set", "personas.enrich_model=echo", "--set", "personas.judge_model=echo"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    stats = objects.read_json(RunLayout.at(str(tmp_path), "cli").personas.child("stats.json"))
+    run = RunRef.at(str(tmp_path), "cli")
+    stats = objects.read_json(run.child(PERSONA_STATS))
     assert f"kept {stats['kept']} of 10" in result.output
     assert stats["kept"] + stats["dropped"] == 10 and stats["model_calls"]["enrich"] >= 10
-    table = objects.read_table(RunLayout.at(str(tmp_path), "cli").personas.child("personas.parquet"))
+    table = objects.read_table(run.child(PERSONAS))
+    manifest = objects.read_json(run.manifest)
+    assert manifest["counts"]["personas"] == stats and manifest["phases"] == ["personas"]
+    assert manifest["status"] == "partial"
+    assert manifest["stages"]["enrich"]["output_tokens"] > 0
     assert table.num_rows == stats["kept"]
     assert set(table.column("enrich_model").to_pylist()) <= {"echo"}
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 from persona_gen.cli.main import app, main
 from persona_gen.config import load_config
-from persona_gen.feedback.job import run_job
+from persona_gen.run.job import run_job
+from persona_gen.storage.runref import RunRef
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
 
 pytestmark = pytest.mark.ray
@@ -24,7 +27,7 @@ def poisoned_run(tmp_path_factory, census_dir, ray_local):
                             plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
                                   "heldout_test_pairs_per_persona": 2})
     cfg = load_config(cfg_path)
-    summary = run_job(cfg, run_id="p1", progress=False)
+    summary = run_job(cfg, RunRef.at(cfg.run.output, "p1"), progress=False)
     return tmp, cfg_path, summary
 
 
@@ -56,8 +59,6 @@ def test_status_reads_progress_from_storage(poisoned_run):
 
 
 def test_manifest_says_what_produced_the_dataset(poisoned_run):
-    import json
-
     tmp, _, _ = poisoned_run
     m = json.loads((tmp / "out" / "p1" / "manifest.json").read_text())
     assert m["status"] == "complete" and m["run_id"] == "p1"
@@ -70,7 +71,8 @@ def test_manifest_says_what_produced_the_dataset(poisoned_run):
 def test_rerun_of_a_complete_run_generates_nothing(poisoned_run):
     tmp, cfg_path, _ = poisoned_run
     before = {p: p.stat().st_mtime_ns for p in (tmp / "out" / "p1" / "feedback").rglob("*.parquet")}
-    summary = run_job(load_config(cfg_path), run_id="p1", progress=False)
+    cfg = load_config(cfg_path)
+    summary = run_job(cfg, RunRef.at(cfg.run.output, "p1"), progress=False)
     after = {p: p.stat().st_mtime_ns for p in (tmp / "out" / "p1" / "feedback").rglob("*.parquet")}
     assert before == after
     assert summary.stages["revision"].done > 0
@@ -91,3 +93,45 @@ def test_unknown_status_run_is_a_clear_error(tmp_path, capsys):
         main(["status", "--output", str(tmp_path), "--run-id", "nope"])
     assert ex.value.code == 2
     assert "no run 'nope' here" in capsys.readouterr().err
+
+
+def test_until_plan_then_the_whole_run_equals_one_whole_run(tmp_path, census_dir, ray_local):
+    """`run --until plan` writes what the whole run writes up to the plan; the whole run
+    with the same id then carries on (the plan is not rebuilt) to the same dataset."""
+    prompts = write_prompt_file(tmp_path / "prompts.jsonl", 10)
+    cfg_path = write_config(tmp_path / "job.yaml",
+                            census_dir / "nist-acs-2019" / "national2019.csv", prompts,
+                            str(tmp_path / "out"), census={"n": 3},
+                            plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
+                                  "heldout_test_pairs_per_persona": 1})
+    args = ["run", "--config", str(cfg_path), "--no-progress"]
+    res = runner.invoke(app, [*args, "--run-id", "staged", "--until", "plan"])
+    assert res.exit_code == 0, res.output
+    staged = tmp_path / "out" / "staged"
+    assert not (staged / "feedback" / "pairs").exists()
+    m = json.loads((staged / "manifest.json").read_text())
+    assert m["status"] == "partial" and m["phases"] == ["personas", "prompts", "plan"]
+    plan_files = {p: p.stat().st_mtime_ns for p in (staged / "plan").glob("*.parquet")}
+    assert plan_files
+
+    res = runner.invoke(app, [*args, "--run-id", "staged"])
+    assert res.exit_code == 0, res.output
+    assert {p: p.stat().st_mtime_ns for p in (staged / "plan").glob("*.parquet")} == plan_files
+    res = runner.invoke(app, [*args, "--run-id", "whole"])
+    assert res.exit_code == 0, res.output
+
+    def dataset(run_id: str) -> list[dict]:
+        pairs, _ = read_folder(str(tmp_path / "out" / run_id), "feedback/pairs")
+        return sorted(pairs.to_pylist(), key=lambda r: r["pair_id"])
+
+    assert dataset("staged") == dataset("whole") and len(dataset("whole")) == 3 * 5
+    m = json.loads((staged / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["phases"] == ["personas", "prompts", "plan", "pairs"]
+
+
+def test_manifest_lists_exactly_the_stages_the_config_enables(poisoned_run):
+    tmp, _, _ = poisoned_run
+    m = json.loads((tmp / "out" / "p1" / "manifest.json").read_text())
+    # No consistency judge, no classifier in this config: those stages are not there.
+    assert set(m["stages"]) == {"enrich", "original", "critique", "revision", "verify"}
+    assert all(m["stages"][s]["output_tokens"] > 0 for s in m["stages"])

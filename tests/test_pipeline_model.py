@@ -7,7 +7,8 @@ import pyarrow.compute as pc
 import pytest
 
 from persona_gen.config import load_config
-from persona_gen.feedback.job import FEEDBACK_COLUMNS, run_job
+from persona_gen.run.job import DATASET_COLUMNS, run_job
+from persona_gen.storage.runref import RunRef
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
 
 pytestmark = [pytest.mark.model, pytest.mark.ray]
@@ -44,11 +45,11 @@ def _check_dataset(run: str) -> None:
     done = set(pairs.column("pair_id").to_pylist())
     assert done | failed == set(plan.column("pair_id").to_pylist()) and not done & failed
     assert pairs.num_rows >= 1
-    for col in FEEDBACK_COLUMNS:
+    for col in DATASET_COLUMNS:
         assert pairs.column(col).null_count == 0, col
         if pairs.schema.field(col).type == "string":
             assert pc.min(pc.utf8_length(pairs.column(col))).as_py() > 0, col
-    assert pc.all(pc.greater(pairs.column("data_output_tokens"), 0)).as_py()
+    assert pc.all(pc.greater(pairs.column("revision_output_tokens"), 0)).as_py()
     verdicts, _ = read_folder(run, "feedback/verification")
     assert set(verdicts.column("preferred").to_pylist()) <= {"revision", "original"}
 
@@ -59,15 +60,20 @@ def test_model_run_to_a_local_folder(tmp_path, census_dir, ray_local):
                             "model_consistency_check": True, "max_resamples": 0,
                             "enrich_max_tokens": 200, "enrich_field_max_chars": 60},
                   prompts={"classifier_model": MODEL})
-    summary = run_job(cfg, run_id="local", progress=False)
+    summary = run_job(cfg, RunRef.at(cfg.run.output, "local"), progress=False)
     _check_dataset(str(tmp_path / "out" / "local"))
     assert summary.stages["enrich"].done >= 1
     assert summary.stages["controversy"].done == 4
+    # Every model stage of the real model reports its tokens.
+    assert list(summary.stages) == ["enrich", "consistency", "controversy", "original",
+                                    "critique", "revision", "verify"]
+    for name, rec in summary.stages.items():
+        assert rec.output_tokens > 0 and rec.prompt_tokens > 0, name
 
 
 def test_model_run_to_s3(tmp_path, census_dir, ray_local, s3_bucket):
     uri = f"s3://{s3_bucket}/runs"
     cfg = _config(tmp_path, census_dir, uri)
-    summary = run_job(cfg, run_id="s3run", progress=False)
+    summary = run_job(cfg, RunRef.at(uri, "s3run", cfg.storage), progress=False)
     _check_dataset(f"{uri}/s3run")
     assert summary.dataset_uri == f"{uri}/s3run/feedback/pairs"

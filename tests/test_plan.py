@@ -169,34 +169,43 @@ def test_plan_command_with_synthetic_ids(tmp_path, capsys):
     assert "seconds to build" in capsys.readouterr().out
 
 
-def test_plan_command_from_a_run(tmp_path, capsys):
+@pytest.mark.ray
+def test_plan_command_from_a_run(tmp_path, capsys, ray_local):
     root = tmp_path / "runs"
-    assert _cli(["prompts", "build", "--set", "prompts.classifier_model=null",
-                 "--set", f"run.output={root}", "--set", "run.run_id=r1"]) == 0
-    (root / "r1" / "personas").mkdir(parents=True)
+    echo = ["--set", "feedback.model=echo", "--set", "feedback.judge_model=echo"]
+    assert _cli(["prompts", "build", "--set", "prompts.classifier_model=null", *echo,
+                 "--output", str(root), "--run-id", "r1"]) == 0
     personas = [f"pp{i}" for i in range(12)]
+    (root / "r1" / "personas").mkdir()
     pq.write_table(pa.table({"persona_id": personas, "age": list(range(12))}),
                    root / "r1" / "personas" / "personas.parquet")
-    code = _cli(["plan", "--set", f"run.output={root}", "--set", "run.run_id=r1",
+    code = _cli(["plan", "--output", str(root), "--run-id", "r1", *echo,
+                 "--set", "prompts.classifier_model=null",
                  "--set", "plan.train_pairs_per_persona=10",
                  "--set", "plan.seen_test_pairs_per_persona=5",
                  "--set", "plan.heldout_test_pairs_per_persona=5"])
+    assert code == 2  # the plan is part of the run, so a changed plan config is refused
+    assert "different configuration (plan changed)" in capsys.readouterr().err
+    code = _cli(["plan", "--output", str(root), "--run-id", "r1", *echo,
+                 "--set", "prompts.classifier_model=null"])
     assert code == 0, capsys.readouterr().err
-    plan = pq.read_table(root / "r1" / "plan" / "plan.parquet")
+    plan = pq.read_table(root / "r1" / "plan")
     prompts = pq.read_table(root / "r1" / "prompts" / "prompts.parquet")
     split = dict(zip(prompts.column("prompt_id").to_pylist(), prompts.column("split").to_pylist(),
                      strict=True))
-    assert plan.num_rows == 12 * 20
+    assert plan.num_rows == 12 * pair_counts(PlanConfig(), sum(s == "train" for s in split.values()),
+                                             sum(s == "heldout" for s in split.values())).total
     assert all(split[p] == s for p, s in zip(plan.column("prompt_id").to_pylist(),
                                             plan.column("prompt_split").to_pylist(), strict=True))
     stats = json.loads((root / "r1" / "prompts" / "stats.json").read_text())
     assert stats["train"] + stats["heldout"] == prompts.num_rows
+    assert "pairs" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--personas", "3"], "--personas and --prompts go together"),
-    ([], "name the run to plan from"),
-    (["--set", "run.run_id=nothing-here"], "personas.parquet: not found"),
+    ([], "name the run"),
+    (["--run-id", "nothing-here"], "personas.parquet: not found"),
     (["--personas", "3", "--prompts", "9"], "say where to write the plan"),
 ])
 def test_plan_command_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args,

@@ -130,7 +130,7 @@ def test_classifier_failures_and_off_label_answers_become_errors_not_crashes():
     sel = select_prompts(PromptsConfig(classifier_model="scripted"), engine)
     assert sel.stats.step("controversy").errors == 2
     errors = {r["text"]: r["error"] for r in sel.rejected.to_pylist() if r["reason"] == "controversy"}
-    assert errors[failed] == "engine: request failed"
+    assert errors[failed] == "controversy: engine error: engine: request failed"
     assert "unexpected classifier output" in errors[rambling]
     assert failed not in sel.kept.column("text").to_pylist()
 
@@ -316,7 +316,8 @@ def test_missing_column_in_parquet_lists_the_columns_found(tmp_path):
 
 
 @pytest.mark.s3
-def test_prompts_load_from_s3_and_write_the_build_back(s3_bucket, capsys):
+@pytest.mark.ray
+def test_prompts_load_from_s3_and_write_the_build_back(s3_bucket, capsys, ray_local):
     from persona_gen.storage import objects, resolve
 
     rows = _prism_like()
@@ -324,7 +325,7 @@ def test_prompts_load_from_s3_and_write_the_build_back(s3_bucket, capsys):
     objects.write_bytes_atomic(resolve(f"s3://{s3_bucket}/in/prism.jsonl"), body)
     code = _cli(["prompts", "build", "--set", f"prompts.source=s3://{s3_bucket}/in/prism.jsonl",
                  "--set", "prompts.classifier_model=null", "--set", "prompts.n_topics=2",
-                 "--out", f"s3://{s3_bucket}/runs/r1/prompts"])
+                 *ECHO, "--output", f"s3://{s3_bucket}/runs", "--run-id", "r1"])
     assert code == 0, capsys.readouterr().err
     table = objects.read_table(resolve(f"s3://{s3_bucket}/runs/r1/prompts/prompts.parquet"))
     assert sorted(table.column("text").to_pylist()) == sorted(r["opening_prompt"] for r in rows)
@@ -343,26 +344,30 @@ def _cli(args: list[str]) -> int:
     return int(done.value.code or 0)
 
 
-def test_prompts_build_writes_prompts_and_stats(tmp_path, capsys):
-    out = tmp_path / "run" / "prompts"
+# `prompts build` is the job's prompts phase: it answers each kept prompt once (the
+# original), so these runs use the no-model engine on a local Ray.
+ECHO = ["--set", "feedback.model=echo", "--set", "feedback.judge_model=echo"]
+
+
+def _run_folder(root, run_id: str):
+    return root / run_id / "prompts"
+
+
+@pytest.mark.ray
+def test_prompts_build_writes_prompts_and_stats(tmp_path, capsys, ray_local):
     code = _cli(["prompts", "build", "--set", "prompts.classifier_model=null", "--set",
-                 "run.seed=5", "--out", str(out)])
+                 "run.seed=5", *ECHO, "--output", str(tmp_path), "--run-id", "r5"])
     assert code == 0, capsys.readouterr().err
+    out = _run_folder(tmp_path, "r5")
     table = pq.read_table(out / "prompts.parquet")
     assert table.schema.names == ["prompt_id", "text", "topic", "split"]
-    expected, _ = build_prompts(NO_MODEL, None, seed=5)
-    assert table.equals(expected)
+    expected, _ = build_prompts(NO_MODEL, None, seed=5)  # echo answers every prompt
+    assert sorted(table.to_pylist(), key=str) == sorted(expected.to_pylist(), key=str)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["kept"] == table.num_rows and stats["classifier"] is None
+    assert next(s for s in stats["steps"] if s["name"] == "original")["kept"] == table.num_rows
     printed = capsys.readouterr().out
     assert "question_mark" in printed and "min_words" in printed and "skipped" in printed
-
-
-def test_prompts_build_into_the_run_layout(tmp_path):
-    code = _cli(["prompts", "build", "--set", "prompts.classifier_model=null",
-                 "--set", f"run.output={tmp_path}", "--set", "run.run_id=r7"])
-    assert code == 0
-    assert (tmp_path / "r7" / "prompts" / "prompts.parquet").is_file()
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
@@ -376,19 +381,22 @@ def test_prompts_build_bad_input_exits_non_zero_with_one_line_and_writes_nothing
     src.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
     code = _cli(["prompts", "build", "--set", f"prompts.source={src}",
-                 "--set", "prompts.classifier_model=null", "--out", str(out)])
+                 "--set", "prompts.classifier_model=null", "--output", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and str(src) in err and message in err
     assert not out.exists()
 
 
-def test_prompts_build_runs_the_classifier_through_a_registered_engine(tmp_path, capsys):
+@pytest.mark.ray
+def test_prompts_build_runs_the_classifier_through_a_registered_engine(tmp_path, capsys,
+                                                                         ray_local):
     # `echo` is the registry's no-model engine: it picks one of the offered choices, so
     # every row must come back labelled and the counts must add up.
-    out = tmp_path / "out"
-    code = _cli(["prompts", "build", "--set", "prompts.classifier_model=echo", "--out", str(out)])
+    code = _cli(["prompts", "build", "--set", "prompts.classifier_model=echo", *ECHO,
+                 "--output", str(tmp_path), "--run-id", "c1"])
     assert code == 0, capsys.readouterr().err
+    out = _run_folder(tmp_path, "c1")
     stats = json.loads((out / "stats.json").read_text())
     step = next(s for s in stats["steps"] if s["name"] == "controversy")
     assert stats["classifier"] == "echo" and step["errors"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import socket
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from persona_gen.cli.main import app
 from persona_gen.errors import StorageError
-from persona_gen.storage import RunLayout, objects, resolve
+from persona_gen.storage import RunRef, objects, resolve
 
 runner = CliRunner()
 
@@ -46,10 +47,14 @@ def test_arrow_round_trip_s3(s3_bucket):
 
 def test_manifest_json_atomic_on_s3_and_local(s3_bucket, tmp_path):
     for root in (f"s3://{s3_bucket}/runs", str(tmp_path)):
-        layout = RunLayout.at(root, "run-1")
-        objects.write_json_atomic(layout.manifest, {"ok": True, "n": 3})
-        assert objects.read_json(layout.manifest) == {"ok": True, "n": 3}
-        assert layout.feedback.uri.endswith("/run-1/feedback")
+        run = RunRef.at(root, "run-1")
+        objects.write_json_atomic(run.manifest, {"ok": True, "n": 3})
+        assert objects.read_json(run.manifest) == {"ok": True, "n": 3}
+        assert run.child("feedback").uri.endswith("/run-1/feedback")
+        # One value, passed whole: it pickles without its filesystem and parses back.
+        again = pickle.loads(pickle.dumps(run))
+        assert again == run and again.uri == run.uri
+        assert RunRef.parse(run.uri) == run
 
 
 def test_failed_local_write_leaves_no_temporary_file(tmp_path):
@@ -63,7 +68,7 @@ def test_failed_local_write_leaves_no_temporary_file(tmp_path):
 
 def test_bad_run_id_rejected():
     with pytest.raises(Exception, match=r"run id '\.\./x'"):
-        RunLayout.at("/tmp", "../x")
+        RunRef.at("/tmp", "../x")
 
 
 def test_storage_check_ok_on_s3(s3_bucket):

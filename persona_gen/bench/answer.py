@@ -12,6 +12,7 @@ what the judge and the metrics consume.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +31,17 @@ class AnswerStage:
     temperature: float = 0.7
     max_tokens: int = 256
     modes: tuple[Mode, ...] = ALL_MODES
-    name: str = "bench_answer"
+    name: ClassVar[str] = "bench_answer"
+    id_column: ClassVar[str] = "request_id"
+    needs: ClassVar[tuple[str, ...]] = ("request_id", "mode", "question", "answer_persona_text",
+                                        "k", "seed")
+
+    @classmethod
+    def adds(cls) -> tuple[str, ...]:
+        # One row per request with a list entry per sample (explode_samples flattens them),
+        # so this stage writes its own columns rather than DeclaredStage's scalar ones.
+        return ("raw_answers", "answers", "answer_preambles", "answer_parse",
+                f"{cls.name}_prompt_tokens", f"{cls.name}_output_tokens")
 
     def requests(self, batch: pa.Table) -> list[ChatRequest]:
         out = []
@@ -70,8 +81,8 @@ class AnswerStage:
             "answers": pa.array(answers, _LIST),
             "answer_preambles": pa.array(preambles, _LIST),
             "answer_parse": pa.array(kinds, _LIST),
-            "answer_prompt_tokens": pa.array([r.prompt_tokens for r in results], pa.int64()),
-            "answer_output_tokens": pa.array([r.output_tokens for r in results], pa.int64()),
+            f"{self.name}_prompt_tokens": pa.array([r.prompt_tokens for r in results], pa.int64()),
+            f"{self.name}_output_tokens": pa.array([r.output_tokens for r in results], pa.int64()),
             "error": pa.array(errors, pa.string()),
         })
 

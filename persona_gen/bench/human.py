@@ -12,7 +12,6 @@ and left out of every kappa, and the agreement table counts such items.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -27,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator
 from persona_gen.bench.metrics import cohen_kappa
 from persona_gen.config.base import StrictModel
 from persona_gen.errors import DataError
+from persona_gen.hashing import coin, hex_id
 
 ITEM_COLUMNS = ("item_id", "persona_id", "persona_text", "question", "answer_a", "answer_b")
 SHEET_COLUMNS = ("item_id", "persona_id", "persona", "question", "answer_a", "answer_b",
@@ -52,13 +52,12 @@ class Rating(StrictModel):
 # ---- items -------------------------------------------------------------------------------
 
 def item_id(persona_id: str, prompt_id: str, source_a: str, source_b: str) -> str:
-    key = json.dumps(["item", persona_id, prompt_id, *sorted((source_a, source_b))])
-    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    return hex_id("item", persona_id, prompt_id, *sorted((source_a, source_b)))
 
 
 def _a_first(item: str) -> bool:
     """Stable coin per item: which source is shown as A (against position bias)."""
-    return hashlib.blake2b(item.encode(), digest_size=1).digest()[0] % 2 == 0
+    return coin(item)
 
 
 def build_items(samples: pa.Table, model: str, mode_a: str, mode_b: str, personas: int,

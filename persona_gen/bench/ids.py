@@ -6,13 +6,7 @@ same config over the same personas and prompts yields the same ids on every run.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
-
-def _digest(parts: list[object], size: int) -> bytes:
-    # JSON keeps the fields apart ("a","bc" != "ab","c") and spells None as null.
-    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=size).digest()
+from persona_gen.hashing import hex_id, stable_seed
 
 
 def request_id(model: str, mode: str, persona_id: str, prompt_id: str,
@@ -21,16 +15,16 @@ def request_id(model: str, mode: str, persona_id: str, prompt_id: str,
 
     `k` is part of the id because a request with another sample count is other work.
     """
-    return _digest(["req", model, mode, persona_id, prompt_id, ablated_attribute, k], 10).hex()
+    return hex_id("req", model, mode, persona_id, prompt_id, ablated_attribute, k, size=10)
 
 
 def sample_id(request: str, sample_index: int) -> str:
     """One sampled answer of a request (pass@k keeps every sample)."""
-    return _digest(["sample", request, sample_index], 10).hex()
+    return hex_id("sample", request, sample_index, size=10)
 
 
 def judgment_id(sample: str, judge_model: str) -> str:
-    return _digest(["judge", sample, judge_model], 10).hex()
+    return hex_id("judge", sample, judge_model, size=10)
 
 
 def answer_seed(run_seed: int, model: str, mode: str, persona_id: str, prompt_id: str, k: int) -> int:
@@ -39,5 +33,4 @@ def answer_seed(run_seed: int, model: str, mode: str, persona_id: str, prompt_id
     A leave-one-out request and its full-persona twin then draw the same random numbers,
     so differences between their verdicts come from the persona text, not sampling noise.
     """
-    raw = _digest(["seed", run_seed, model, mode, persona_id, prompt_id, k], 4)
-    return int.from_bytes(raw, "big") & 0x7FFFFFFF
+    return stable_seed("seed", run_seed, model, mode, persona_id, prompt_id, k)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from persona_gen.bench.ids import judgment_id
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
-from persona_gen.pipeline.columns import column, with_columns
+from persona_gen.engines.base import ChatResult, Message, Sampling
+from persona_gen.pipeline.columns import with_columns
+from persona_gen.pipeline.stage import DeclaredStage, OutputError
 
 
 def judge_schema(critique_chars: int = 600) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def parse_verdict(result: ChatResult) -> tuple[dict[str, Any] | None, str | None
 
 
 @dataclass(frozen=True)
-class JudgeStage:
+class JudgeStage(DeclaredStage):
     """Input rows: one per sample (sample_id, persona_text, question, answer)."""
 
     judge_model: str
@@ -100,37 +101,37 @@ class JudgeStage:
     max_tokens: int = 384
     critique_chars: int = 600
     seed: int = 0
-    name: str = "bench_judge"
+    name: ClassVar[str] = "bench_judge"
+    id_column: ClassVar[str] = "sample_id"
+    needs: ClassVar[tuple[str, ...]] = ("sample_id", "persona_text", "question", "answer")
+    outputs: ClassVar[pa.Schema] = pa.schema([
+        ("judgment_id", pa.string()), ("judge_model", pa.string()),
+        ("personalization_critique", pa.string()), ("helpfulness_critique", pa.string()),
+        ("verdict", pa.int8())])
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        sampling = Sampling(temperature=self.temperature, max_tokens=self.max_tokens,
-                            seed=self.seed, n=1)
-        schema = judge_schema(self.critique_chars)
-        rows = zip(column(batch, "sample_id"), column(batch, "persona_text"),
-                   column(batch, "question"), column(batch, "answer"), strict=True)
-        return [
-            ChatRequest(id=judgment_id(sid, self.judge_model),
-                        messages=judge_messages(persona, question, answer or ""),
-                        sampling=sampling, json_schema=schema)
-            for sid, persona, question, answer in rows
-        ]
+    @property
+    def sampling(self) -> Sampling:  # type: ignore[override]
+        return Sampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+
+    def row_key(self, row: dict[str, Any]) -> str:
+        return judgment_id(row["sample_id"], self.judge_model)
+
+    def json_schema(self) -> dict[str, Any]:
+        return judge_schema(self.critique_chars)
+
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        return judge_messages(row["persona_text"], row["question"], row["answer"] or "")
+
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        judgment, err = parse_verdict(result)
+        if judgment is None:
+            raise OutputError(err or "no verdict")
+        return {**judgment, "judgment_id": self.row_key(row), "judge_model": self.judge_model}
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        pers, helpf, verdicts, errors = [], [], [], []
-        for r in results:
-            judgment, err = parse_verdict(r)
-            pers.append(judgment["personalization_critique"] if judgment else None)
-            helpf.append(judgment["helpfulness_critique"] if judgment else None)
-            verdicts.append(judgment["verdict"] if judgment else None)
-            errors.append(err)
-        ids = [judgment_id(s, self.judge_model) for s in column(batch, "sample_id")]
-        return with_columns(batch, {
-            "judgment_id": pa.array(ids, pa.string()),
-            "judge_model": pa.array([self.judge_model] * batch.num_rows, pa.string()),
-            "personalization_critique": pa.array(pers, pa.string()),
-            "helpfulness_critique": pa.array(helpf, pa.string()),
-            "verdict": pa.array(verdicts, pa.int8()),
-            "judge_prompt_tokens": pa.array([r.prompt_tokens for r in results], pa.int64()),
-            "judge_output_tokens": pa.array([r.output_tokens for r in results], pa.int64()),
-            "error": pa.array(errors, pa.string()),
-        })
+        out = super().results(batch, results)
+        # Every row names its judgment, failed ones too: a resumed run retries them by id.
+        ids = [judgment_id(s, self.judge_model) for s in out.column("sample_id").to_pylist()]
+        return with_columns(out, {"judgment_id": pa.array(ids, pa.string()),
+                                  "judge_model": pa.array([self.judge_model] * len(ids),
+                                                          pa.string())})

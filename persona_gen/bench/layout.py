@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from persona_gen.storage.layout import RunLayout
 from persona_gen.storage.objects import exists, read_table, write_table_atomic
+from persona_gen.storage.runref import RunRef
 from persona_gen.storage.uri import Location
 
+FOLDER = "bench"
+"""Where a run keeps its bench: `<run>/bench/`."""
 REQUESTS = "requests"
 ANSWERS = "answers"
 """One row per sample, with the answer and any answer error."""
@@ -34,8 +36,8 @@ class BenchLayout:
     base: Location
 
     @classmethod
-    def of(cls, run: RunLayout) -> BenchLayout:
-        return cls(run.bench)
+    def of(cls, run: RunRef) -> BenchLayout:
+        return cls(run.child(FOLDER))
 
     def file(self, name: str) -> Location:
         return self.base.child(f"{name}.parquet")

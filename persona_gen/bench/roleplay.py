@@ -7,11 +7,13 @@ and its output is constrained to the two letters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
-from persona_gen.pipeline.columns import column, with_columns
+from persona_gen.engines.base import ChatResult, Message, Sampling
+from persona_gen.pipeline.columns import with_columns
+from persona_gen.pipeline.stage import DeclaredStage, OutputError
 
 CHOICES = ["A", "B"]
 
@@ -34,34 +36,37 @@ def roleplay_messages(persona_text: str, question: str, a: str, b: str) -> list[
 
 
 @dataclass(frozen=True)
-class RoleplayChoiceStage:
+class RoleplayChoiceStage(DeclaredStage):
     """Input rows: sheet items (item_id, persona_text, question, answer_a, answer_b)."""
 
     model: str
     seed: int = 0
-    name: str = "bench_roleplay"
+    name: ClassVar[str] = "bench_roleplay"
+    id_column: ClassVar[str] = "item_id"
+    needs: ClassVar[tuple[str, ...]] = ("item_id", "persona_text", "question", "answer_a",
+                                        "answer_b")
+    outputs: ClassVar[pa.Schema] = pa.schema([("roleplay_model", pa.string()),
+                                              ("choice", pa.string())])
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        sampling = Sampling(temperature=0.0, max_tokens=4, seed=self.seed, n=1)
-        rows = zip(column(batch, "item_id"), column(batch, "persona_text"),
-                   column(batch, "question"), column(batch, "answer_a"),
-                   column(batch, "answer_b"), strict=True)
-        return [ChatRequest(id=item, messages=roleplay_messages(p, q, a, b), sampling=sampling,
-                            choices=CHOICES)
-                for item, p, q, a, b in rows]
+    @property
+    def sampling(self) -> Sampling:  # type: ignore[override]
+        return Sampling(temperature=0.0, max_tokens=4, seed=self.seed)
+
+    def choices(self) -> list[str]:
+        return CHOICES
+
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        return roleplay_messages(row["persona_text"], row["question"], row["answer_a"],
+                                 row["answer_b"])
+
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        text = result.text.strip().upper()
+        if text not in CHOICES:
+            raise OutputError(f"role-player answered {result.text[:40]!r}, not A or B")
+        return {"roleplay_model": self.model, "choice": text}
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        choices, errors = [], []
-        for r in results:
-            text = r.text.strip().upper() if r.ok else ""
-            if r.ok and text in CHOICES:
-                choices.append(text)
-                errors.append(None)
-            else:
-                choices.append(None)
-                errors.append(r.error or f"role-player answered {r.text[:40]!r}, not A or B")
-        return with_columns(batch, {
-            "roleplay_model": pa.array([self.model] * batch.num_rows, pa.string()),
-            "choice": pa.array(choices, pa.string()),
-            "error": pa.array(errors, pa.string()),
-        })
+        out = super().results(batch, results)
+        # Agreement is computed per role-player over every item, failed ones included.
+        return with_columns(out, {"roleplay_model": pa.array([self.model] * out.num_rows,
+                                                             pa.string())})

@@ -8,9 +8,10 @@ is HTML-escaped.
 
 from __future__ import annotations
 
-import hashlib
 from html import escape
 from typing import Any
+
+from persona_gen.hashing import hex_id
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -112,8 +113,7 @@ def render_sheet(items: list[dict[str, Any]], title: str) -> str:
     for r in items:
         groups.setdefault(str(r["persona_id"]), []).append(r)
     # The storage key ties saved work to this exact set of items.
-    sheet = hashlib.blake2b("|".join(str(r["item_id"]) for r in items).encode(),
-                            digest_size=6).hexdigest()
+    sheet = hex_id(*(r["item_id"] for r in items), size=6)
     sections = []
     for n, (pid, rows) in enumerate(groups.items(), start=1):
         sections.append(

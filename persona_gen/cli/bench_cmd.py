@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from persona_gen.cli.options import ConfigOpt, SetOpt
+from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt, run_ref
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -19,19 +19,13 @@ if TYPE_CHECKING:
 app = typer.Typer(help="PERSONA Bench: answer modes, judge, metrics, human agreement.",
                   no_args_is_help=True)
 
-RunOpt = Annotated[str, typer.Option(
-    "--run", help="The run's URI (<output>/<run_id>: a path, file:// or s3://).")]
-OutputOpt = Annotated[str | None, typer.Option(
-    "--output", "-o", help="Root URI for runs; overrides run.output.")]
-RunIdOpt = Annotated[str | None, typer.Option(
-    "--run-id", help="The run to bench (its personas/ and prompts/ are read); overrides run.run_id.")]
-
-
-def _bench_at(run_uri: str, cfg: RunConfig) -> BenchLayout:
+def _bench_at(config: ConfigOpt, set_: SetOpt, output: str | None, run_id: str | None,
+              run: str | None) -> tuple[BenchLayout, RunConfig]:
     from persona_gen.bench.layout import BenchLayout
-    from persona_gen.storage.uri import resolve
+    from persona_gen.config import load_config
 
-    return BenchLayout(resolve(run_uri, cfg.storage).child("bench"))
+    cfg = load_config(config, set_ or [])
+    return BenchLayout.of(run_ref(cfg, output, run_id, run)), cfg
 
 
 def _read_input(path: str | None, default_loc: object, what: str, cfg: RunConfig) -> pa.Table:
@@ -55,6 +49,7 @@ def run(
     set_: SetOpt = None,
     output: OutputOpt = None,
     run_id: RunIdOpt = None,
+    run: RunUriOpt = None,
     personas: Annotated[str | None, typer.Option(
         help="Personas Parquet (file or folder); default: the run's personas/.")] = None,
     prompts: Annotated[str | None, typer.Option(
@@ -71,20 +66,14 @@ def run(
     from persona_gen.bench.requests import build_requests
     from persona_gen.bench.run import engine_pool, run_bench, write_outputs
     from persona_gen.config import load_config
-    from persona_gen.errors import UserError
-    from persona_gen.storage.layout import RunLayout
+    from persona_gen.run.recipe import PERSONAS, PROMPTS
 
     cfg = load_config(config, set_ or [])
-    rid = run_id or cfg.run.run_id
-    if not rid:
-        raise UserError("bench needs a run: set run.run_id or pass --run-id", source="run.run_id")
-    layout = RunLayout.at(output or cfg.run.output, rid, cfg.storage)
-    from persona_gen.feedback import folders as F
-
-    persona_table = _read_input(personas, layout.base.child(F.PERSONAS_FILE), "personas", cfg)
-    prompt_table = _read_input(prompts, layout.base.child(F.PROMPTS_FILE), "prompts", cfg)
+    ref = run_ref(cfg, output, run_id, run)
+    persona_table = _read_input(personas, ref.child(PERSONAS), "personas", cfg)
+    prompt_table = _read_input(prompts, ref.child(PROMPTS), "prompts", cfg)
     requests = build_requests(persona_table, prompt_table, cfg.bench, cfg.run.seed)
-    bench = BenchLayout.of(layout)
+    bench = BenchLayout.of(ref)
     console = Console()
     console.print(f"bench: {requests.num_rows} requests x {cfg.bench.k} samples "
                   f"({len(cfg.bench.models)} model(s), judge {cfg.bench.judge_model})")
@@ -94,9 +83,9 @@ def run(
                             done_answers=bench.read(ANSWERS), done_judgments=bench.read(JUDGMENTS),
                             batch_size=cfg.pipeline.batch_size)
     else:
-        from persona_gen.bench.distributed import run_bench_on_pipeline
+        from persona_gen.run.bench import run_bench_on_pipeline
 
-        out = run_bench_on_pipeline(requests, cfg, layout, bench.read(ANSWERS),
+        out = run_bench_on_pipeline(requests, cfg, ref, bench.read(ANSWERS),
                                     bench.read(JUDGMENTS))
     write_outputs(bench, out)
     rep = write_report(bench)
@@ -106,14 +95,14 @@ def run(
 
 
 @app.command("report")
-def report(run: RunOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def report(run: RunUriOpt = None, output: OutputOpt = None, run_id: RunIdOpt = None,
+           config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Write bench/report/report.md with plots (accuracy per mode, kappa per attribute)
     from the run's bench/ tables, and print the tables."""
     from persona_gen.bench.report import rich_tables, write_report
-    from persona_gen.config import load_config
 
-    cfg = load_config(config, set_ or [])
-    rep = write_report(_bench_at(run, cfg))
+    bench, _ = _bench_at(config, set_, output, run_id, run)
+    rep = write_report(bench)
     console = Console()
     for table in rich_tables(rep):
         console.print(table)
@@ -123,7 +112,6 @@ def report(run: RunOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 @app.command("export-sheets")
 def export_sheets(
-    run: RunOpt,
     model: Annotated[str, typer.Option(help="Model under test whose answers are compared.")],
     mode_a: Annotated[str, typer.Option(help="First answer source (bench mode).")] = "baseline",
     mode_b: Annotated[str, typer.Option(help="Second answer source (bench mode).")] = "summary",
@@ -135,19 +123,20 @@ def export_sheets(
     out: Annotated[Path | None, typer.Option(
         help="Also copy sheets.csv and sheets.html into this local folder.")] = None,
     seed: int = 0,
+    run: RunUriOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Write rating sheets (CSV and a self-contained HTML page) for human raters."""
     from persona_gen.bench.human import build_items, check_items, sheet_csv, sheet_html
     from persona_gen.bench.layout import ANSWERS, HUMAN_ITEMS
-    from persona_gen.config import load_config
     from persona_gen.errors import UserError
     from persona_gen.storage import objects
     from persona_gen.storage.uri import resolve
 
-    cfg = load_config(config, set_ or [])
-    bench = _bench_at(run, cfg)
+    bench, cfg = _bench_at(config, set_, output, run_id, run)
     if items:
         table = check_items(objects.read_table(resolve(items, cfg.storage)), items)
     else:
@@ -169,9 +158,11 @@ def export_sheets(
 
 @app.command("roleplay")
 def roleplay(
-    run: RunOpt,
     models: Annotated[list[str], typer.Option(
         "--model", help="Role-playing model (repeatable).")],
+    run: RunUriOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -181,12 +172,10 @@ def roleplay(
     from persona_gen.bench.layout import HUMAN_ITEMS, ROLEPLAY
     from persona_gen.bench.roleplay import RoleplayChoiceStage
     from persona_gen.bench.run import engine_pool
-    from persona_gen.config import load_config
     from persona_gen.errors import UserError
     from persona_gen.pipeline.stage import run_in_process
 
-    cfg = load_config(config, set_ or [])
-    bench = _bench_at(run, cfg)
+    bench, cfg = _bench_at(config, set_, output, run_id, run)
     items = bench.read(HUMAN_ITEMS)
     if items is None:
         raise UserError("no sheet items: run `persona-gen bench export-sheets` first",
@@ -202,8 +191,10 @@ def roleplay(
 
 @app.command("import-sheets")
 def import_sheets(
-    run: RunOpt,
     sheets: Annotated[list[Path], typer.Argument(help="Filled sheets (CSV, or the page's JSON).")],
+    run: RunUriOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -218,10 +209,8 @@ def import_sheets(
         ROLEPLAY,
     )
     from persona_gen.bench.report import human_table
-    from persona_gen.config import load_config
 
-    cfg = load_config(config, set_ or [])
-    bench = _bench_at(run, cfg)
+    bench, _ = _bench_at(config, set_, output, run_id, run)
     items = bench.read(HUMAN_ITEMS)
     known = set(items.column("item_id").to_pylist()) if items is not None else None
     ratings = ratings_table(sheets, known)

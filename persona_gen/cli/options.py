@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from persona_gen.config.run import RunConfig
+    from persona_gen.storage.runref import RunRef
 
 ConfigOpt = Annotated[
     Path | None,
@@ -18,3 +22,45 @@ SetOpt = Annotated[
         help="Override one config key, e.g. --set run.seed=7 (repeatable; validated like the file).",
     ),
 ]
+
+# Every command that works on a run addresses it the same way: --run-id under --output
+# (default run.output from the config), or --run <output>/<run_id> as one URI.
+OutputOpt = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Root URI for runs (path, file:// or s3://bucket/prefix); "
+                 "overrides run.output."),
+]
+RunIdOpt = Annotated[
+    str | None,
+    typer.Option("--run-id", help="Run id (overrides run.run_id); an existing id resumes or "
+                 "reads that run."),
+]
+RunUriOpt = Annotated[
+    str | None,
+    typer.Option("--run", help="The run as one URI, <output>/<run_id> (instead of --output "
+                 "and --run-id)."),
+]
+
+
+def run_ref(cfg: RunConfig, output: str | None, run_id: str | None, run: str | None = None,
+            *, new: bool = False) -> RunRef:
+    """The run a command works on, resolved once, the same way by every command.
+
+    `new`: without any run id, start a new run (a time-based id) instead of failing.
+    """
+    from persona_gen.errors import ConfigError
+    from persona_gen.pipeline.manifest import new_run_id
+    from persona_gen.storage.runref import RunRef
+
+    if run is not None:
+        if output or run_id:
+            raise ConfigError("give either --run URI or --output/--run-id, not both",
+                              source="--run")
+        return RunRef.parse(run, cfg.storage)
+    rid = run_id or cfg.run.run_id
+    if not rid:
+        if not new:
+            raise ConfigError("name the run: --run-id ID (or --set run.run_id=ID, or --run "
+                              "URI)", source="run.run_id")
+        rid = new_run_id()
+    return RunRef.at(output or cfg.run.output, rid, cfg.storage)

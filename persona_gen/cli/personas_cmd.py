@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from persona_gen.cli.options import ConfigOpt, SetOpt
+from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, SetOpt
 
 app = typer.Typer(help="Build and inspect personas.", no_args_is_help=True)
 
 
 @app.command("build")
-def build(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Sample census people, add traits, enrich and check them, and write
-    <run.output>/<run_id>/personas/personas.parquet (plus stats.json)."""
-    from persona_gen.config import load_config
-    from persona_gen.log import bind_run, configure
-    from persona_gen.personas.job import build_run_personas
-    from persona_gen.pipeline.manifest import new_run_id
+def build(config: ConfigOpt = None, set_: SetOpt = None, output: OutputOpt = None,
+          run_id: RunIdOpt = None) -> None:
+    """The job's personas phase (`persona-gen run --only personas`): sample census people, add traits, enrich and check them, and write <output>/<run_id>/personas/personas.parquet (plus stats.json). A later `persona-gen run` with the same run id carries on from it."""
+    from persona_gen.cli.run_cmd import run_view
+    from persona_gen.personas.stats import PersonaStats
+    from persona_gen.run.recipe import PERSONA_STATS, PERSONAS
+    from persona_gen.storage import objects
 
-    cfg = load_config(config, set_ or [])
-    configure(level=cfg.run.log_level)
-    run_id = cfg.run.run_id or new_run_id()
-    bind_run(run_id)
-    report = build_run_personas(cfg, run_id)
-    s = report.stats
+    summary = run_view(config, set_, output, run_id, only="personas", progress=False)
+    ref = summary.run
+    s = PersonaStats.model_validate(objects.read_json(ref.child(PERSONA_STATS)))
     typer.echo(
         f"personas: kept {s.kept:,} of {s.requested:,} (train {s.splits.get('train', 0):,}, "
         f"test {s.splits.get('test', 0):,}); dropped {s.dropped:,}; resampled {s.resampled:,}"
@@ -33,4 +30,4 @@ def build(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     if s.invalid_outputs:
         typer.echo("invalid model outputs: "
                    + ", ".join(f"{k} {v}" for k, v in sorted(s.invalid_outputs.items())))
-    typer.echo(f"run {run_id}: {report.uri}")
+    typer.echo(f"run {summary.run_id}: {ref.child(PERSONAS).uri}")

@@ -10,80 +10,91 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_gen.cli.options import ConfigOpt, SetOpt
+from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, SetOpt
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from persona_gen.storage.layout import RunLayout
-    from persona_gen.storage.uri import Location
+    from persona_gen.storage.runref import RunRef
 
 PLAN_FILE = "plan.parquet"
-# The files the pipeline's persona and prompt steps leave in a run (feedback/folders.py).
-PERSONAS_FILE = "personas.parquet"
-PROMPTS_FILE = "prompts.parquet"
+"""The file a synthetic (--personas/--prompts) plan is written to, in --out."""
 
 
 def plan(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
     personas: Annotated[int | None, typer.Option(
-        "--personas", min=1, help="Plan over N synthetic persona ids instead of the run's.")] = None,
+        "--personas", min=1, help="Plan over N synthetic persona ids instead of a run's.")] = None,
     prompts: Annotated[int | None, typer.Option(
         "--prompts", min=1, help="With --personas: M synthetic prompt ids, the configured "
         "share held out.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Overrides run.seed.")] = None,
     out: Annotated[str | None, typer.Option(
-        "--out", "-o", help="Folder to write plan.parquet into (path, file:// or s3://); "
-        "default: the run's plan/ folder.")] = None,
+        "--out", help="With --personas/--prompts: the folder to write plan.parquet into "
+        "(path, file:// or s3://).")] = None,
 ) -> None:
     """Assign prompts to personas, with stable pair ids.
 
-    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs from the held-out prompts (BRIEF 2.3). With --config, from the run's personas/ and prompts/; with --personas N --prompts M, over synthetic ids (for sizing).
+    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs from the held-out prompts (PERSONA, arXiv 2407.17387). For a run (--run-id): the job's plan phase (`persona-gen run --only plan`), from its personas and prompts, written where the whole run writes it. With --personas N --prompts M: over synthetic ids, for sizing, into --out.
     """  # typer keeps line breaks: one line per paragraph
     from persona_gen.config import load_config
     from persona_gen.errors import ConfigError
+
+    if (personas is None) != (prompts is None):
+        raise ConfigError("--personas and --prompts go together", source="plan")
+    if personas is None or prompts is None:
+        if out:
+            raise ConfigError("--out goes with --personas/--prompts; a run's plan is written "
+                              "into the run", source="--out")
+        if seed is not None:
+            set_ = [*(set_ or []), f"run.seed={seed}"]
+        from persona_gen.cli.run_cmd import run_view
+
+        start = time.perf_counter()
+        summary = run_view(config, set_, output, run_id, only="plan", progress=False)
+        _report(_read_plan(summary.run), time.perf_counter() - start, summary.run.child("plan").uri)
+        return
+    if not out:
+        raise ConfigError("say where to write the plan: --out URI", source="plan")
     from persona_gen.plan.assign import build_plan
     from persona_gen.storage import objects
-    from persona_gen.storage.layout import RunLayout
     from persona_gen.storage.uri import resolve
 
     cfg = load_config(config, set_ or [])
-    seed = cfg.run.seed if seed is None else seed
-    if (personas is None) != (prompts is None):
-        raise ConfigError("--personas and --prompts go together", source="plan")
-    layout = None
-    if cfg.run.run_id:
-        layout = RunLayout.at(cfg.run.output, cfg.run.run_id, cfg.storage)
-    if personas is None or prompts is None:
-        if layout is None:
-            raise ConfigError("name the run to plan from (--set run.run_id=ID), or pass "
-                              "--personas N --prompts M for synthetic ids", source="run.run_id")
-        persona_ids, train, heldout = _run_inputs(layout)
-    else:
-        persona_ids, train, heldout = _synthetic_inputs(personas, prompts,
-                                                        cfg.prompts.heldout_fraction)
-    if out:
-        target = resolve(out, cfg.storage)
-    elif layout is not None:
-        target = layout.plan
-    else:
-        raise ConfigError("say where to write the plan: --out URI or --set run.run_id=ID",
-                          source="plan")
-
+    target = resolve(out, cfg.storage).child(PLAN_FILE)
+    persona_ids, train, heldout = _synthetic_inputs(personas, prompts,
+                                                    cfg.prompts.heldout_fraction)
     start = time.perf_counter()
-    table = build_plan(persona_ids, train, heldout, cfg.plan, seed)
+    table = build_plan(persona_ids, train, heldout, cfg.plan,
+                       cfg.run.seed if seed is None else seed)
     seconds = time.perf_counter() - start
-    objects.write_table_atomic(target.child(PLAN_FILE), table)
+    objects.write_table_atomic(target, table)
+    _report(table, seconds, target.uri)
 
+
+def _read_plan(run: RunRef) -> pa.Table:
+    from persona_gen.run.recipe import PLAN
+    from persona_gen.storage import objects
+
+    return objects.read_table(run.child(PLAN))
+
+
+def _report(table: pa.Table, seconds: float, where: str) -> None:
     qtype = table.column("question_type").to_pylist()
     seen = sum(table.column("seen").to_pylist())
+    n_personas = len(set(table.column("persona_id").to_pylist()))
+    split = dict(zip(table.column("prompt_id").to_pylist(),
+                     table.column("prompt_split").to_pylist(), strict=True))
+    n_train = sum(1 for s in split.values() if s == "train")
     summary = Table(title="plan")
     summary.add_column("what")
     summary.add_column("value", justify="right")
     for what, value in (
-        ("personas", f"{len(persona_ids):,}"),
-        ("train / held-out prompts", f"{len(train):,} / {len(heldout):,}"),
+        ("personas", f"{n_personas:,}"),
+        ("train / held-out prompts used", f"{n_train:,} / {len(split) - n_train:,}"),
         ("pairs", f"{table.num_rows:,}"),
         ("train pairs", f"{qtype.count('train'):,}"),
         ("test pairs (seen prompts)", f"{seen:,}"),
@@ -93,7 +104,7 @@ def plan(
         summary.add_row(what, value)
     console = Console()
     console.print(summary)
-    console.print(f"wrote {target.child(PLAN_FILE).uri}")
+    console.print(f"wrote {where}")
 
 
 def _synthetic_inputs(n_personas: int, n_prompts: int,
@@ -104,41 +115,3 @@ def _synthetic_inputs(n_personas: int, n_prompts: int,
     prompt_ids = synthetic_ids("prompt", n_prompts)
     return (synthetic_ids("persona", n_personas), prompt_ids[: n_prompts - n_heldout],
             prompt_ids[n_prompts - n_heldout:])
-
-
-def _run_inputs(layout: RunLayout) -> tuple[list[str], list[str], list[str]]:
-    from persona_gen.errors import DataError
-
-    personas = _read_columns(layout.personas.child(PERSONAS_FILE), ["persona_id"],
-                             "run the personas step first")
-    prompts = _read_columns(layout.prompts.child(PROMPTS_FILE), ["prompt_id", "split"],
-                            "run `persona-gen prompts build` first")
-    ids = prompts.column("prompt_id").to_pylist()
-    splits = prompts.column("split").to_pylist()
-    odd = sorted({s for s in splits if s not in ("train", "heldout")}, key=str)
-    if odd:
-        raise DataError(f"column 'split' must be 'train' or 'heldout', found {odd[0]!r}",
-                        source=layout.prompts.child(PROMPTS_FILE).uri)
-    train = [i for i, s in zip(ids, splits, strict=True) if s == "train"]
-    heldout = [i for i, s in zip(ids, splits, strict=True) if s == "heldout"]
-    return personas.column("persona_id").to_pylist(), train, heldout
-
-
-def _read_columns(loc: Location, columns: list[str], hint: str) -> pa.Table:
-    import pyarrow as pa
-
-    from persona_gen.errors import DataError
-    from persona_gen.storage import objects
-
-    if not objects.exists(loc):
-        raise DataError(f"not found; {hint}", source=loc.uri)
-    try:
-        table = objects.read_table(loc)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"not a readable Parquet file ({exc})", source=loc.uri) from None
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise DataError(f"no column '{missing[0]}'", source=loc.uri)
-    if table.num_rows == 0:
-        raise DataError(f"has no rows; {hint}", source=loc.uri)
-    return table.select(columns)

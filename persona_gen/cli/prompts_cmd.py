@@ -2,55 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_gen.cli.options import ConfigOpt, SetOpt
-
-if TYPE_CHECKING:
-    from persona_gen.engines.base import Engine
+from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, SetOpt
 
 app = typer.Typer(help="Value-laden prompts: load, filter, topics, train/held-out split.",
                   no_args_is_help=True)
 
-OutOpt = Annotated[
-    str | None,
-    typer.Option("--out", "-o", help="Folder to write prompts.parquet and stats.json into "
-                 "(path, file:// or s3://); default: the run's prompts/ folder."),
-]
-PROMPTS_FILE = "prompts.parquet"
-STATS_FILE = "stats.json"
 
 
 @app.command("build")
-def build(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None) -> None:
-    """Load the prompt file, filter it (question mark, length, controversy classifier),
-    assign topics and split train / held-out; write prompt_id, text, topic, split."""
-    from persona_gen.config import load_config
-    from persona_gen.prompts.build import build_prompts
+def build(config: ConfigOpt = None, set_: SetOpt = None, output: OutputOpt = None,
+          run_id: RunIdOpt = None) -> None:
+    """The job's prompts phase (`persona-gen run --only prompts`): load the prompt file, filter it (question mark, length, `prompts.limit`, controversy classifier), answer each kept prompt once without a persona (the original), assign topics and split train / held-out; write <output>/<run_id>/prompts/prompts.parquet (prompt_id, text, topic, split) and stats.json. Prompts whose original answer failed are left out, as in the whole run."""
+    from persona_gen.cli.run_cmd import run_view
+    from persona_gen.prompts.stats import PromptStats
+    from persona_gen.run.recipe import PROMPT_STATS, PROMPTS
     from persona_gen.storage import objects
-    from persona_gen.storage.layout import RunLayout
-    from persona_gen.storage.uri import resolve
 
-    cfg = load_config(config, set_ or [])
-    if out:
-        target = resolve(out, cfg.storage)
-    else:
-        run_id = cfg.run.run_id or _new_run_id()
-        target = RunLayout.at(cfg.run.output, run_id, cfg.storage).prompts
-    engine = _classifier_engine(cfg.prompts.classifier_model, cfg.run.seed)
-    try:
-        table, stats = build_prompts(cfg.prompts, engine, cfg.run.seed, s3=cfg.storage)
-    finally:
-        if engine is not None:
-            engine.close()
-    # Everything is computed before the first write, so a bad input leaves nothing behind.
-    objects.write_table_atomic(target.child(PROMPTS_FILE), table)
-    objects.write_json_atomic(target.child(STATS_FILE), stats.model_dump(mode="json"))
-
+    summary = run_view(config, set_, output, run_id, only="prompts", progress=False)
+    ref = summary.run
+    stats = PromptStats.model_validate(objects.read_json(ref.child(PROMPT_STATS)))
     console = Console()
     steps = Table(title=f"prompt filters ({stats.rows:,} rows read)")
     for col in ("step", "seen", "kept", "rejected", "errors"):
@@ -59,6 +33,7 @@ def build(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None) -> 
         steps.add_row(s.name, f"{s.seen:,}", f"{s.kept:,}", f"{s.rejected:,}", f"{s.errors:,}")
     if stats.classifier is None:
         steps.add_row("controversy", "-", "-", "-", "skipped")
+    steps.add_row("kept", "", f"{stats.kept:,}", "", "")
     console.print(steps)
     topics = Table(title=f"topics (from {stats.topics_from})")
     for col in ("topic", "train", "heldout"):
@@ -67,19 +42,4 @@ def build(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None) -> 
         topics.add_row(name, str(c.train), str(c.heldout))
     topics.add_row("total", f"{stats.train:,}", f"{stats.heldout:,}")
     console.print(topics)
-    console.print(f"wrote {table.num_rows:,} prompts to {target.child(PROMPTS_FILE).uri}")
-
-
-def _new_run_id() -> str:
-    from persona_gen.pipeline.manifest import new_run_id
-
-    return new_run_id()
-
-
-def _classifier_engine(model: str | None, seed: int) -> Engine | None:
-    """The engine for the controversy filter, or None when the config skips that filter."""
-    if not model:
-        return None
-    from persona_gen.engines.factory import create_engine
-
-    return create_engine(model, seed=seed)
+    console.print(f"wrote {stats.kept:,} prompts to {ref.child(PROMPTS).uri}")

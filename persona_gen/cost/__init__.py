@@ -3,6 +3,7 @@
 from persona_gen.cost.estimate import (
     Cluster,
     CostPlan,
+    StagePlan,
     TokenAssumptions,
     Workload,
     parse_cluster,
@@ -16,6 +17,7 @@ from persona_gen.cost.tables import ThroughputTable, load_table
 __all__ = [
     "Cluster",
     "CostPlan",
+    "StagePlan",
     "ThroughputTable",
     "TokenAssumptions",
     "Workload",

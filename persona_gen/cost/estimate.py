@@ -1,14 +1,11 @@
-"""The cost plan: model calls, tokens, GPU-hours, wall time and storage for one job (BRIEF 3).
+"""The cost plan: model calls, tokens, GPU-hours, wall time and storage for one job.
 
-Pure functions over pydantic models. Stages, in the order the job runs them:
-  enrich        one call per persona profile attempted (inconsistent ones are resampled)
-  consistency   one judge call per attempted profile (when model_consistency_check is on)
-  controversy   one classifier call per source prompt (when prompts.classifier_model is set)
-  original      one answer per prompt, without a persona (reused by every pair)
-  critique      one per (persona, prompt) pair: persona + prompt + original
-  revision      one per pair: persona + prompt + original + critique
-  verify        one judge call per pair: persona + prompt + original + revision
-Output lengths are upper bounds: every call is assumed to run to its max_tokens setting.
+Pure functions over pydantic models. The stages, their models and their switches come
+from the run's recipe (persona_gen.run.recipe); each stage's calls follow from its unit
+(a persona attempt, a source prompt, a prompt, a pair) and its prompt from the parts its
+class declares (persona, prompt, original, ...). At paper scale (arXiv 2407.17387): 1,586
+personas x 200 prompts = 317,200 pairs over 3,868 prompts. Output lengths are upper
+bounds: every call is assumed to run to its max_tokens setting.
 """
 
 from __future__ import annotations
@@ -26,10 +23,7 @@ from persona_gen.errors import UserError
 
 PAPER_PROMPTS = 3868
 PRISM_SOURCE_PROMPTS = 8011
-"""PRISM's opening prompts before the filters (BRIEF 2.2)."""
-# Named as persona_gen.feedback.folders.STAGES names them, so plan-cost and status agree.
-Stage = Literal["enrich", "consistency", "controversy", "original", "critique", "revision",
-                "verify"]
+"""PRISM's opening prompts before the filters (PERSONA, arXiv 2407.17387: prompts)."""
 EngineKind = Literal["vllm", "openai", "echo"]
 
 _CLUSTER = re.compile(r"^\s*(\d+)\s*[xX*]\s*([A-Za-z0-9][A-Za-z0-9-]*)\s*$")
@@ -79,16 +73,19 @@ class TokenAssumptions(StrictModel):
     """Ids and split of one plan row."""
 
 
-class StageModels(StrictModel):
-    """Which model serves each stage, and the config key that chose it (for messages)."""
+class StagePlan(StrictModel):
+    """What the planner needs of one stage of the recipe."""
 
-    enrich: tuple[str, str]
-    consistency: tuple[str, str]
-    controversy: tuple[str, str] | None = None
-    original: tuple[str, str]
-    critique: tuple[str, str]
-    revision: tuple[str, str]
-    verify: tuple[str, str]
+    stage: str
+    model: str
+    model_field: str
+    """The config key that chose the model (for messages)."""
+    unit: str
+    prompt_parts: tuple[str, ...]
+    output_tokens: int | None
+    """The stage's output cap (None: the classifier's, from the assumptions)."""
+    persona_prefix: bool
+    writes: str
 
 
 class Workload(StrictModel):
@@ -96,16 +93,14 @@ class Workload(StrictModel):
     prompts: int = Field(ge=0)
     pairs_per_persona: int = Field(ge=0)
     max_tokens: int = Field(ge=1)
-    """feedback.max_tokens: originals, critiques and revisions."""
-    enrich_max_tokens: int = Field(ge=1)
-    judge_max_tokens: int = Field(ge=1)
-    verify_max_tokens: int = Field(ge=1)
-    verify: bool = True
-    model_consistency_check: bool = True
+    """feedback.max_tokens: the length of originals, critiques and revisions."""
     max_resamples: int = Field(0, ge=0)
     source_prompts: int = Field(0, ge=0)
     """Prompts the controversy classifier reads (0 without a classifier)."""
-    models: StageModels
+    stages: list[StagePlan]
+    """The enabled stages, in the order the job runs them."""
+    stored: list[str] = Field(default_factory=list)
+    """Folders of stored text outputs (prompt and pair stages), enabled or not."""
     tokens: TokenAssumptions = Field(default_factory=TokenAssumptions)
 
     @property
@@ -116,36 +111,29 @@ class Workload(StrictModel):
 def workload_from_config(cfg: RunConfig, prompts: int = PAPER_PROMPTS,
                          tokens: TokenAssumptions | None = None,
                          source_prompts: int = PRISM_SOURCE_PROMPTS) -> Workload:
+    from persona_gen.run.recipe import all_stages, recipe
+
     plan = cfg.plan
-    classifier = cfg.prompts.classifier_model
+    stages = [StagePlan(stage=s.name, model=s.model(cfg), model_field=s.model_key, unit=s.unit,
+                        prompt_parts=s.kind.prompt_parts, output_tokens=s.max_tokens(cfg),
+                        persona_prefix=s.persona_prefix, writes=s.writes)
+              for s in recipe(cfg)]
     return Workload(
         personas=cfg.census.n,
         prompts=prompts,
         pairs_per_persona=(plan.train_pairs_per_persona + plan.seen_test_pairs_per_persona
                            + plan.heldout_test_pairs_per_persona),
         max_tokens=cfg.feedback.max_tokens,
-        enrich_max_tokens=cfg.personas.enrich_max_tokens,
-        judge_max_tokens=cfg.personas.judge_max_tokens,
-        verify_max_tokens=cfg.feedback.verify_max_tokens,
-        verify=cfg.feedback.verify,
-        model_consistency_check=cfg.personas.model_consistency_check,
         max_resamples=cfg.personas.max_resamples,
-        source_prompts=source_prompts if classifier else 0,
-        models=StageModels(
-            enrich=(cfg.personas.enrich_model, "personas.enrich_model"),
-            consistency=(cfg.personas.judge_model, "personas.judge_model"),
-            controversy=(classifier, "prompts.classifier_model") if classifier else None,
-            original=(cfg.feedback.model, "feedback.model"),
-            critique=(cfg.feedback.model, "feedback.model"),
-            revision=(cfg.feedback.model, "feedback.model"),
-            verify=(cfg.feedback.judge_model, "feedback.judge_model"),
-        ),
+        source_prompts=source_prompts if any(s.stage == "controversy" for s in stages) else 0,
+        stages=stages,
+        stored=[s.writes for s in all_stages() if s.unit in ("prompt", "pair")],
         tokens=tokens or TokenAssumptions(),
     )
 
 
 class StageVolume(StrictModel):
-    stage: Stage
+    stage: str
     model: str
     model_field: str
     calls: int
@@ -163,35 +151,31 @@ def expected_attempts(rate: float, max_resamples: int) -> float:
 def stage_volumes(w: Workload) -> list[StageVolume]:
     t, m = w.tokens, w.max_tokens
     pairs = w.pairs
-    attempts = math.ceil(w.personas * expected_attempts(t.inconsistency_rate, w.max_resamples))
-    originals = min(w.prompts, pairs)
+    calls_per_unit = {
+        "persona_attempt": math.ceil(w.personas * expected_attempts(t.inconsistency_rate,
+                                                                    w.max_resamples)),
+        "source_prompt": w.source_prompts,
+        "prompt": min(w.prompts, pairs),  # originals: one per prompt some pair uses
+        "pair": pairs,
+    }
+    part_tokens = {"demographics": t.demographics_tokens, "persona": t.persona_tokens,
+                   "prompt": t.prompt_tokens, "original": m, "critique": m, "revision": m}
     # Per-pair requests start with system + persona; with prefix caching only the first
     # request of each persona in a stage computes that prefix.
     cached = (pairs - w.personas) * (t.system_tokens + t.persona_tokens) if (
         t.prefix_cache and pairs > w.personas) else 0
-    head = t.system_tokens + t.persona_tokens + t.prompt_tokens
-
-    def vol(stage: Stage, calls: int, prompt_each: int, out_each: int, cache: int = 0):
-        model, field = getattr(w.models, stage)
-        return StageVolume(stage=stage, model=model, model_field=field, calls=calls,
-                           prompt_tokens=calls * prompt_each, cached_prompt_tokens=cache,
-                           output_tokens=calls * out_each)
-
-    out = [vol("enrich", attempts, t.system_tokens + t.demographics_tokens,
-               w.enrich_max_tokens)]
-    if w.model_consistency_check:
-        out.append(vol("consistency", attempts, t.system_tokens + t.persona_tokens,
-                       w.judge_max_tokens))
-    if w.models.controversy is not None and w.source_prompts:
-        out.append(vol("controversy", w.source_prompts, t.system_tokens + t.prompt_tokens,
-                       t.classifier_output_tokens))
-    out += [
-        vol("original", originals, t.system_tokens + t.prompt_tokens, m),
-        vol("critique", pairs, head + m, m, cached),
-        vol("revision", pairs, head + 2 * m, m, cached),
-    ]
-    if w.verify:
-        out.append(vol("verify", pairs, head + 2 * m, w.verify_max_tokens, cached))
+    out = []
+    for s in w.stages:
+        calls = calls_per_unit[s.unit]
+        if not calls:
+            continue
+        prompt_each = t.system_tokens + sum(part_tokens[p] for p in s.prompt_parts)
+        out_each = t.classifier_output_tokens if s.output_tokens is None else s.output_tokens
+        out.append(StageVolume(
+            stage=s.stage, model=s.model, model_field=s.model_field, calls=calls,
+            prompt_tokens=calls * prompt_each,
+            cached_prompt_tokens=cached if s.persona_prefix else 0,
+            output_tokens=calls * out_each))
     return out
 
 
@@ -252,7 +236,7 @@ class StorageEstimate(StrictModel):
     """Uncompressed text bytes; Parquet with compression stores text at a fraction of this."""
 
     parts: dict[str, int]
-    """Bytes per folder of the run (persona_gen.feedback.folders), final rows only."""
+    """Bytes per folder of the run (as the recipe names them), final rows only."""
     total_bytes: int
     export_bytes: int
     """A denormalised export in the released columns (persona, instruction, original,
@@ -260,19 +244,19 @@ class StorageEstimate(StrictModel):
 
 
 def storage_volume(w: Workload) -> StorageEstimate:
-    t, m, b = w.tokens, w.max_tokens, w.tokens.bytes_per_token
+    t, b = w.tokens, w.tokens.bytes_per_token
     pairs = w.pairs
-    verdict = w.verify_max_tokens if w.verify else 0
     parts = {
         "personas/": round(w.personas * t.persona_tokens * b),
         "prompts/": round(max(w.prompts, w.source_prompts) * t.prompt_tokens * b),
         "plan/": pairs * t.plan_row_bytes,
-        "feedback/originals": round(min(w.prompts, pairs) * m * b),
-        "feedback/critiques": round(pairs * m * b),
-        "feedback/pairs": round(pairs * m * b),
-        "feedback/verification": round(pairs * verdict * b),
+        **dict.fromkeys(w.stored, 0),
     }
-    export = round(pairs * (t.persona_tokens + t.prompt_tokens + 3 * m) * b)
+    for v in stage_volumes(w):
+        writes = next(s.writes for s in w.stages if s.stage == v.stage)
+        if writes in parts:
+            parts[writes] = round(v.output_tokens * b)
+    export = round(pairs * (t.persona_tokens + t.prompt_tokens + 3 * w.max_tokens) * b)
     return StorageEstimate(parts=parts, total_bytes=sum(parts.values()), export_bytes=export)
 
 

@@ -12,7 +12,6 @@ request, no regexes, a tiny integer generator instead of random.Random.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from persona_gen.engines.base import ChatRequest, ChatResult, prompt_too_long
 from persona_gen.engines.registry import ModelSpec
 from persona_gen.engines.structured import effective_sampling
+from persona_gen.hashing import stable_int
 
 _MASK = (1 << 64) - 1
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe", "gu", "hi",
@@ -66,8 +66,7 @@ def text_info(text: str) -> tuple[int, int]:
     if info is None:
         if len(_INFO) > 100_000:
             _INFO.clear()
-        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-        info = _INFO[text] = (len(text.split()), int.from_bytes(digest, "little"))
+        info = _INFO[text] = (len(text.split()), stable_int(text))
     return info
 
 

@@ -1,4 +1,4 @@
-"""Direct Principle Feedback as model stages (BRIEF 2.3), in our own wording.
+"""Direct Principle Feedback as model stages (PERSONA, arXiv 2407.17387), in our own wording.
 
 Every persona-conditioned prompt starts with the same persona block in the system
 message, so requests for one persona share a long prefix and vLLM's prefix cache
@@ -7,13 +7,17 @@ serves it once (the plan keeps a persona's pairs together).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
-from persona_gen.pipeline.columns import column, result_columns, with_columns
+from persona_gen.engines.base import ChatResult, Message, Sampling
+from persona_gen.hashing import coin
+from persona_gen.pipeline.stage import DeclaredStage, OutputError
+
+if TYPE_CHECKING:
+    from persona_gen.config.run import RunConfig
 
 ORIGINAL_SYSTEM = "You are a helpful, knowledgeable assistant. Answer the question well."
 
@@ -54,129 +58,116 @@ VERIFY_SCHEMA = {
 }
 
 
-def _persona_system(persona: str) -> Message:
-    return Message(role="system", content=PERSONA_SYSTEM.format(persona=persona))
+def sampling(cfg: RunConfig) -> Sampling:
+    """Sampling for originals, critiques and revisions (row seeds derive from run.seed)."""
+    fb = cfg.feedback
+    return Sampling(temperature=fb.temperature, top_p=fb.top_p, max_tokens=fb.max_tokens,
+                    seed=cfg.run.seed)
 
 
-def _row_seed(seed: int | None, key: str) -> int | None:
-    """A per-row seed, so a retried or resumed row samples the same way."""
-    if seed is None:
-        return None
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=4).digest(), "big")
+def judge_sampling(cfg: RunConfig) -> Sampling:
+    """Greedy verification: a verdict should depend on the answers, not on sampling noise."""
+    return Sampling(temperature=0.0, max_tokens=cfg.feedback.verify_max_tokens,
+                    seed=cfg.run.seed)
+
+
+def _text(name: str) -> pa.Schema:
+    return pa.schema([(name, pa.string())])
+
+
+def persona_messages(row: dict[str, Any], user: str) -> list[Message]:
+    """The persona block first (the shared prefix), then the stage's question."""
+    return [Message(role="system", content=PERSONA_SYSTEM.format(persona=row["persona"])),
+            Message(role="user", content=user)]
 
 
 @dataclass(frozen=True)
-class OriginalStage:
+class OriginalStage(DeclaredStage):
     """The persona-free answer, generated once per prompt and reused by all its pairs."""
 
     sampling: Sampling
-    name: str = "original"
+    name: ClassVar[str] = "original"
+    id_column: ClassVar[str] = "prompt_id"
+    needs: ClassVar[tuple[str, ...]] = ("prompt_id", "text")
+    prompt_parts: ClassVar[tuple[str, ...]] = ("prompt",)
+    outputs: ClassVar[pa.Schema] = _text("original")
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        s = self.sampling
-        return [
-            ChatRequest(
-                id=pid,
-                messages=[Message(role="system", content=ORIGINAL_SYSTEM),
-                          Message(role="user", content=text)],
-                sampling=s.model_copy(update={"seed": _row_seed(s.seed, pid)}),
-            )
-            for pid, text in zip(column(batch, "prompt_id"), column(batch, "text"), strict=True)
-        ]
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        return [Message(role="system", content=ORIGINAL_SYSTEM),
+                Message(role="user", content=row["text"])]
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        return with_columns(batch, result_columns(results, "original"))
-
-
-def persona_requests(batch: pa.Table, template: str, sampling: Sampling,
-                     fields: dict[str, str], json_schema: dict | None = None) -> list[ChatRequest]:
-    """One request per pair: the persona block first (shared prefix), then `template`
-    filled from the batch columns named in `fields` ({placeholder: column})."""
-    ids, personas = column(batch, "pair_id"), column(batch, "persona")
-    values = {name: column(batch, col) for name, col in fields.items()}
-    return [
-        ChatRequest(
-            id=pair_id,
-            messages=[_persona_system(personas[i]), Message(role="user", content=template.format(
-                **{name: vals[i] for name, vals in values.items()}))],
-            sampling=sampling.model_copy(update={"seed": _row_seed(sampling.seed, pair_id)}),
-            json_schema=json_schema,
-        )
-        for i, pair_id in enumerate(ids)
-    ]
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        return {"original": result.text}
 
 
 @dataclass(frozen=True)
-class CritiqueStage:
+class CritiqueStage(DeclaredStage):
     """The persona critiques the original answer (evaluation + suggestions)."""
 
     sampling: Sampling
-    name: str = "critique"
+    name: ClassVar[str] = "critique"
+    id_column: ClassVar[str] = "pair_id"
+    needs: ClassVar[tuple[str, ...]] = ("pair_id", "persona", "instruction", "original")
+    prompt_parts: ClassVar[tuple[str, ...]] = ("persona", "prompt", "original")
+    outputs: ClassVar[pa.Schema] = _text("critique")
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        return persona_requests(batch, CRITIQUE_USER, self.sampling,
-                                {"instruction": "instruction", "original": "original"})
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        return persona_messages(row, CRITIQUE_USER.format(**row))
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        return with_columns(batch, result_columns(results, "critique"))
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        return {"critique": result.text}
 
 
 @dataclass(frozen=True)
-class RevisionStage:
+class RevisionStage(DeclaredStage):
     """The original rewritten along the critique: the chosen response (`data`)."""
 
     sampling: Sampling
-    name: str = "revision"
-    output_column: str = "data"
+    name: ClassVar[str] = "revision"
+    id_column: ClassVar[str] = "pair_id"
+    needs: ClassVar[tuple[str, ...]] = ("pair_id", "persona", "instruction", "original",
+                                        "critique")
+    prompt_parts: ClassVar[tuple[str, ...]] = ("persona", "prompt", "original", "critique")
+    outputs: ClassVar[pa.Schema] = _text("data")
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        return persona_requests(batch, REVISION_USER, self.sampling, {
-            "instruction": "instruction", "original": "original", "critique": "critique"})
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        return persona_messages(row, REVISION_USER.format(**row))
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        return with_columns(batch, result_columns(results, "data"))
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        return {"data": result.text}
 
 
 def revision_first(pair_id: str) -> bool:
     """Which side shows the revision: a stable coin per pair, against position bias."""
-    return hashlib.blake2b(pair_id.encode(), digest_size=1).digest()[0] % 2 == 0
+    return coin(pair_id)
 
 
 @dataclass(frozen=True)
-class VerifyStage:
+class VerifyStage(DeclaredStage):
     """A role-playing judge: which answer does the persona prefer?"""
 
     sampling: Sampling
     judge_model: str
-    name: str = "verify"
+    name: ClassVar[str] = "verify"
+    id_column: ClassVar[str] = "pair_id"
+    needs: ClassVar[tuple[str, ...]] = ("pair_id", "persona", "instruction", "original", "data")
+    prompt_parts: ClassVar[tuple[str, ...]] = ("persona", "prompt", "original", "revision")
+    outputs: ClassVar[pa.Schema] = pa.schema([
+        ("preferred", pa.string()), ("reason", pa.string()), ("judge_model", pa.string())])
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        # Which side shows the revision is a stable coin per pair, against position bias.
-        first = [revision_first(p) for p in column(batch, "pair_id")]
-        orig, rev = column(batch, "original"), column(batch, "data")
-        sides = batch.append_column("_a", pa.array(
-            [r if f else o for f, o, r in zip(first, orig, rev, strict=True)], pa.string()))
-        sides = sides.append_column("_b", pa.array(
-            [o if f else r for f, o, r in zip(first, orig, rev, strict=True)], pa.string()))
-        return persona_requests(sides, VERIFY_USER, self.sampling,
-                                {"instruction": "instruction", "a": "_a", "b": "_b"},
-                                json_schema=VERIFY_SCHEMA)
+    def json_schema(self) -> dict[str, Any]:
+        return VERIFY_SCHEMA
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        preferred, reasons, errors = [], [], []
-        for pair_id, r in zip(column(batch, "pair_id"), results, strict=True):
-            obj = r.parsed[0] if r.ok and r.parsed else None
-            if not isinstance(obj, dict) or obj.get("preferred") not in ("A", "B"):
-                preferred.append(None)
-                reasons.append(None)
-                errors.append(r.error or "judge output is not {preferred: A|B, reason}")
-                continue
-            picked_first = obj["preferred"] == "A"
-            preferred.append("revision" if picked_first == revision_first(pair_id) else "original")
-            reasons.append(str(obj.get("reason", "")))
-            errors.append(None)
-        cols = result_columns(results, "verify")
-        cols.pop("verify")
-        cols.update(preferred=preferred, reason=reasons, judge_model=[self.judge_model] * len(results),
-                    error=errors)
-        return with_columns(batch, cols)
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        first = revision_first(row["pair_id"])
+        a, b = (row["data"], row["original"]) if first else (row["original"], row["data"])
+        return persona_messages(row, VERIFY_USER.format(instruction=row["instruction"], a=a, b=b))
+
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        obj = result.parsed[0] if result.parsed else None
+        if not isinstance(obj, dict) or obj.get("preferred") not in ("A", "B"):
+            raise OutputError("judge output is not {preferred: A|B, reason}")
+        picked_first = obj["preferred"] == "A"
+        preferred = "revision" if picked_first == revision_first(row["pair_id"]) else "original"
+        return {"preferred": preferred, "reason": str(obj.get("reason", "")),
+                "judge_model": self.judge_model}

@@ -1,4 +1,4 @@
-"""The persona's attributes (BRIEF 2.1): their names, their order, and where each comes from.
+"""The persona's attributes (PERSONA, arXiv 2407.17387: personas): their names, their order, and where each comes from.
 
 The order here is the render order of `key: value` persona text, used by every prompt.
 """

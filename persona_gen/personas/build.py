@@ -162,9 +162,9 @@ def build_personas(
     census = prepare_census(census)
     order = census.column("persona_id").to_pylist()
     stats = PersonaStats(requested=len(order))
-    enrich = EnrichStage.from_config(cfg) if engine_enrich is not None else None
+    enrich = EnrichStage.from_config(cfg, seed) if engine_enrich is not None else None
     judge = (
-        JudgeStage.from_config(cfg)
+        JudgeStage.from_config(cfg, seed)
         if engine_judge is not None and cfg.model_consistency_check
         else None
     )

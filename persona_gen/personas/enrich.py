@@ -7,21 +7,20 @@ null attributes, never an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import pyarrow as pa
 from pydantic import Field, StringConstraints, create_model
 
 from persona_gen.config.base import StrictModel
-from persona_gen.engines.base import ChatRequest, ChatResult, Message
+from persona_gen.engines.base import Message, Sampling
 from persona_gen.personas.attributes import LLM_ATTRIBUTES
 from persona_gen.personas.config import PersonasConfig
 from persona_gen.personas.lists import ITEM_SEPARATOR
 from persona_gen.personas.render import render_persona
-from persona_gen.personas.structured import parse_structured, persona_json_requests
-from persona_gen.personas.tables import with_columns
+from persona_gen.personas.structured import PersonaJsonStage
 
 # What each field asks for; shown in the prompt and carried as schema descriptions.
 FIELD_GUIDE: dict[str, str] = {
@@ -69,38 +68,28 @@ def enrich_messages(row: dict[str, Any]) -> list[Message]:
 
 
 @dataclass(frozen=True)
-class EnrichStage:
-    """ModelStage 'enrich' (persona_gen.pipeline.stage); picklable for Ray actors."""
+class EnrichStage(PersonaJsonStage):
+    """ModelStage 'enrich': the six open-ended attributes of one persona."""
 
-    max_tokens: int = 400
-    temperature: float = 0.8
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.8, max_tokens=400))
     max_chars: int = 240
-    name: str = "enrich"
+    name: ClassVar[str] = "enrich"
+    needs: ClassVar[tuple[str, ...]] = ("persona_id", "attempt")
+    """Plus the census and procedural attributes the persona text renders."""
+    prompt_parts: ClassVar[tuple[str, ...]] = ("demographics",)
+    outputs: ClassVar[pa.Schema] = pa.schema([(name, pa.string()) for name in LLM_ATTRIBUTES])
 
     @classmethod
-    def from_config(cls, cfg: PersonasConfig) -> EnrichStage:
-        return cls(
-            max_tokens=cfg.enrich_max_tokens,
-            temperature=cfg.enrich_temperature,
-            max_chars=cfg.enrich_field_max_chars,
-        )
+    def from_config(cls, cfg: PersonasConfig, seed: int | None = 0) -> EnrichStage:
+        return cls(sampling=Sampling(temperature=cfg.enrich_temperature,
+                                     max_tokens=cfg.enrich_max_tokens, seed=seed),
+                   max_chars=cfg.enrich_field_max_chars)
 
-    @property
     def answer_model(self) -> type[StrictModel]:
         return enriched_attributes_model(self.max_chars)
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        return persona_json_requests(batch, self.name, enrich_messages, self.answer_model,
-                                     self.temperature, self.max_tokens)
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        return enrich_messages(row)
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        values: dict[str, list[str | None]] = {name: [] for name in LLM_ATTRIBUTES}
-        errors: list[str | None] = []
-        for result in results:
-            answer, problem = parse_structured(result, self.answer_model)
-            for name in LLM_ATTRIBUTES:
-                values[name].append(getattr(answer, name) if answer is not None else None)
-            errors.append(None if problem is None else f"enrich: {problem}")
-        columns = {name: pa.array(v, type=pa.string()) for name, v in values.items()}
-        columns["error"] = pa.array(errors, type=pa.string())
-        return with_columns(batch, columns)
+    def columns(self, answer: Any) -> dict[str, Any]:
+        return {name: getattr(answer, name) for name in LLM_ATTRIBUTES}

@@ -7,19 +7,18 @@ become the row's `error` (the build treats them as not verified).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import pyarrow as pa
 from pydantic import Field, StringConstraints, create_model
 
 from persona_gen.config.base import StrictModel
-from persona_gen.engines.base import ChatRequest, ChatResult, Message
+from persona_gen.engines.base import Message, Sampling
 from persona_gen.personas.config import PersonasConfig
 from persona_gen.personas.render import render_persona
-from persona_gen.personas.structured import parse_structured, persona_json_requests
-from persona_gen.personas.tables import with_columns
+from persona_gen.personas.structured import PersonaJsonStage
 
 SYSTEM_PROMPT = (
     "You check fictional personas for contradictions. Reply with one JSON object and "
@@ -52,41 +51,29 @@ def judge_messages(row: dict[str, Any]) -> list[Message]:
 
 
 @dataclass(frozen=True)
-class JudgeStage:
-    """ModelStage 'consistency' (persona_gen.pipeline.stage); picklable for Ray actors."""
+class JudgeStage(PersonaJsonStage):
+    """ModelStage 'consistency': could one real person have all of these attributes?"""
 
-    max_tokens: int = 96
-    temperature: float = 0.0
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=96))
     reason_max_chars: int = 160
-    name: str = "consistency"
+    name: ClassVar[str] = "consistency"
+    needs: ClassVar[tuple[str, ...]] = ("persona_id", "attempt")
+    """Plus every attribute the persona text renders."""
+    prompt_parts: ClassVar[tuple[str, ...]] = ("persona",)
+    outputs: ClassVar[pa.Schema] = pa.schema([("consistent", pa.bool_()),
+                                              ("judge_reason", pa.string())])
 
     @classmethod
-    def from_config(cls, cfg: PersonasConfig) -> JudgeStage:
-        return cls(
-            max_tokens=cfg.judge_max_tokens,
-            temperature=cfg.judge_temperature,
-            reason_max_chars=cfg.judge_reason_max_chars,
-        )
+    def from_config(cls, cfg: PersonasConfig, seed: int | None = 0) -> JudgeStage:
+        return cls(sampling=Sampling(temperature=cfg.judge_temperature,
+                                     max_tokens=cfg.judge_max_tokens, seed=seed),
+                   reason_max_chars=cfg.judge_reason_max_chars)
 
-    @property
     def answer_model(self) -> type[StrictModel]:
         return verdict_model(self.reason_max_chars)
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        return persona_json_requests(batch, self.name, judge_messages, self.answer_model,
-                                     self.temperature, self.max_tokens)
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        return judge_messages(row)
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        consistent: list[bool | None] = []
-        reasons: list[str | None] = []
-        errors: list[str | None] = []
-        for result in results:
-            verdict, problem = parse_structured(result, self.answer_model)
-            consistent.append(None if verdict is None else verdict.consistent)
-            reasons.append(None if verdict is None else verdict.reason)
-            errors.append(None if problem is None else f"consistency: {problem}")
-        return with_columns(batch, {
-            "consistent": pa.array(consistent, type=pa.bool_()),
-            "judge_reason": pa.array(reasons, type=pa.string()),
-            "error": pa.array(errors, type=pa.string()),
-        })
+    def columns(self, answer: Any) -> dict[str, Any]:
+        return {"consistent": answer.consistent, "judge_reason": answer.reason}

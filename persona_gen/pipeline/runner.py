@@ -2,13 +2,15 @@
 
 Code written against `run_in_process` (persona builds with resampling rounds, bench runs)
 takes a runner argument; this one sends each call through Ray Data and the job's engine
-actors instead, committing blocks under `<folder>/<stage>/`. Calls are numbered in the
-order they are made, and callers are deterministic for a seed, so a resumed caller asks
-for the same calls and gets committed blocks back from storage instead of the model.
+actors instead, committing blocks in the stage's folders. A block is named by its content:
+a hash of the stage (with its settings), the model and the block's rows. A resumed caller
+that asks for the same work gets the committed blocks back from storage instead of the
+model; one that asks for other work (another model, other rows) never does.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,14 +19,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from persona_gen.engines.base import ChatRequest, ChatResult
+from persona_gen.hashing import hex_id
 from persona_gen.pipeline.chain import BlockResult, Chain, Step, block_file, block_ids, error_file
 from persona_gen.pipeline.config import PipelineConfig
 from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.stage import ModelStage
 from persona_gen.storage import objects
-from persona_gen.storage.layout import RunLayout
-from persona_gen.storage.settings import S3Settings
+from persona_gen.storage.runref import RunRef
+
+Folders = Callable[[str], tuple[str, str]]
+"""Stage name -> (folder its input blocks go to, folder its output blocks go to)."""
 
 
 @dataclass
@@ -40,12 +45,18 @@ class EngineRef:
         return None
 
 
+def block_name(stage: ModelStage, model: str, rows: pa.Table) -> str:
+    """A content address: the same stage settings, model and rows give the same name."""
+    content = json.dumps(rows.to_pylist(), sort_keys=True, default=str)
+    return hex_id(repr(stage), model, content)
+
+
 class PipelineRunner:
-    def __init__(self, layout: RunLayout, folder: str, pipeline: PipelineConfig, s3: S3Settings,
+    def __init__(self, run: RunRef, folders: Folders, pipeline: PipelineConfig,
                  hosts: EngineHosts, id_columns: tuple[str, ...],
                  on_plan: Callable[[str, int], None] | None = None,
                  on_result: Callable[[BlockResult], None] | None = None) -> None:
-        self.layout, self.folder, self.pipeline, self.s3 = layout, folder, pipeline, s3
+        self.run, self.folders, self.pipeline = run, folders, pipeline
         self.hosts = hosts
         self.id_columns = id_columns
         self.on_plan, self.on_result = on_plan, on_result
@@ -61,20 +72,21 @@ class PipelineRunner:
         call = self.calls
         self.calls += 1
         id_col = self._id_column(table)
-        out_dir, in_dir = f"{self.folder}/{stage.name}", f"{self.folder}/{stage.name}_input"
+        in_dir, out_dir = self.folders(stage.name)
         size = self.pipeline.batch_size
-        names = [f"c{call:03d}-part-{i:05d}" for i in range(max(1, math.ceil(table.num_rows / size)))]
-        done = set(block_ids(self.layout, out_dir))
-        for i, name in enumerate(names):
+        slices = [table.slice(i * size, size)
+                  for i in range(max(1, math.ceil(table.num_rows / size)))]
+        names = [block_name(stage, engine.name, part) for part in slices]
+        done = set(block_ids(self.run, out_dir))
+        for name, part in zip(names, slices, strict=True):
             if name not in done:  # inputs are deterministic: rewriting one is harmless
-                objects.write_table_atomic(block_file(self.layout, in_dir, name),
-                                           table.slice(i * size, size))
+                objects.write_table_atomic(block_file(self.run, in_dir, name), part)
         if self.on_plan:
             self.on_plan(stage.name, table.num_rows)
-        chain = Chain(f"{self.folder}-{stage.name}-{call}", in_dir,
-                      (Step(stage, engine.name, out_dir, id_column=id_col),), only=tuple(names))
-        run_chains([chain], self.layout, self.pipeline, self.s3, on_result=self.on_result,
-                   hosts=self.hosts)
+        chain = Chain(f"{stage.name}-{call}", in_dir,
+                      (Step(stage, engine.name, out_dir, id_column=id_col),),
+                      only=tuple(dict.fromkeys(names)))
+        run_chains([chain], self.run, self.pipeline, on_result=self.on_result, hosts=self.hosts)
         return self._collect(stage, names, in_dir, out_dir, id_col, table)
 
     def _collect(self, stage: ModelStage, names: list[str], in_dir: str, out_dir: str,
@@ -82,14 +94,14 @@ class PipelineRunner:
         """Committed rows plus the failed rows with their `error`, in the input's order."""
         parts = []
         for n in names:
-            good = objects.read_table(block_file(self.layout, out_dir, n))
+            good = objects.read_table(block_file(self.run, out_dir, n))
             if good.num_rows:
                 parts.append(good)
-            err_loc = error_file(self.layout, stage.name, n)
+            err_loc = error_file(self.run, stage.name, n)
             if not objects.exists(err_loc):
                 continue
             errs = objects.read_table(err_loc)
-            inputs = objects.read_table(block_file(self.layout, in_dir, n))
+            inputs = objects.read_table(block_file(self.run, in_dir, n))
             failed = inputs.filter(pc.is_in(inputs.column(id_col), value_set=errs.column("id")))
             reason = dict(zip(errs.column("id").to_pylist(), errs.column("reason").to_pylist(),
                               strict=True))

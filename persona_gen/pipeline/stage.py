@@ -9,11 +9,13 @@ actors (persona_gen.pipeline), so stage logic never knows where it runs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Engine
+from persona_gen.engines.base import ChatRequest, ChatResult, Engine, Message, Sampling
+from persona_gen.hashing import stable_seed
+from persona_gen.pipeline.columns import with_columns
 
 
 @runtime_checkable
@@ -32,6 +34,92 @@ class ModelStage(Protocol):
         for per-row failures such as unparseable output.
         """
         ...
+
+
+class OutputError(ValueError):
+    """A model answer a stage cannot use; it becomes that row's `error`, never a crash."""
+
+
+class DeclaredStage:
+    """A model stage declared as values, the one way every stage of the job is written.
+
+    A subclass (a frozen dataclass with a `sampling` field) sets
+      name        the stage's name (logs, errors/, manifest, the recipe)
+      id_column   the column that identifies a row
+      needs       the columns its prompt template reads
+      outputs     the columns its parser fills, with their Arrow types
+      prompt_parts  what its prompt is made of, for sizing (system text is always there):
+                  demographics, persona, prompt, original, critique, revision
+    and writes `messages(row)` (the prompt template) and `parse(row, result)` (the parser,
+    raising OutputError). `json_schema()` or `choices()` constrain the output. Every row's
+    sampling seed derives from the run seed, the stage and `row_key(row)` (the row's id
+    unless the stage says otherwise), so a retried or resumed row samples the same way.
+    The stage adds its outputs plus `<name>_prompt_tokens`, `<name>_output_tokens` and
+    `error` ("<name>: <reason>"), typed as declared even when every row of a block failed.
+    """
+
+    name: ClassVar[str]
+    id_column: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]]
+    outputs: ClassVar[pa.Schema]
+    prompt_parts: ClassVar[tuple[str, ...]] = ()
+    sampling: Sampling
+
+    @classmethod
+    def adds(cls) -> tuple[str, ...]:
+        return (*cls.outputs.names, f"{cls.name}_prompt_tokens", f"{cls.name}_output_tokens")
+
+    def row_key(self, row: dict[str, Any]) -> str:
+        return str(row[self.id_column])
+
+    def messages(self, row: dict[str, Any]) -> list[Message]:
+        raise NotImplementedError
+
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return None
+
+    def choices(self) -> list[str] | None:
+        return None
+
+    def row_sampling(self, row: dict[str, Any]) -> Sampling:
+        s = self.sampling
+        if s.seed is None:
+            return s
+        return s.model_copy(update={"seed": stable_seed(s.seed, self.name, self.row_key(row))})
+
+    def requests(self, batch: pa.Table) -> list[ChatRequest]:
+        schema, choices = self.json_schema(), self.choices()
+        return [
+            ChatRequest(id=self.row_key(row), messages=self.messages(row),
+                        sampling=self.row_sampling(row), json_schema=schema, choices=choices)
+            for row in batch.to_pylist()
+        ]
+
+    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
+        values: dict[str, list[Any]] = {f.name: [] for f in self.outputs}
+        errors: list[str | None] = []
+        for row, res in zip(batch.to_pylist(), results, strict=True):
+            parsed: dict[str, Any] = {}
+            error = None if res.error is None else f"{self.name}: engine error: {res.error}"
+            if error is None:
+                try:
+                    parsed = self.parse(row, res)
+                except OutputError as exc:
+                    error = f"{self.name}: {exc}"
+            for name, column in values.items():
+                column.append(parsed.get(name))
+            errors.append(error)
+        columns: dict[str, pa.Array] = {
+            f.name: pa.array(values[f.name], f.type) for f in self.outputs}
+        columns[f"{self.name}_prompt_tokens"] = pa.array(
+            [r.prompt_tokens for r in results], pa.int64())
+        columns[f"{self.name}_output_tokens"] = pa.array(
+            [r.output_tokens for r in results], pa.int64())
+        columns["error"] = pa.array(errors, pa.string())
+        return with_columns(batch, columns)
 
 
 def apply_stage(stage: ModelStage, engine: Engine, batch: pa.Table) -> pa.Table:

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyarrow.parquet as pq
 
-from persona_gen.feedback.folders import StageFolders
 from persona_gen.storage import objects
-from persona_gen.storage.layout import RunLayout
+from persona_gen.storage.runref import RunRef
 from persona_gen.storage.uri import Location
+
+
+class StageFolders(Protocol):
+    """Where a stage commits rows, and the input rows it is planned over."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def writes(self) -> str: ...
+    @property
+    def reads(self) -> str: ...
+    @property
+    def reads_where(self) -> tuple[str, str] | None: ...
 
 
 def count_rows(loc: Location, where: tuple[str, str] | None = None) -> tuple[int, int]:
@@ -31,6 +45,23 @@ def count_rows(loc: Location, where: tuple[str, str] | None = None) -> tuple[int
         return sum(pool.map(rows, files)), len(files)
 
 
+def sum_column(loc: Location, column: str) -> int:
+    """The sum of an integer column over every Parquet file under a folder (0 if absent)."""
+    import pyarrow.compute as pc
+
+    files = objects.list_files(loc, ".parquet")
+
+    def total(path: str) -> int:
+        with loc.fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            if column not in pf.schema_arrow.names:
+                return 0
+            return int(pc.sum(pf.read(columns=[column]).column(column)).as_py() or 0)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return sum(pool.map(total, files))
+
+
 @dataclass
 class StageStatus:
     stage: str
@@ -40,12 +71,13 @@ class StageStatus:
     blocks: int
 
 
-def run_status(layout: RunLayout, stages: dict[str, StageFolders]) -> list[StageStatus]:
-    """For each stage: committed rows, planned rows (its input's rows), error rows."""
-    out = []
-    for stage, where in stages.items():
-        done, blocks = count_rows(layout.base.child(where.out))
-        planned, _ = count_rows(layout.base.child(where.inputs), where.inputs_where)
-        errors, _ = count_rows(layout.errors.child(stage))
-        out.append(StageStatus(stage, done, planned or None, errors, blocks))
-    return out
+def stage_status(run: RunRef, stage: StageFolders) -> StageStatus:
+    """Committed rows, planned rows (its input's rows), error rows: from storage alone."""
+    done, blocks = count_rows(run.child(stage.writes))
+    planned, _ = count_rows(run.child(stage.reads), stage.reads_where)
+    errors, _ = count_rows(run.errors.child(stage.name))
+    return StageStatus(stage.name, done, planned or None, errors, blocks)
+
+
+def run_status(run: RunRef, stages: Iterable[StageFolders]) -> list[StageStatus]:
+    return [stage_status(run, s) for s in stages]

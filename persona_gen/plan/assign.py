@@ -1,4 +1,4 @@
-"""Persona x prompt assignment (BRIEF 2.3).
+"""Persona x prompt assignment (PERSONA, arXiv 2407.17387: feedback pairs).
 
 Each persona draws, independently of its demographics, `train + seen` distinct prompts
 from the train pool (the first `train` become train pairs, the rest test pairs on seen

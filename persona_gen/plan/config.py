@@ -1,4 +1,4 @@
-"""Prompt-to-persona assignment sizes (BRIEF 2.3)."""
+"""Prompt-to-persona assignment sizes (PERSONA, arXiv 2407.17387: feedback pairs)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from persona_gen.engines.base import Engine
 from persona_gen.errors import DataError
+from persona_gen.hashing import stable_int
 from persona_gen.log import get_logger
 from persona_gen.pipeline.stage import run_in_process
 from persona_gen.prompts import data as bundled
@@ -59,9 +60,10 @@ def source_of(cfg: PromptsConfig) -> tuple[str, str, str | None]:
 
 
 def select_prompts(cfg: PromptsConfig, engine: Engine | None, *,
-                   s3: S3Settings | None = None) -> Selection:
+                   s3: S3Settings | None = None, seed: int = 0) -> Selection:
     """Load and filter, in the paper's order; the classifier runs only when it can.
 
+    `prompts.limit` keeps a seeded subset after the rule filters, before any model call.
     `s3` locates an s3:// source (endpoint, region); credentials come from the environment.
     """
     uri, text_column, topic_column = source_of(cfg)
@@ -85,6 +87,10 @@ def select_prompts(cfg: PromptsConfig, engine: Engine | None, *,
     before = kept
     kept, out = min_words_filter(kept, cfg.min_words)
     record("min_words", before, kept, out)
+    if cfg.limit is not None and kept.num_rows > cfg.limit:
+        before = kept
+        kept, out = _seeded_subset(kept, cfg.limit, seed)
+        record("limit", before, kept, out)
 
     if engine is not None and cfg.classifier_model:
         stage = ControversyStage()
@@ -95,7 +101,7 @@ def select_prompts(cfg: PromptsConfig, engine: Engine | None, *,
         keep = np.array([lab == CONTROVERSIAL for lab in labels], dtype=bool)
         before = kept
         kept, out = split_by(judged, keep, "controversy")
-        kept = kept.drop_columns([LABEL_COLUMN, "error"])
+        kept = kept.drop_columns([*stage.adds(), "error"])
         record("controversy", before, kept, out, errors=n_errors)
         stats.classifier = cfg.classifier_model
         if n_errors:
@@ -106,14 +112,23 @@ def select_prompts(cfg: PromptsConfig, engine: Engine | None, *,
     return Selection(kept=kept, rejected=_rejected_table(rejected), stats=stats)
 
 
+def _seeded_subset(table: pa.Table, n: int, seed: int) -> tuple[pa.Table, pa.Table]:
+    """n rows chosen by a seeded hash of their prompt id: the same rows for the same seed
+    and set, whatever the file order. Returns (kept, the others)."""
+    ids = table.column("prompt_id").to_pylist()
+    chosen = set(sorted(range(len(ids)), key=lambda i: stable_int(seed, "limit", ids[i]))[:n])
+    keep = np.array([i in chosen for i in range(len(ids))], dtype=bool)
+    return split_by(table, keep, "limit")
+
+
 def build_prompts(cfg: PromptsConfig, engine: Engine | None, seed: int, *,
                   s3: S3Settings | None = None) -> tuple[pa.Table, PromptStats]:
-    """Prompts (prompt_id, text, topic, split) and the counts behind them.
+    """Prompts (prompt_id, text, topic, split) and the counts behind them, in-process.
 
     Raises DataError (naming the source) when the file is unusable or nothing survives
     the filters.
     """
-    sel = select_prompts(cfg, engine, s3=s3)
+    sel = select_prompts(cfg, engine, s3=s3, seed=seed)
     return finalize_prompts(sel.kept, cfg, seed, sel.stats)
 
 

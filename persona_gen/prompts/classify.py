@@ -1,15 +1,19 @@
 """The controversy filter: a zero-shot model classifier with choice-constrained output.
 
-Only prompts the model calls value-laden survive (BRIEF 2.2). As a ModelStage it runs the
+Only prompts the model calls value-laden survive (PERSONA, arXiv 2407.17387: prompts). As a ModelStage it runs the
 same in-process (`run_in_process`) and in Ray Data actors. A row whose call fails, or whose
 output is not one of the labels, gets a null label and an `error`; it never raises.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
 import pyarrow as pa
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling
+from persona_gen.engines.base import ChatResult, Message, Sampling
+from persona_gen.pipeline.stage import DeclaredStage, OutputError
 
 CONTROVERSIAL = "controversial"
 NOT_CONTROVERSIAL = "not_controversial"
@@ -52,57 +56,40 @@ def parse_label(text: str) -> str | None:
     return None
 
 
-class ControversyStage:
+@dataclass(frozen=True)
+class ControversyStage(DeclaredStage):
     """Rows with `prompt_id` and `text` in; the same rows plus `controversy` and `error` out."""
 
-    name = "controversy"
+    # Greedy decoding: a filter should give the same verdict every run. No per-request
+    # seed: greedy needs none, and vLLM on CPU crashes when a seeded request's prefill is
+    # split across steps ("CPU Generator does not use offset"), which big batches cause.
+    # Constrained decoding may spell a word in many small tokens (8 tokens once cut
+    # "not_controversial" short); the grammar ends the answer at the word anyway.
+    sampling: Sampling = field(
+        default_factory=lambda: Sampling(temperature=0.0, max_tokens=32, seed=None))
+    name: ClassVar[str] = "controversy"
+    id_column: ClassVar[str] = "prompt_id"
+    needs: ClassVar[tuple[str, ...]] = ("prompt_id", "text")
+    prompt_parts: ClassVar[tuple[str, ...]] = ("prompt",)
+    outputs: ClassVar[pa.Schema] = pa.schema([(LABEL_COLUMN, pa.string())])
 
-    def __init__(self, max_tokens: int = 32) -> None:
-        # Constrained decoding may spell a word in many small tokens (8 tokens once cut
-        # "not_controversial" short); the grammar ends the answer at the word anyway.
-        self.max_tokens = max_tokens
+    def choices(self) -> list[str]:
+        return list(ANSWERS)
 
-    def requests(self, batch: pa.Table) -> list[ChatRequest]:
-        ids = batch.column("prompt_id").to_pylist()
-        texts = batch.column("text").to_pylist()
-        # Greedy decoding: a filter should give the same verdict every run. No per-request
-        # seed: greedy needs none, and vLLM on CPU crashes when a seeded request's prefill is
-        # split across steps ("CPU Generator does not use offset"), which big batches cause.
-        sampling = Sampling(temperature=0.0, max_tokens=self.max_tokens, seed=None)
-        return [
-            ChatRequest(id=pid, messages=self.messages(text), sampling=sampling,
-                        choices=list(ANSWERS))
-            for pid, text in zip(ids, texts, strict=True)
-        ]
-
-    def messages(self, text: str) -> list[Message]:
+    def messages(self, row: dict[str, Any]) -> list[Message]:
         return [
             Message(role="system", content=SYSTEM),
-            Message(role="user", content=USER.format(text=text[:MAX_PROMPT_CHARS])),
+            Message(role="user", content=USER.format(text=row["text"][:MAX_PROMPT_CHARS])),
         ]
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        labels: list[str | None] = []
-        errors: list[str | None] = []
-        ids = batch.column("prompt_id").to_pylist() if batch.num_rows else []
-        for pid, res in zip(ids, results, strict=True):
-            label, error = _read_result(pid, res)
-            labels.append(label)
-            errors.append(error)
-        out = batch
-        for name, values in ((LABEL_COLUMN, labels), ("error", errors)):
-            if name in out.column_names:
-                out = out.drop_columns([name])
-            out = out.append_column(name, pa.array(values, pa.string()))
-        return out
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        return {LABEL_COLUMN: _read_result(row["prompt_id"], result)}
 
 
-def _read_result(pid: str, res: ChatResult) -> tuple[str | None, str | None]:
+def _read_result(pid: str, res: ChatResult) -> str:
     if res.id != pid:
-        return None, f"result id {res.id!r} does not match request {pid!r}"
-    if res.error is not None:
-        return None, res.error
+        raise OutputError(f"result id {res.id!r} does not match request {pid!r}")
     label = parse_label(res.text)
     if label is None:
-        return None, f"unexpected classifier output {res.text[:80]!r}"
-    return label, None
+        raise OutputError(f"unexpected classifier output {res.text[:80]!r}")
+    return label

@@ -1,4 +1,4 @@
-"""Prompt loading, filtering and splitting options (BRIEF 2.2)."""
+"""Prompt loading, filtering and splitting options (PERSONA, arXiv 2407.17387: prompts)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rule filters applied before any model is asked (BRIEF 2.2, in this order):
+"""Rule filters applied before any model is asked (PERSONA, arXiv 2407.17387: prompts; in this order):
 drop empty rows, de-duplicate, keep questions (a question mark), keep prompts of at least
 `min_words` words.
 

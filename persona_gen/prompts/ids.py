@@ -6,10 +6,11 @@ share a normalized form, hence a prompt_id, and de-duplication keeps the first.
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 
 import numpy as np
+
+from persona_gen.hashing import hex_id, stable_int
 
 
 def normalize_text(text: str) -> str:
@@ -19,7 +20,7 @@ def normalize_text(text: str) -> str:
 
 def prompt_id(text: str) -> str:
     """16 hex digits of a hash of the normalized text: stable across runs and machines."""
-    return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=8).hexdigest()
+    return hex_id(normalize_text(text))
 
 
 def stage_rng(seed: int, label: str) -> np.random.Generator:
@@ -28,5 +29,5 @@ def stage_rng(seed: int, label: str) -> np.random.Generator:
     Mixing in a label keeps steps independent: changing how one step draws never shifts
     another step's numbers.
     """
-    tag = int.from_bytes(hashlib.blake2b(label.encode(), digest_size=8).digest(), "little")
+    tag = stable_int(label)
     return np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, tag])

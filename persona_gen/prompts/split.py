@@ -1,4 +1,4 @@
-"""Train / held-out split stratified by topic (BRIEF 2.2: topics covered evenly in both).
+"""Train / held-out split stratified by topic (PERSONA, arXiv 2407.17387: topics covered evenly in both).
 
 Each topic holds out its share of prompts; the rounding remainders go to the topics with
 the largest fractional parts, so the total held out is exactly round(fraction * N) (868 of

@@ -1,7 +1,7 @@
-"""Object storage: URIs to pyarrow filesystems, atomic small objects, run layout, checks."""
+"""Object storage: URIs to pyarrow filesystems, atomic small objects, run addresses, checks."""
 
-from persona_gen.storage.layout import RunLayout
+from persona_gen.storage.runref import RunRef
 from persona_gen.storage.settings import S3Settings
 from persona_gen.storage.uri import Location, resolve
 
-__all__ = ["Location", "RunLayout", "S3Settings", "resolve"]
+__all__ = ["Location", "RunRef", "S3Settings", "resolve"]

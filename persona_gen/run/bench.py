@@ -1,9 +1,9 @@
 """`bench run` on the pipeline: answer and judge stages on Ray Data with engine actors.
 
 The bench's own steps (requests, metrics, writing) are unchanged; the two engine calls go
-through `PipelineRunner`, which commits blocks under `bench/work/<stage>/`. A resumed run
-builds the same calls and gets committed blocks back from storage, so an interrupted bench
-run regenerates nothing already done.
+through `PipelineRunner`, which commits content-addressed blocks in the folders the recipe
+declares for the bench stages (`bench/work/<stage>/`). A resumed run that asks for the
+same work gets committed blocks back from storage; other work (another model) never does.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ from persona_gen.config.run import RunConfig
 from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import EngineRef, PipelineRunner
-from persona_gen.storage.layout import RunLayout
+from persona_gen.run import recipe as R
+from persona_gen.storage.runref import RunRef
 
-WORK = "bench/work"
+
+def folders(stage: str) -> tuple[str, str]:
+    s = R.stage(stage)
+    return s.reads, s.writes
 
 
-def run_bench_on_pipeline(requests: pa.Table, cfg: RunConfig, layout: RunLayout,
+def run_bench_on_pipeline(requests: pa.Table, cfg: RunConfig, run: RunRef,
                           done_answers: pa.Table | None,
                           done_judgments: pa.Table | None) -> BenchOutputs:
-    with ray_session(cfg.pipeline), EngineHosts(cfg.pipeline, layout.run_id) as hosts:
-        runner = PipelineRunner(layout, WORK, cfg.pipeline, cfg.storage, hosts,
-                                ("sample_id", "request_id"))
+    with ray_session(cfg.pipeline), EngineHosts(cfg.pipeline, run.run_id) as hosts:
+        runner = PipelineRunner(run, folders, cfg.pipeline, hosts, ("sample_id", "request_id"))
         return run_bench(requests, cfg.bench, EngineRef, cfg.run.seed, done_answers,
                          done_judgments, cfg.pipeline.batch_size, runner)

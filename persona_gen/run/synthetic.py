@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from persona_gen.feedback import folders as F
 from persona_gen.plan.assign import build_plan
 from persona_gen.plan.config import PlanConfig
 from persona_gen.plan.ids import synthetic_ids
+from persona_gen.run import recipe as R
+from persona_gen.run.job import DONE_MARKER
 from persona_gen.storage import objects
-from persona_gen.storage.layout import RunLayout
+from persona_gen.storage.runref import RunRef
 
 
-def write_synthetic_inputs(layout: RunLayout, n_personas: int, n_prompts: int, seed: int,
+def write_synthetic_inputs(run: RunRef, n_personas: int, n_prompts: int, seed: int,
                            plan_cfg: PlanConfig, block_size: int, heldout_fraction: float = 868 / 3868,
                            persona_words: int = 120) -> int:
     """Personas, prompts, originals and the plan for a synthetic run; returns planned pairs."""
@@ -24,17 +25,17 @@ def write_synthetic_inputs(layout: RunLayout, n_personas: int, n_prompts: int, s
     prompt_ids = synthetic_ids("prompt", n_prompts)
     n_heldout = round(n_prompts * heldout_fraction)
     filler = " ".join(f"detail{i}" for i in range(persona_words))
-    objects.write_table_atomic(layout.base.child(F.PERSONAS_FILE), pa.table({
+    objects.write_table_atomic(run.child(R.PERSONAS), pa.table({
         "persona_id": persona_ids,
         "persona_text": [f"persona_id: {p}\nbackground: {filler}" for p in persona_ids],
     }))
     splits = ["heldout" if i < n_heldout else "train" for i in range(n_prompts)]
-    objects.write_table_atomic(layout.base.child(F.PROMPTS_FILE), pa.table({
+    objects.write_table_atomic(run.child(R.PROMPTS), pa.table({
         "prompt_id": prompt_ids,
         "text": [f"Question {p}: should people weigh duty over freedom?" for p in prompt_ids],
         "split": splits,
     }))
-    objects.write_table_atomic(layout.base.child(F.ORIGINALS, "part-00000.parquet"), pa.table({
+    objects.write_table_atomic(run.child(R.stage("original").writes, "part-00000.parquet"), pa.table({
         "prompt_id": prompt_ids,
         "original": [f"A general answer to {p}, " + "with several balanced points. " * 8
                      for p in prompt_ids],
@@ -42,7 +43,10 @@ def write_synthetic_inputs(layout: RunLayout, n_personas: int, n_prompts: int, s
     train = [p for p, s in zip(prompt_ids, splits, strict=True) if s == "train"]
     heldout = [p for p, s in zip(prompt_ids, splits, strict=True) if s == "heldout"]
     plan = build_plan(persona_ids, train, heldout, plan_cfg, seed)
-    for i, start in enumerate(range(0, plan.num_rows, block_size)):
-        objects.write_table_atomic(layout.base.child(F.PLAN, f"part-{i:05d}.parquet"),
+    blocks = 0
+    for blocks, start in enumerate(range(0, plan.num_rows, block_size), start=1):
+        objects.write_table_atomic(run.child(R.PLAN, f"part-{blocks - 1:05d}.parquet"),
                                    plan.slice(start, block_size))
+    objects.write_json_atomic(run.child(R.PLAN, DONE_MARKER),
+                              {"blocks": blocks, "rows": plan.num_rows})
     return plan.num_rows

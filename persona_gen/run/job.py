@@ -1,0 +1,348 @@
+"""The job: the recipe's phases run (or resumed) over storage.
+
+    personas   census draw -> persona slots --(enrich, consistency)--> personas
+    prompts    prompt file -> candidates --(controversy, original)--> prompts
+    plan       personas x prompts -> plan (pair ids, question types)
+    pairs      plan --(critique, revision, verify)--> feedback pairs
+
+Each phase first looks at what storage already holds, so re-running a run id resumes, and
+`run --until PHASE` (or `--only PHASE`) writes exactly what the full run writes, so a
+later full run carries on from it. The driver computes only small, deterministic tables
+(census draw, candidates, plan); every model call runs in Ray Data actor pools bound to
+engine actors that live for the whole job (persona_gen.pipeline).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from persona_gen.config.run import RunConfig
+from persona_gen.errors import ConfigError, DataError
+from persona_gen.log import bind_run, configure, get_logger
+from persona_gen.pipeline.chain import BlockResult, Chain
+from persona_gen.pipeline.engine_host import EngineHosts
+from persona_gen.pipeline.executor import run_chains
+from persona_gen.pipeline.manifest import Manifest, StageRecord, load_or_create
+from persona_gen.pipeline.progress import StageProgress
+from persona_gen.pipeline.ray_session import ray_session
+from persona_gen.pipeline.runner import PipelineRunner
+from persona_gen.pipeline.status import count_rows, stage_status, sum_column
+from persona_gen.run import recipe as R
+from persona_gen.storage import objects
+from persona_gen.storage.runref import RunRef
+from persona_gen.storage.uri import Location
+
+DONE_MARKER = ".done.json"
+"""Written last into a folder of driver-computed blocks: the folder is complete."""
+Candidates = tuple[pa.Table, dict[str, Any]]
+"""Prompts that passed the rule filters, and the filter counts."""
+DATASET_COLUMNS = ("pair_id", "persona_id", "prompt_id", "persona", "instruction", "original",
+                   "critique", "data", "question_type")
+
+
+@dataclass
+class JobSummary:
+    run: RunRef
+    phases: list[str]
+    stages: dict[str, StageRecord]
+    seconds: float
+    example: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def base_uri(self) -> str:
+        return self.run.uri
+
+    @property
+    def dataset_uri(self) -> str:
+        return self.run.child(R.stage("revision").writes).uri
+
+
+def phases_to_run(until: R.Phase = "pairs", only: R.Phase | None = None) -> list[R.Phase]:
+    if only is not None:
+        return [only]
+    return list(R.PHASES[: R.PHASES.index(until) + 1])
+
+
+class Job:
+    """One attempt at a run: its config, address, manifest, progress and engines."""
+
+    def __init__(self, cfg: RunConfig, run: RunRef, manifest: Manifest,
+                 bars: StageProgress, stack: ExitStack, candidates: Candidates | None) -> None:
+        self.cfg, self.run, self.manifest, self.bars = cfg, run, manifest, bars
+        self.recipe = R.recipe(cfg)
+        self.candidates = candidates
+        """Prompt candidates computed before the manifest was written (see _preflight)."""
+        self._stack = stack
+        self._hosts: EngineHosts | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.run.seed
+
+    @property
+    def hosts(self) -> EngineHosts:
+        """Ray and the engine actors, started on first use (the plan phase needs neither)."""
+        if self._hosts is None:
+            self._stack.enter_context(ray_session(self.cfg.pipeline))
+            self._hosts = self._stack.enter_context(
+                EngineHosts(self.cfg.pipeline, self.run.run_id))
+        return self._hosts
+
+    def complete(self, folder: str) -> bool:
+        return objects.exists(self.run.child(folder, DONE_MARKER))
+
+    def write_blocks(self, folder: str, table: pa.Table) -> int:
+        """Fixed blocks (`part-00000.parquet`, ...) committed one by one, then the marker:
+        a folder killed half-way is not taken for complete, and is rewritten the same."""
+        size = self.cfg.pipeline.batch_size
+        n = max(1, math.ceil(table.num_rows / size))
+        for i in range(n):
+            objects.write_table_atomic(self.run.child(folder, f"part-{i:05d}.parquet"),
+                                       table.slice(i * size, size))
+        objects.write_json_atomic(self.run.child(folder, DONE_MARKER),
+                                  {"blocks": n, "rows": table.num_rows})
+        return n
+
+    def save(self) -> None:
+        self.manifest.save(self.run)
+
+    def refresh(self) -> None:
+        """Every enabled stage's counts in the manifest, from storage (the truth after
+        resumes and kills), never from memory."""
+        stages: dict[str, StageRecord] = {}
+        for s in self.recipe:
+            st = stage_status(self.run, s)
+            old = self.manifest.stages.get(s.name, StageRecord())
+            writes = self.run.child(s.writes)
+            stages[s.name] = StageRecord(
+                planned=st.planned or 0, done=st.done, errors=st.errors,
+                prompt_tokens=sum_column(writes, f"{s.name}_prompt_tokens"),
+                output_tokens=sum_column(writes, f"{s.name}_output_tokens"),
+                seconds=old.seconds)
+        self.manifest.stages = stages
+        self.save()
+
+    def on_result(self, res: BlockResult) -> None:
+        """Model time of newly committed steps (counts and tokens come from storage)."""
+        self.bars.on_result(res)
+        for st in res.steps:
+            if not st.resumed and st.stage in self.manifest.stages:
+                self.manifest.stages[st.stage].seconds += st.seconds
+
+    def run_chain(self, chain: Chain) -> None:
+        for step in chain.steps:
+            st = stage_status(self.run, self.recipe.get(step.name))
+            self.bars.plan(step.name, st.planned or st.done, st.done)
+        run_chains([chain], self.run, self.cfg.pipeline, on_result=self.on_result,
+                   hosts=self.hosts)
+        self.refresh()
+
+
+# ---- phases --------------------------------------------------------------------------------
+
+def personas_phase(job: Job) -> None:
+    """The census draw, then persona slots through the persona stages (with resampling)."""
+    from persona_gen.personas.build import build_personas
+    from persona_gen.personas.job import census_sampler, census_seed, resampler
+    from persona_gen.pipeline.runner import EngineRef
+
+    if objects.exists(job.run.child(R.PERSONAS)):
+        return
+    cfg = job.cfg
+    census = census_sampler(cfg, cfg.census.n, census_seed(cfg))
+    objects.write_table_atomic(job.run.child(R.CENSUS_DRAW), census)
+    judge = R.stage("consistency")
+    table, stats = build_personas(
+        census, EngineRef(R.stage("enrich").model(cfg)),
+        EngineRef(judge.model(cfg)) if judge.enabled(cfg) else None,
+        cfg.personas, cfg.run.seed, resampler(cfg, census_sampler), runner=_runner(job))
+    stats_json = stats.model_dump(mode="json")
+    objects.write_json_atomic(job.run.child(R.PERSONA_STATS), stats_json)
+    objects.write_table_atomic(job.run.child(R.PERSONAS), table)
+    job.manifest.counts["personas"] = stats_json
+    job.refresh()
+
+
+def _runner(job: Job) -> PipelineRunner:
+    def folders(name: str) -> tuple[str, str]:
+        s = R.stage(name)
+        return s.reads, s.writes
+
+    def on_plan(stage: str, rows: int) -> None:
+        st = stage_status(job.run, R.stage(stage))
+        job.bars.plan(stage, st.planned or rows, st.done)
+
+    return PipelineRunner(job.run, folders, job.cfg.pipeline, job.hosts, ("persona_id",),
+                          on_plan=on_plan, on_result=job.on_result)
+
+
+def prompt_candidates(cfg: RunConfig) -> Candidates:
+    """The prompt file through the rule filters and `prompts.limit` (no model)."""
+    from persona_gen.prompts.build import select_prompts
+
+    sel = select_prompts(cfg.prompts, engine=None, s3=cfg.storage, seed=cfg.run.seed)
+    return sel.kept, sel.stats.model_dump(mode="json")
+
+
+def prompts_phase(job: Job) -> None:
+    """Candidates -> controversy -> originals -> topics and split: prompts.parquet."""
+    if objects.exists(job.run.child(R.PROMPTS)):
+        return
+    if not job.complete(R.PROMPT_CANDIDATES):
+        kept, filters = job.candidates or prompt_candidates(job.cfg)
+        job.write_blocks(R.PROMPT_CANDIDATES, kept)
+        job.manifest.counts["prompt_filters"] = filters
+        job.save()
+    job.run_chain(R.chain(job.cfg, "prompts"))
+    _finalize_prompts(job)
+
+
+def _finalize_prompts(job: Job) -> None:
+    from persona_gen.prompts.build import finalize_prompts
+    from persona_gen.prompts.stats import PromptStats, StepCount
+
+    filters = PromptStats.model_validate(job.manifest.counts["prompt_filters"])
+    original = R.stage("original")
+    answered = objects.read_table(job.run.child(original.writes),
+                                  columns=["prompt_id", "text", "topic"])
+    # The model steps, counted from storage like everything else.
+    for s in job.recipe.in_phase("prompts"):
+        st = stage_status(job.run, s)
+        where = (s.keep_if[0], s.keep_if[1][0]) if s.keep_if else None
+        kept = count_rows(job.run.child(s.writes), where)[0]
+        filters.steps.append(StepCount(name=s.name, seen=st.planned or 0, kept=kept,
+                                       rejected=(st.planned or 0) - kept, errors=st.errors))
+    filters.classifier = job.cfg.prompts.classifier_model
+    table, stats = finalize_prompts(answered, job.cfg.prompts, job.seed, filters)
+    stats_json = stats.model_dump(mode="json")
+    objects.write_json_atomic(job.run.child(R.PROMPT_STATS), stats_json)
+    objects.write_table_atomic(job.run.child(R.PROMPTS), table)
+    job.manifest.counts["prompts"] = stats_json
+    job.save()
+
+
+def plan_phase(job: Job) -> None:
+    from persona_gen.plan.assign import build_plan
+
+    if job.complete(R.PLAN):
+        return
+    personas = objects.read_table(job.run.child(R.PERSONAS), columns=["persona_id"])
+    prompts = objects.read_table(job.run.child(R.PROMPTS), columns=["prompt_id", "split"])
+    split = prompts.column("split")
+    train = pc.filter(prompts.column("prompt_id"), pc.equal(split, "train")).to_pylist()
+    heldout = pc.filter(prompts.column("prompt_id"), pc.equal(split, "heldout")).to_pylist()
+    plan = build_plan(personas.column("persona_id").to_pylist(), train, heldout, job.cfg.plan,
+                      job.seed)
+    job.write_blocks(R.PLAN, plan)
+    qtype = plan.column("question_type")
+    job.manifest.counts["plan"] = {
+        "pairs": plan.num_rows,
+        "train": int(pc.sum(pc.equal(qtype, "train")).as_py() or 0),
+        "test": int(pc.sum(pc.equal(qtype, "test")).as_py() or 0),
+    }
+    job.refresh()
+
+
+def pairs_phase(job: Job) -> None:
+    job.run_chain(R.chain(job.cfg, "pairs"))
+
+
+# ---- the job -------------------------------------------------------------------------------
+
+def _preflight(cfg: RunConfig, run: RunRef, phases: list[R.Phase]) -> Candidates | None:
+    """Check inputs before anything is written: a bad input leaves no run folder behind.
+    Returns the prompt candidates when the prompts phase will need them."""
+    if "personas" in phases and not objects.exists(run.child(R.PERSONAS)) \
+            and not cfg.census.sources:
+        raise ConfigError("no census files listed (PUMS psam_p*.csv / csv_p??.zip or NIST "
+                          "excerpt CSVs)", source="census.sources")
+    first = phases[0]
+    needs = {"plan": (R.PERSONAS, R.PROMPTS), "pairs": (R.PLAN,)}.get(first, ())
+    for folder in needs:
+        if not objects.exists(run.child(folder)):
+            before = "personas" if folder == R.PERSONAS else "prompts" if folder == R.PROMPTS \
+                else "plan"
+            raise DataError(f"not found; run `persona-gen run --until {before}` for this run "
+                            "first", source=run.child(folder).uri)
+    if "prompts" in phases and not objects.exists(run.child(R.PROMPTS)) \
+            and not objects.exists(run.child(R.PROMPT_CANDIDATES, DONE_MARKER)):
+        return prompt_candidates(cfg)
+    return None
+
+
+PHASE_RUNNERS = {"personas": personas_phase, "prompts": prompts_phase, "plan": plan_phase,
+                 "pairs": pairs_phase}
+
+
+def run_job(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
+            only: R.Phase | None = None, progress: bool | None = None) -> JobSummary:
+    """Run (or resume) the job's phases up to `until` (or `only` one); returns the summary
+    `persona-gen run` prints."""
+    configure(level=cfg.run.log_level)
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(
+        update={"run_id": run.run_id, "output": run.root_uri})})
+    bind_run(run.run_id)
+    log = get_logger(stage="job")
+    phases = phases_to_run(until, only)
+    candidates = _preflight(cfg, run, phases)
+    started = time.perf_counter()
+    manifest = load_or_create(run, cfg.model_dump(mode="json"), cfg.run.seed)
+    log.info("run_start", base=run.uri, attempt=manifest.attempts, phases=phases)
+    with StageProgress(progress) as bars, ExitStack() as stack:
+        job = Job(cfg, run, manifest, bars, stack, candidates)
+        job.refresh()
+        for phase in phases:
+            log.info("phase_start", phase=phase)
+            PHASE_RUNNERS[phase](job)
+    _remove_temporaries(run)
+    done = sorted(set(manifest.phases) | set(phases), key=R.PHASES.index)
+    manifest.phases = done
+    manifest.status = "complete" if done == list(R.PHASES) else "partial"
+    manifest.models = _models(cfg)
+    job.refresh()
+    summary = JobSummary(run=run, phases=done, stages=manifest.stages,
+                         seconds=time.perf_counter() - started, example=_example(run))
+    log.info("run_complete", seconds=round(summary.seconds, 1), phases=done,
+             pairs=manifest.stages.get("revision", StageRecord()).done)
+    return summary
+
+
+def _remove_temporaries(run: RunRef) -> None:
+    """Temp files of writers killed mid-write (local storage only; S3 PUTs leave none)."""
+    if not run.base.is_local:
+        return
+    from pathlib import Path
+
+    for tmp in Path(run.base.path).rglob(".tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _models(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    from persona_gen.engines.registry import discover
+
+    registry = discover()
+    return {n: {**registry[n].spec.model_dump(mode="json"), "registry_file": registry[n].path}
+            for n in R.models(cfg) if n in registry}
+
+
+def _example(run: RunRef) -> dict[str, Any]:
+    loc = run.child(R.stage("revision").writes)
+    files = objects.list_files(loc, ".parquet")
+    if not files:
+        return {}
+    t = objects.read_table(Location(loc.fs, files[0], files[0]))
+    if t.num_rows == 0:
+        return {}
+    row = t.slice(0, 1).to_pylist()[0]
+    return {k: row.get(k) for k in DATASET_COLUMNS}
