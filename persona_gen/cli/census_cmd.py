@@ -70,6 +70,7 @@ def sample_cmd(
         max_age=max_age if max_age is not None else c.max_age,
         stratify=_split(stratify) if stratify is not None else c.stratify,
         block_bytes=c.block_mb << 20,
+        s3=cfg.storage,
     )
     loc = resolve(out, cfg.storage)
     objects.write_table_atomic(loc, table)
@@ -109,7 +110,7 @@ def fidelity_cmd(
     report = fidelity_report(
         source or c.sources, table, sample_name=sample_loc.uri,
         threshold=threshold if threshold is not None else c.fidelity.threshold,
-        layout=layout, block_bytes=c.block_mb << 20,
+        layout=layout, block_bytes=c.block_mb << 20, s3=cfg.storage,
     )
     dest = resolve(out, cfg.storage) if out else resolve(
         sample_loc.uri.rsplit("/", 1)[0] if "/" in sample_loc.uri else ".", cfg.storage)
