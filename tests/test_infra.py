@@ -174,6 +174,7 @@ def _statements(tf: dict, name: str) -> list[dict[str, Any]]:
 def test_node_policy_is_limited_to_the_bucket_and_run_prefix() -> None:
     tf = _tf()
     statements = _statements(tf, "runs_access")
+    runs, inputs = f"{BUCKET}/${{var.run_prefix}}/*", f"{BUCKET}/${{var.input_prefix}}/*"
     s3_actions: set[str] = set()
     listing = 0
     for s in statements:
@@ -185,14 +186,18 @@ def test_node_policy_is_limited_to_the_bucket_and_run_prefix() -> None:
         if all(a.startswith("s3:") for a in s["actions"]):
             s3_actions |= set(s["actions"])
             for r in resources:
-                assert r in (BUCKET, f"{BUCKET}/${{var.run_prefix}}/*"), r
+                assert r in (BUCKET, runs, inputs), r
+            if inputs in resources:
+                # Inputs are read, never written or deleted, by the jobs.
+                assert resources == [inputs] and s["actions"] == ["s3:GetObject"], s
             if BUCKET in resources:
-                # Bucket-level: listing only, and only under the prefix.
+                # Bucket-level: listing only, and only under the two prefixes.
                 listing += 1
                 assert resources == [BUCKET]
                 cond = _as_list(s["condition"])[0]
                 assert cond["variable"] == "s3:prefix"
-                assert cond["values"] == ["${var.run_prefix}", "${var.run_prefix}/*"]
+                assert cond["values"] == ["${var.run_prefix}", "${var.run_prefix}/*",
+                                          "${var.input_prefix}", "${var.input_prefix}/*"]
                 assert set(s["actions"]) == {"s3:ListBucket"}
         else:
             assert resources == ["${aws_kms_key.runs.arn}"]
@@ -200,6 +205,24 @@ def test_node_policy_is_limited_to_the_bucket_and_run_prefix() -> None:
     assert listing == 1
     assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket"} <= s3_actions
     assert not s3_actions & {"s3:DeleteBucket", "s3:PutBucketPolicy", "s3:PutBucketAcl"}
+    writes = {r for s in statements if "s3:PutObject" in s["actions"] for r in s["resources"]}
+    assert writes == {runs}, "jobs write under the run prefix only"
+    readable = {r for s in statements if "s3:GetObject" in s["actions"] for r in s["resources"]}
+    assert readable == {runs, inputs}
+
+
+def test_the_paper_config_reads_its_inputs_where_the_nodes_may() -> None:
+    """Every s3:// input of the paper config is under BUCKET/INPUT_PREFIX/, so the policy
+    above lets the nodes read it; the output is under BUCKET/RUN_PREFIX."""
+    tf = _tf()
+    default = {name: block[name]["default"] for block in tf["variable"] for name in block
+               if "default" in block[name]}
+    cfg = yaml.safe_load((ROOT / "jobs/configs/paper_8xh100.yaml").read_text())
+    bucket = cfg["run"]["output"].removeprefix("s3://").split("/")[0]
+    assert cfg["run"]["output"] == f"s3://{bucket}/{default['run_prefix']}"
+    inputs = [*cfg["census"]["sources"], cfg["prompts"]["source"]]
+    for uri in inputs:
+        assert uri.startswith(f"s3://{bucket}/{default['input_prefix']}/"), uri
 
 
 def test_no_other_policy_touches_s3_or_uses_star_without_need() -> None:
