@@ -54,12 +54,21 @@ def _requirements() -> list[Requirement]:
             [*project["dependencies"], *(r for group in extras.values() for r in group)]]
 
 
-def _dockerfile() -> tuple[dict[str, str], list[str], str]:
+def _dockerfile() -> tuple[dict[str, str], dict[str, str], str]:
+    """(global ARG defaults, {target: base image}, text with continuations joined)."""
     text = (INFRA / "Dockerfile").read_text()
     joined = re.sub(r"\\\n", " ", text)
     args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", joined, re.M))
-    froms = re.findall(r"^FROM\s+(\S+)", joined, re.M)
+    froms = {target: base for base, target in
+             re.findall(r"^FROM\s+(\S+)\s+AS\s+(\w+)\s*$", joined, re.M)}
     return args, froms, joined
+
+
+def _stage(text: str, target: str) -> str:
+    """The lines of one build stage (FROM ... AS target, up to the next FROM)."""
+    m = re.search(rf"^FROM\s+\S+\s+AS\s+{target}\s*$(.*?)(?=^FROM\s|\Z)", text, re.M | re.S)
+    assert m, f"no stage {target}"
+    return m.group(1)
 
 
 def test_pyproject_states_ranges_that_admit_the_constraints() -> None:
@@ -86,20 +95,28 @@ def test_image_pins_equal_the_constraints() -> None:
     args, froms, text = _dockerfile()
     assert args["RAY_VERSION"] == pins["ray"], "Dockerfile RAY_VERSION != constraints.txt ray"
     assert args["VLLM_VERSION"] == pins["vllm"], "Dockerfile VLLM_VERSION != constraints.txt vllm"
-    # The base is Ray's own CUDA image of that same release.
-    assert froms == ["rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu"]
-    # ray is installed with the same extras as pyproject, at the pinned version.
+    # Two targets on Ray's own images of that same release: CUDA for the GPU workers, plain
+    # (CPU) for the head.
+    assert froms == {"gpu": "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu",
+                     "cpu": "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}"}
     ray = next(r for r in _requirements() if r.name == "ray")
-    assert f'"ray[{",".join(sorted(ray.extras))}]==${{RAY_VERSION}}"' in text
-    assert '"vllm==${VLLM_VERSION}"' in text
-    # Every pip install in the image uses the constraints file, which the image copies in.
-    installs = re.findall(r"\bpip install\b[^&\n]*", text)
-    assert len(installs) >= 2 and all("-c constraints.txt" in i for i in installs), installs
-    assert re.search(r"^COPY\s+(?:--\S+\s+)*constraints\.txt\s", text, re.M)
-    # The project itself with its gpu extra, and a build-time check that the pins held.
-    assert re.search(r'pip install\s+-c constraints\.txt\s+"\.\[gpu\]"', text)
-    assert "m.version(d) for d in ('ray', 'vllm')" in text
-    assert re.search(r"^USER\s+ray\b", text, re.M), "the job must not run as root"
+    ray_req = f'"ray[{",".join(sorted(ray.extras))}]==${{RAY_VERSION}}"'
+    gpu, cpu = _stage(text, "gpu"), _stage(text, "cpu")
+    for stage in (gpu, cpu):
+        # ray with pyproject's extras at the pinned version, every install with the
+        # constraints file (copied in first), the build checks the pins held, and no root.
+        assert ray_req in stage
+        installs = re.findall(r"\bpip install\b[^&\n]*", stage)
+        assert len(installs) == 2 and all("-c constraints.txt" in i for i in installs), installs
+        assert re.search(r"^COPY\s+(?:--\S+\s+)*constraints\.txt\s", stage, re.M)
+        assert "m.version(" in stage and "persona-gen --help" in stage
+        assert re.search(r"^USER\s+ray\b", stage, re.M), "the job must not run as root"
+    assert '"vllm==${VLLM_VERSION}"' in gpu
+    assert re.search(r'pip install\s+-c constraints\.txt\s+"\.\[gpu\]"', gpu)
+    assert "m.version(d) for d in ('ray', 'vllm')" in gpu
+    # The head image holds no engine: no vLLM, no gpu extra.
+    assert "vllm" not in cpu.lower() and "[gpu]" not in cpu
+    assert re.search(r"pip install\s+-c constraints\.txt\s+\.\s", cpu)
 
 
 def test_make_setup_installs_with_the_constraints_and_the_cpu_torch_index() -> None:
