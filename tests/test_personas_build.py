@@ -15,10 +15,10 @@ import pytest
 
 from persona_gen.engines.base import ChatRequest, ChatResult, Engine
 from persona_gen.errors import DataError, UserError
+from persona_gen.hashing import stable_seed
 from persona_gen.personas.attributes import CENSUS_EXTRAS, LLM_ATTRIBUTES, PERSONA_ATTRIBUTES
 from persona_gen.personas.build import build_personas
 from persona_gen.personas.config import PersonasConfig
-from persona_gen.hashing import stable_seed
 from persona_gen.personas.enrich import EnrichStage
 from persona_gen.personas.judge import JudgeStage
 from persona_gen.personas.record import Persona

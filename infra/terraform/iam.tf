@@ -1,5 +1,7 @@
 # Least privilege for the Ray nodes. Three policies:
-#   runs_access      read/write objects under s3://BUCKET/RUN_PREFIX/ only (head, workers, IRSA)
+#   runs_access      read/write objects under s3://BUCKET/RUN_PREFIX/, read-only under
+#                    s3://BUCKET/INPUT_PREFIX/ (census archives, prompt files), nothing else
+#                    (head, workers, IRSA)
 #   node_bootstrap   pull the image from ECR, read the optional Hugging Face token (EC2 nodes)
 #   autoscaler       launch/stop/terminate this cluster's workers (launcher head only)
 
@@ -14,15 +16,28 @@ data "aws_iam_policy_document" "runs_access" {
       aws_s3_bucket.runs.arn,
     ]
     # IfExists: HeadBucket (pyarrow and `persona-gen storage check` send it) carries no prefix
-    # and must pass; any listing that names a prefix must stay under the run prefix.
+    # and must pass; any listing that names a prefix must stay under the run or input prefix
+    # (the census reader lists an input folder to find its csv_p*.zip archives).
     condition {
       test     = "StringLikeIfExists"
       variable = "s3:prefix"
       values = [
         var.run_prefix,
         "${var.run_prefix}/*",
+        var.input_prefix,
+        "${var.input_prefix}/*",
       ]
     }
+  }
+
+  statement {
+    sid     = "ReadInputObjects"
+    effect  = "Allow"
+    actions = ["s3:GetObject"]
+    # Inputs are staged once by a person (README, "Running on a cluster"); jobs only read them.
+    resources = [
+      "${aws_s3_bucket.runs.arn}/${var.input_prefix}/*",
+    ]
   }
 
   statement {

@@ -3,6 +3,11 @@ output "runs_uri" {
   value       = "s3://${aws_s3_bucket.runs.bucket}/${var.run_prefix}"
 }
 
+output "inputs_uri" {
+  description = "Stage census archives and prompt files here (census.sources, prompts.source); the nodes may read it."
+  value       = "s3://${aws_s3_bucket.runs.bucket}/${var.input_prefix}"
+}
+
 output "bucket" {
   value = aws_s3_bucket.runs.bucket
 }

@@ -19,6 +19,16 @@ variable "run_prefix" {
   }
 }
 
+variable "input_prefix" {
+  description = "Key prefix that holds a run's inputs (census archives, prompt files); the Ray nodes may only read under it."
+  type        = string
+  default     = "inputs"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9._-]*$", var.input_prefix))
+    error_message = "input_prefix must be one path segment without slashes, e.g. \"inputs\"."
+  }
+}
+
 variable "cluster_name" {
   description = "Ray cluster_name from cluster/aws.yaml; the head may only stop or terminate instances tagged with it."
   type        = string

@@ -2,13 +2,14 @@
 
 Run from the repository root:
 
-    .venv/bin/python -m persona_gen.census.build_codebook [--census-dir ../shared/census]
+    .venv/bin/python -m persona_gen.census.build_codebook --census-dir DIR
 
 Inputs: the Bureau's PUMS data dictionaries in CSV form (`PUMS_Data_Dictionary_YYYY.csv`,
 rows `NAME,var,type,len,label` and `VAL,var,type,len,lo,hi,label`) and the NIST excerpt's
 `data_dictionary.json`. Output: only the variables the census mapping uses, as
 `{code: label}` tables with codes normalised (leading zeros dropped), plus the official
-person-file column order of each dictionary year, so the package never needs ../shared.
+person-file column order of each dictionary year, so the package never needs DIR.
+DIR holds `pums-dictionary/` and `nist-acs-2019/data_dictionary.json`.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def build(census_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    root = Path(__file__).resolve().parents[2]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--census-dir", type=Path, default=root.parent / "shared" / "census")
+    parser.add_argument("--census-dir", type=Path, required=True,
+                        help="folder with pums-dictionary/ and nist-acs-2019/")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).resolve().parent / "data" / "codebook.json")
     args = parser.parse_args(argv)

@@ -5,6 +5,11 @@ interrupted, the next run asks for the rest with an HTTP Range request and appen
 finished file must match the size the server announced (Content-Length / Content-Range)
 and open as a zip archive before it is renamed into place, so a truncated file never
 looks finished.
+
+`publish` then copies finished archives to any storage URI (`census download --to
+s3://bucket/inputs/census`), keeping the DEST/YEAR/PERIOD/csv_p{st}.zip layout: the local
+folder is the resumable staging area, and an object already there with the same size is
+not sent again.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pyarrow.fs as pafs
 
 from persona_gen.census import codebook
-from persona_gen.errors import UserError
+from persona_gen.errors import StorageError, UserError
+from persona_gen.storage.settings import S3Settings
+from persona_gen.storage.uri import resolve
 
 DEFAULT_BASE_URL = "https://www2.census.gov/programs-surveys/acs/data/pums"
 BASE_URL_ENV = "PERSONA_GEN_PUMS_BASE_URL"
@@ -156,4 +164,43 @@ def download(
         for url in urls:
             name = url.rsplit("/", 1)[1]
             out.append(fetch(url, Path(dest) / str(year) / period / name, client, progress))
+    return out
+
+
+@dataclass(frozen=True)
+class Published:
+    uri: str
+    size: int
+    skipped: bool
+
+
+def publish(files: Sequence[Downloaded], staging: str | os.PathLike[str], to: str,
+            s3: S3Settings | None = None) -> list[Published]:
+    """Copy downloaded archives to `to` (a path or URI), at their path under `staging`.
+
+    An S3 upload becomes visible only once complete (a single PUT or a completed multipart
+    upload), so readers never see half an archive; a failed copy is re-sent by the next run.
+    """
+    root = Path(staging).resolve()
+    dest = resolve(to, s3)
+    out: list[Published] = []
+    for f in files:
+        rel = f.path.resolve().relative_to(root).as_posix()
+        target = dest.child(rel)
+        try:
+            info = target.fs.get_file_info(target.path)
+            if info.type == pafs.FileType.File and info.size == f.size:
+                out.append(Published(target.uri, f.size, skipped=True))
+                continue
+            if dest.is_local:
+                target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(str(f.path), target.path,
+                            source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=target.fs)
+        except OSError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StorageError(f"could not write the archive there ({first}); check the URI "
+                               "and credentials with `persona-gen storage check`",
+                               source=target.uri) from None
+        out.append(Published(target.uri, f.size, skipped=False))
     return out

@@ -36,6 +36,7 @@ from persona_gen.census.universe import (
 )
 from persona_gen.config.base import StrictModel
 from persona_gen.errors import DataError
+from persona_gen.storage.settings import S3Settings
 
 NONE_LABEL = "(none)"
 DEFAULT_THRESHOLD = 0.05
@@ -188,10 +189,11 @@ def fidelity_report(
     threshold: float = DEFAULT_THRESHOLD,
     layout: str | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    s3: S3Settings | None = None,
 ) -> FidelityReport:
     """Compare a sample (as written by sample_people) with the population it came from."""
     meta = read_metadata(sample.schema, sample_name)
-    srcs = open_sources(sources, layout or meta.layout)
+    srcs = open_sources(sources, layout or meta.layout, s3)
     if srcs[0].layout.name != meta.layout:
         raise DataError(f"the sample was drawn from the {meta.layout} layout but this source "
                         f"is {srcs[0].layout.name}", source=srcs[0].part.where)

@@ -1,4 +1,7 @@
-"""Stream census person records from CSV files and the Bureau's zip archives.
+"""Stream census person records from CSV files and the Bureau's zip archives, on any storage.
+
+Sources are paths, file:// or s3:// URIs, resolved by persona_gen.storage; plain CSVs may be
+gzip/bz2/zstd-compressed (by extension).
 
 Memory stays bounded: pyarrow parses one block at a time and only the columns asked for
 are converted (all as strings; callers convert what they need). A zip member is
@@ -7,20 +10,24 @@ decompressed as a stream, never extracted to disk.
 
 from __future__ import annotations
 
+import fnmatch
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import IO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 
 from persona_gen.census.layouts import Layout, detect
 from persona_gen.errors import DataError
+from persona_gen.storage.settings import S3Settings
+from persona_gen.storage.uri import Location, resolve
 
 DEFAULT_BLOCK_BYTES = 2 << 20  # small blocks: faster on wide PUMS rows, and less memory
 _HEADER_MAX_BYTES = 1 << 20
@@ -28,14 +35,17 @@ _HEADER_MAX_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class Part:
-    """One CSV to read: a plain file, or one member of a zip archive."""
+    """One CSV to read: a plain (or gzip/bz2/zstd-compressed) file, or one member of a zip
+    archive, on any storage the storage module resolves (a path, file://, s3://)."""
 
     path: str
+    """The source as the user gave it (a path or URI): errors name it so."""
     member: str | None = None
+    loc: Location | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
-        base = Path(self.path).name
+        base = PurePosixPath(self.path.rstrip("/")).name
         return f"{base}:{self.member}" if self.member else base
 
     @property
@@ -43,79 +53,142 @@ class Part:
         """How errors name it: the path as given, plus the member for archives."""
         return f"{self.path}:{self.member}" if self.member else self.path
 
+    def _location(self) -> Location:
+        return self.loc if self.loc is not None else resolve(self.path)
+
     def open(self) -> IO[bytes]:
+        loc = self._location()
         if self.member is None:
-            return open(self.path, "rb")
+            try:
+                # "detect": .gz/.bz2/.zst by extension, so compressed excerpts read as they are.
+                return loc.fs.open_input_stream(loc.path, compression="detect")
+            except OSError as exc:
+                raise DataError(f"cannot open ({_first_line(exc)})", source=self.path) from None
         try:
             # The member keeps the archive's file open after the ZipFile itself is closed.
-            with zipfile.ZipFile(self.path) as archive:
+            # A random-access file, so zipfile seeks to the central directory and reads the
+            # member as a stream: on S3 that is ranged GETs, never a full download.
+            with zipfile.ZipFile(_random_access(loc, self.path)) as archive:
                 return archive.open(self.member)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise DataError(f"corrupt zip archive ({exc})", source=self.path) from None
 
 
-def _zip_members(path: str) -> list[str]:
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _random_access(loc: Location, shown: str) -> IO[bytes]:
     try:
-        with zipfile.ZipFile(path) as archive:
+        return loc.fs.open_input_file(loc.path)  # type: ignore[return-value]
+    except OSError as exc:
+        raise DataError(f"cannot open ({_first_line(exc)})", source=shown) from None
+
+
+def _is_zip(loc: Location, shown: str) -> bool:
+    if loc.path.lower().endswith(".zip"):
+        return True
+    if loc.path.lower().endswith((".gz", ".bz2", ".zst", ".csv")):
+        return False
+    with _random_access(loc, shown) as f:
+        return zipfile.is_zipfile(f)
+
+
+def _zip_members(loc: Location, shown: str) -> list[str]:
+    try:
+        with _random_access(loc, shown) as f, zipfile.ZipFile(f) as archive:
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DataError(f"not a readable zip archive, corrupt or truncated ({exc})",
-                        source=path) from None
+                        source=shown) from None
     csvs = sorted(n for n in names if n.lower().endswith(".csv"))
     # Bureau archives also carry README PDFs; person files are psam_p*.csv (psam_pus*.csv
     # in the national archives).
-    persons = [n for n in csvs if Path(n).name.lower().startswith("psam_p")]
+    persons = [n for n in csvs if PurePosixPath(n).name.lower().startswith("psam_p")]
     if persons:
         return persons
     if not csvs:
-        raise DataError("zip archive holds no CSV file", source=path)
+        raise DataError("zip archive holds no CSV file", source=shown)
     return csvs
 
 
-def expand(sources: Sequence[str]) -> list[Part]:
-    """Files, archives and folders (their psam_p*.csv and csv_p*.zip) -> parts to read."""
+# What a folder of census files may hold: the Bureau's person files and archives.
+_FOLDER_PATTERNS = ("psam_p*.csv", "csv_p*.zip")
+
+
+def expand(sources: Sequence[str], s3: S3Settings | None = None) -> list[Part]:
+    """Files, archives and folders (their psam_p*.csv and csv_p*.zip) -> parts to read.
+
+    Each source is a path, file:// or s3:// URI, read through persona_gen.storage (S3
+    settings: `s3`, else the AWS_* environment).
+    """
     if not sources:
         raise DataError("no census source given (pass --source PATH)", source="--source")
     parts: list[Part] = []
     for src in sources:
-        path = Path(src)
-        if path.is_dir():
-            found = sorted(p for pattern in ("psam_p*.csv", "csv_p*.zip") for p in path.glob(pattern))
+        try:
+            loc = resolve(src, s3)
+            info = loc.fs.get_file_info(loc.path)
+        except OSError as exc:
+            raise DataError(f"cannot read ({_first_line(exc)})", source=src) from None
+        if info.type == pafs.FileType.Directory:
+            sel = pafs.FileSelector(loc.path, recursive=False)
+            found = sorted(
+                f.path for f in loc.fs.get_file_info(sel)
+                if f.type == pafs.FileType.File
+                and any(fnmatch.fnmatch(f.base_name, pat) for pat in _FOLDER_PATTERNS)
+            )
             if not found:
                 raise DataError("folder holds no PUMS person file (psam_p*.csv or csv_p*.zip)",
                                 source=src)
-            for p in found:
-                parts.extend(_file_parts(str(p)))
+            for path in found:
+                rel = path[len(loc.path.rstrip("/")) + 1:]
+                child = loc.child(rel)
+                parts.extend(_file_parts(f"{src.rstrip('/')}/{rel}", child))
             continue
-        if not path.exists():
+        if info.type != pafs.FileType.File:
             raise DataError("file not found", source=src)
-        parts.extend(_file_parts(src))
+        parts.extend(_file_parts(src, loc))
     seen: set[tuple[str, str | None]] = set()
     unique = []
     for part in parts:
-        key = (str(Path(part.path).resolve()), part.member)
+        key = (part.loc.uri if part.loc else part.path, part.member)
         if key not in seen:  # the same file twice would double its people's weight
             seen.add(key)
             unique.append(part)
     return unique
 
 
-def _file_parts(path: str) -> list[Part]:
-    if zipfile.is_zipfile(path) or path.lower().endswith(".zip"):
-        return [Part(path, m) for m in _zip_members(path)]
-    return [Part(path)]
+def _file_parts(shown: str, loc: Location) -> list[Part]:
+    if _is_zip(loc, shown):
+        return [Part(shown, m, loc) for m in _zip_members(loc, shown)]
+    return [Part(shown, None, loc)]
 
 
 def read_header(part: Part) -> list[str]:
     with part.open() as f:
         try:
-            line = f.readline(_HEADER_MAX_BYTES)
+            line = _first_line_bytes(f)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"corrupt zip archive ({exc})", source=part.where) from None
+            what = "corrupt zip archive" if part.member else "corrupt or unreadable file"
+            raise DataError(f"{what} ({exc})", source=part.where) from None
     text = line.decode("utf-8-sig", errors="replace").strip()
     if not text:
         raise DataError("empty file (no header line)", source=part.where)
     return [c.strip().strip('"').strip() for c in text.split(",")]
+
+
+def _first_line_bytes(f: IO[bytes]) -> bytes:
+    # pyarrow streams have no readline: read small chunks up to the first newline.
+    buf = b""
+    while len(buf) < _HEADER_MAX_BYTES:
+        chunk = f.read(64 << 10)
+        if not chunk:
+            break
+        buf += chunk
+        if b"\n" in chunk:
+            break
+    return buf.split(b"\n", 1)[0]
 
 
 def layout_of(part: Part, forced: str) -> Layout:
@@ -152,6 +225,10 @@ def stream(part: Part, layout: Layout, columns: Sequence[str],
                         source=part.where) from None
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise DataError(f"corrupt zip archive ({exc})", source=part.where) from None
+    except OSError as exc:
+        # A broken compressed stream, or storage that failed mid-read (S3 network errors).
+        raise DataError(f"read failed after {rows:,} records ({_first_line(exc)})",
+                        source=part.where) from None
     finally:
         f.close()
     if rows == 0:

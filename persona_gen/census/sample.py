@@ -41,6 +41,7 @@ from persona_gen.census.universe import (
 )
 from persona_gen.config.base import StrictModel
 from persona_gen.errors import DataError
+from persona_gen.storage.settings import S3Settings
 
 METADATA_KEY = b"persona_gen"
 AGE_BIN_YEARS = 10
@@ -221,6 +222,7 @@ def sample_people(
     max_age: int | None = None,
     stratify: Sequence[str] = (),
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    s3: S3Settings | None = None,
 ) -> pa.Table:
     """Draw n people proportional to PWGTP without replacement; one row per persona.
 
@@ -233,7 +235,7 @@ def sample_people(
     if seed < 0:
         raise DataError(f"seed must be zero or positive (got {seed})", source="--seed")
     filters = make_filters(states, min_age, max_age)
-    srcs = open_sources(sources, layout)
+    srcs = open_sources(sources, layout, s3)
     layout_name = srcs[0].layout.name
     strat = check_stratify(list(dict.fromkeys(stratify)), srcs)
     raw_cols = (["SERIALNO", "SPORDER"] if layout_name == "pums" else []) + amap.source_columns(

@@ -18,6 +18,7 @@ from persona_gen.census.codes import normalize_codes
 from persona_gen.census.layouts import Layout
 from persona_gen.census.read import DEFAULT_BLOCK_BYTES, Part, expand, ints, layout_of, stream
 from persona_gen.errors import DataError
+from persona_gen.storage.settings import S3Settings
 
 NIST_YEAR = 2019
 
@@ -59,9 +60,10 @@ class Source:
     layout: Layout
 
 
-def open_sources(sources: Sequence[str], layout: str = "auto") -> list[Source]:
+def open_sources(sources: Sequence[str], layout: str = "auto",
+                 s3: S3Settings | None = None) -> list[Source]:
     """Detect every part's layout; all must share one (labels differ between layouts)."""
-    out = [Source(p, layout_of(p, layout)) for p in expand(sources)]
+    out = [Source(p, layout_of(p, layout)) for p in expand(sources, s3)]
     names = {s.layout.name for s in out}
     if len(names) > 1:
         first = {s.layout.name: s.part.where for s in out}

@@ -70,6 +70,7 @@ def sample_cmd(
         max_age=max_age if max_age is not None else c.max_age,
         stratify=_split(stratify) if stratify is not None else c.stratify,
         block_bytes=c.block_mb << 20,
+        s3=cfg.storage,
     )
     loc = resolve(out, cfg.storage)
     objects.write_table_atomic(loc, table)
@@ -109,7 +110,7 @@ def fidelity_cmd(
     report = fidelity_report(
         source or c.sources, table, sample_name=sample_loc.uri,
         threshold=threshold if threshold is not None else c.fidelity.threshold,
-        layout=layout, block_bytes=c.block_mb << 20,
+        layout=layout, block_bytes=c.block_mb << 20, s3=cfg.storage,
     )
     dest = resolve(out, cfg.storage) if out else resolve(
         sample_loc.uri.rsplit("/", 1)[0] if "/" in sample_loc.uri else ".", cfg.storage)
@@ -144,6 +145,9 @@ def download_cmd(
     states: StatesOpt = None,
     dest: Annotated[Path | None, typer.Option(
         "--dest", help="Folder; files land in DEST/YEAR/PERIOD/csv_p{st}.zip.")] = None,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="Then copy them to this path or URI (s3://bucket/inputs/census), at "
+        "TO/YEAR/PERIOD/csv_p{st}.zip; DEST is the resumable staging folder.")] = None,
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="Mirror of the Bureau's PUMS folder (env PERSONA_GEN_PUMS_BASE_URL).",
     )] = None,
@@ -160,10 +164,16 @@ def download_cmd(
         TransferSpeedColumn,
     )
 
-    from persona_gen.census.download import download
+    from persona_gen.census.download import download, publish
 
     cfg = load_config(config, set_ or [])
     d = cfg.census.download
+    staging = dest if dest is not None else Path(d.dest)
+    target = to if to is not None else d.to
+    if target is not None:
+        from persona_gen.storage import resolve
+
+        resolve(target, cfg.storage)  # a bad URI fails now, not after the download
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), disable=quiet, transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -177,7 +187,7 @@ def download_cmd(
             year if year is not None else d.year,
             period or d.period,
             _split(states) if states is not None else (d.states or cfg.census.states),
-            dest if dest is not None else Path(d.dest),
+            staging,
             base=base_url or d.base_url,
             progress=progress,
         )
@@ -185,3 +195,6 @@ def download_cmd(
         how = ("already there" if r.skipped else
                f"resumed at {r.resumed_from:,} bytes" if r.resumed_from else "downloaded")
         typer.echo(f"{r.path} ({r.size:,} bytes, {how})")
+    if target is not None:
+        for p in publish(results, staging, target, cfg.storage):
+            typer.echo(f"{p.uri} ({p.size:,} bytes, {'already there' if p.skipped else 'copied'})")

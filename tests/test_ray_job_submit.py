@@ -1,0 +1,164 @@
+"""The cluster path as users take it: `ray start --head`, then `ray job submit --working-dir .`
+of jobs/generate_feedback.py with the echo model, the run read back from storage, and a
+second submission with the same run id that rewrites nothing.
+
+The head runs on free loopback ports with its own temp folder and its own token (Ray 2.60
+turns token auth on for clusters it starts), so it touches neither ~/.ray nor another Ray on
+this machine, and it is stopped through its own process id, never `ray stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from persona_gen.storage.local_server import free_ports
+from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# The bundled excerpt, named relative to the repo: the job runs in Ray's copy of the working
+# tree, so this also shows the census file travels with `--working-dir .`.
+CENSUS = "data/census-excerpt/national2019.csv.gz"
+
+
+@dataclass
+class Head:
+    dashboard: str
+    env: dict[str, str]
+    proc: subprocess.Popen[str]
+
+
+def _wait_for_dashboard(url: str, env: dict[str, str], proc: subprocess.Popen[str],
+                        timeout_s: float = 60) -> None:
+    headers = {"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ray start exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/api/version",
+                                                               headers=headers), timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the Ray dashboard at {url} did not answer in {timeout_s:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[Head]:
+    # A short path: Ray's unix sockets live under the temp folder (107-byte limit).
+    temp = tempfile.mkdtemp(prefix="pg-ray-", dir="/tmp")
+    gcs, dash, client, node, obj, agent, agent_grpc, metrics, env_agent = free_ports(9)
+    env = {
+        **os.environ,
+        # The entrypoint's `python` and the job's workers come from this environment.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        # Token auth, with a token of our own: the head, the jobs it runs and the client all
+        # read it from here (RAY_AUTH_TOKEN wins over ~/.ray/auth_token).
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2",
+         f"--temp-dir={temp}", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--ray-client-server-port={client}", f"--node-manager-port={node}",
+         f"--object-manager-port={obj}", f"--dashboard-agent-listen-port={agent}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
+         f"--runtime-env-agent-port={env_agent}",
+         # Ports free now rather than Ray's default range, which another Ray may be using.
+         "--worker-port-list=" + ",".join(map(str, free_ports(24))),
+         "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Its own process group: teardown signals exactly this head and what it started.
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        _wait_for_dashboard(url, env, proc)
+        yield Head(url, env, proc)
+    finally:
+        _stop(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """`ray start --block` stops its cluster on SIGTERM; the group kill catches stragglers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def _submit(head: Head, submission_id: str, *job_args: str) -> str:
+    """`ray job submit` from the repo root; blocks until the job ends, returns its log."""
+    res = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", head.dashboard,
+         "--submission-id", submission_id, "--working-dir", ".", "--",
+         "python", "jobs/generate_feedback.py", *job_args],
+        cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=240)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-4000:]
+    status = subprocess.run(
+        [str(BIN / "ray"), "job", "status", "--address", head.dashboard, submission_id],
+        cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=60)
+    assert re.search(r"succeeded", status.stdout + status.stderr, re.I), (
+        status.stdout + status.stderr + log[-4000:])
+    return log
+
+
+def test_submit_runs_the_job_and_a_resubmission_rewrites_nothing(ray_head: Head,
+                                                                  tmp_path: Path) -> None:
+    prompts = write_prompt_file(tmp_path / "prompts.jsonl", 10)
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "job.yaml", Path(CENSUS), prompts, str(out),
+                       census={"n": 4},
+                       plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
+                             "heldout_test_pairs_per_persona": 1})
+    args = ["--config", str(cfg), "--run-id", "submitted"]
+
+    _submit(ray_head, "pg-first", *args)
+    run = out / "submitted"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete", manifest.get("status")
+    assert manifest["config"]["census"]["sources"] == [CENSUS]
+    plan, _ = read_folder(str(run), "plan")
+    pairs, _ = read_folder(str(run), "feedback/pairs")
+    assert plan.num_rows > 0
+    assert sorted(pairs.column("pair_id").to_pylist()) == sorted(plan.column("pair_id").to_pylist())
+    verification, _ = read_folder(str(run), "feedback/verification")
+    assert verification.num_rows == plan.num_rows
+
+    files = sorted((run / "feedback").rglob("*.parquet"))
+    assert files
+    before = {p: p.stat().st_mtime_ns for p in files}
+
+    _submit(ray_head, "pg-again", *args)
+    after = {p: p.stat().st_mtime_ns for p in sorted((run / "feedback").rglob("*.parquet"))}
+    assert after == before, "a resubmission with the same run id rewrote committed blocks"
+    assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
+
