@@ -24,7 +24,7 @@ def census_sampler(cfg: RunConfig, n: int, seed: int) -> pa.Table:
     c = cfg.census
     return sample_people(c.sources, n=n, seed=seed, layout=c.layout, states=c.states,
                          min_age=c.min_age, max_age=c.max_age, stratify=c.stratify,
-                         block_bytes=c.block_mb * 2**20)
+                         block_bytes=c.block_mb * 2**20, s3=cfg.storage)
 
 
 def census_seed(cfg: RunConfig) -> int:
