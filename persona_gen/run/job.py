@@ -114,6 +114,15 @@ class Job:
                                   {"blocks": n, "rows": table.num_rows})
         return n
 
+    def commit_table(self, path: str, table: pa.Table, stats_path: str, count: str,
+                     stats: dict[str, Any]) -> None:
+        """A phase's table with its stats: the stats first, the table last (its presence
+        marks the phase done), then the counts in the manifest."""
+        objects.write_json_atomic(self.run.child(stats_path), stats)
+        objects.write_table_atomic(self.run.child(path), table)
+        self.manifest.counts[count] = stats
+        self.refresh()
+
     def save(self) -> None:
         self.manifest.save(self.run)
 
@@ -167,11 +176,7 @@ def personas_phase(job: Job) -> None:
         census, EngineRef(R.stage("enrich").model(cfg)),
         EngineRef(judge.model(cfg)) if judge.enabled(cfg) else None,
         cfg.personas, cfg.run.seed, resampler(cfg, census_sampler), runner=_runner(job))
-    stats_json = stats.model_dump(mode="json")
-    objects.write_json_atomic(job.run.child(R.PERSONA_STATS), stats_json)
-    objects.write_table_atomic(job.run.child(R.PERSONAS), table)
-    job.manifest.counts["personas"] = stats_json
-    job.refresh()
+    job.commit_table(R.PERSONAS, table, R.PERSONA_STATS, "personas", stats.model_dump(mode="json"))
 
 
 def _runner(job: Job) -> PipelineRunner:
@@ -225,11 +230,7 @@ def _finalize_prompts(job: Job) -> None:
                                        rejected=(st.planned or 0) - kept, errors=st.errors))
     filters.classifier = job.cfg.prompts.classifier_model
     table, stats = finalize_prompts(answered, job.cfg.prompts, job.seed, filters)
-    stats_json = stats.model_dump(mode="json")
-    objects.write_json_atomic(job.run.child(R.PROMPT_STATS), stats_json)
-    objects.write_table_atomic(job.run.child(R.PROMPTS), table)
-    job.manifest.counts["prompts"] = stats_json
-    job.save()
+    job.commit_table(R.PROMPTS, table, R.PROMPT_STATS, "prompts", stats.model_dump(mode="json"))
 
 
 def plan_phase(job: Job) -> None:
