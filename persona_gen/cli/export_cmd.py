@@ -38,10 +38,12 @@ def export(
     from persona_gen.config import load_config
     from persona_gen.export import ExportOptions, export_run
     from persona_gen.export.target import Target
+    from persona_gen.log import configure
     from persona_gen.storage.runref import RunRef
     from persona_gen.storage.uri import resolve
 
     cfg = load_config(config, set_ or [])
+    configure(level=cfg.run.log_level)  # logs to stderr: stdout carries the result only
     ref = RunRef.parse(run, cfg.storage)
     target = Target(resolve(to, cfg.storage), overwrite=overwrite)
     opts = ExportOptions(fmt=fmt, verified_only=verified_only,

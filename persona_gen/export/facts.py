@@ -17,8 +17,6 @@ from persona_gen.log import get_logger
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
-log = get_logger(stage="export")
-
 
 def dig(obj: Any, dotted: str) -> Any:
     for key in dotted.split("."):
@@ -107,7 +105,7 @@ def fidelity(ref: RunRef, manifest: dict[str, Any], compute: bool) -> Fidelity:
                                  threshold=threshold,
                                  block_bytes=int(census.get("block_mb") or 2) << 20)
     except UserError as exc:
-        log.warning("fidelity_not_computed", reason=str(exc))
+        get_logger(stage="export").warning("fidelity_not_computed", reason=str(exc))
         return Fidelity("absent", f"not computable: {exc}")
     names = ", ".join(f"`{PurePosixPath(s).name}`" for s in sources)
     return _from_report(json.loads(report.model_dump_json()), "computed",

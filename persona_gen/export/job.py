@@ -29,7 +29,6 @@ from persona_gen.log import get_logger
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
-log = get_logger(stage="export")
 DEFAULT_SHARD_BYTES = 500 << 20
 _SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")
 PERSONAS_REQUIRED = {"persona_id": pa.string(), "split": pa.string()}
@@ -133,7 +132,8 @@ def _write_pairs(pairs: BlockSet, splits: KeyedColumn, verdicts: KeyedColumn | N
                 mask = pc.and_(mask, is_revision)
             writer.write(rows.filter(mask))
         if (i + 1) % 100 == 0:
-            log.info("export_progress", blocks=i + 1, of=len(pairs.blocks))
+            get_logger(stage="export").info("export_progress", blocks=i + 1,
+                                            of=len(pairs.blocks))
     return card.ConfigFiles("default", "data", schema,
                             tuple(w.close() for w in writers.values()))
 
@@ -161,6 +161,7 @@ def export_run(ref: RunRef, target: Target, opts: ExportOptions) -> ExportResult
     if opts.verified_only and verdicts is None:
         raise UserError("--verified-only needs verification verdicts; this run has none "
                         "(feedback.verify was off?)", source=ref.child(S.VERIFICATION).uri)
+    log = get_logger(stage="export")
     log.info("export_start", run=ref.uri, to=target.loc.uri, blocks=len(pairs.blocks),
              pairs=pairs.rows, format=opts.fmt.value, verified_only=opts.verified_only)
     splits = KeyedColumn.build(personas.column("persona_id"), personas.column("split"))

@@ -55,7 +55,8 @@ class SplitWriter:
         self._pending_bytes += table.nbytes
         self.rows += table.num_rows
         self.num_bytes += table.nbytes
-        if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= ROW_GROUP_BYTES:
+        if (self._pending_rows >= ROW_GROUP_ROWS
+                or self._pending_bytes >= min(ROW_GROUP_BYTES, self.max_shard_bytes)):
             self._flush()
 
     def _flush(self) -> None:

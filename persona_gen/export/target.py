@@ -24,7 +24,6 @@ from persona_gen.storage import objects
 from persona_gen.storage.uri import Location
 
 CARD = "README.md"
-log = get_logger(stage="export")
 
 
 @dataclass(frozen=True)
@@ -86,4 +85,4 @@ class Target:
             rel = path.relative_to(stage).as_posix()
             pafs.copy_files(str(path), self.loc.child(rel).path, source_filesystem=local,
                             destination_filesystem=self.loc.fs)
-            log.debug("uploaded", file=self.loc.child(rel).uri)
+            get_logger(stage="export").debug("uploaded", file=self.loc.child(rel).uri)
