@@ -272,3 +272,33 @@ def test_splits_are_sharded_by_size_with_hub_names(tmp_path):
     assert len(names) > 1
     assert names == [f"train-{i:05d}-of-{len(names):05d}.parquet" for i in range(len(names))]
     assert sum(pq.read_metadata(f).num_rows for f in files.files) == files.rows == 30 * 50
+
+
+def _rewrite_pairs(run: Path, change) -> None:
+    for path in sorted((run / "feedback" / "pairs").glob("*.parquet")):
+        pq.write_table(change(pq.read_table(path)), path)
+
+
+def test_truncated_rows_are_counted_where_the_run_records_finish_reasons(echo_run, tmp_path,
+                                                                         capsys):
+    run = copy_run(echo_run, tmp_path / "runs" / RUN_ID)
+    _rewrite_pairs(run, lambda t: t.append_column("revision_finish_reason", pa.array(
+        ["length"] + ["stop"] * (t.num_rows - 1))))
+    blocks = len(list((run / "feedback" / "pairs").glob("*.parquet")))
+    out = tmp_path / "ds"
+    assert export(capsys, run, out)[0] == 0
+    assert (f"truncated rows (generation stopped at max_tokens): revision {blocks}"
+            in (out / "README.md").read_text())
+
+
+def test_a_bad_block_found_while_streaming_leaves_nothing_behind(echo_run, tmp_path, capsys):
+    run = copy_run(echo_run, tmp_path / "runs" / RUN_ID)
+    last = sorted((run / "feedback" / "pairs").glob("*.parquet"))[-1]
+    table = pq.read_table(last)
+    pq.write_table(table.set_column(table.schema.get_field_index("question_type"),
+                                    "question_type", pa.array(["dev"] * table.num_rows)), last)
+    out = tmp_path / "exports" / "nested" / "ds"
+    code, stdout, errors = export(capsys, run, out)
+    assert code == 2 and stdout == []
+    assert errors == [f"error: {last}: question_type 'dev' is not one of train, test"]
+    assert not (tmp_path / "exports").exists()

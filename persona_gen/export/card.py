@@ -97,12 +97,12 @@ def header(f: CardFacts) -> dict[str, Any]:
         "configs": [
             {"config_name": c.name, **({"default": True} if i == 0 else {}),
              "data_files": [{"split": s.split, "path": f"{c.folder}/{s.split}-*"}
-                            for s in c.splits]}
+                            for s in c.splits if s.files]}
             for i, c in enumerate(f.configs)],
         "dataset_info": [
             {"config_name": c.name, "features": features(c.schema),
              "splits": [{"name": s.split, "num_bytes": s.num_bytes, "num_examples": s.rows}
-                        for s in c.splits],
+                        for s in c.splits if s.files],
              "download_size": sum(s.file_bytes for s in c.splits),
              "dataset_size": sum(s.num_bytes for s in c.splits)}
             for c in f.configs],
@@ -139,6 +139,9 @@ def body(f: CardFacts) -> list[str]:
            "held-out prompt) select held-out personas and prompts.", ""]
     out += _table(("config", "split", "rows", "files"), [
         (c.name, s.split, f"{s.rows:,}", len(s.files)) for c in f.configs for s in c.splits])
+    if any(not s.files for c in f.configs for s in c.splits):
+        out += ["", "A split with no rows has no files and is not declared in the header "
+                "(`datasets` cannot load an empty split)."]
     out += ["", "## Columns", "",
             "`pair_id`, `persona_id`, `prompt_id`; `question_type`, `persona_split`, "
             "`prompt_split`; "]

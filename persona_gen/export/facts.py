@@ -104,7 +104,7 @@ def fidelity(ref: RunRef, manifest: dict[str, Any], compute: bool) -> Fidelity:
         report = fidelity_report(sources, objects.read_table(draw), sample_name=draw.uri,
                                  threshold=threshold,
                                  block_bytes=int(census.get("block_mb") or 2) << 20)
-    except UserError as exc:
+    except (UserError, OSError) as exc:
         get_logger(stage="export").warning("fidelity_not_computed", reason=str(exc))
         return Fidelity("absent", f"not computable: {exc}")
     names = ", ".join(f"`{PurePosixPath(s).name}`" for s in sources)

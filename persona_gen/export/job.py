@@ -134,8 +134,12 @@ def _write_pairs(pairs: BlockSet, splits: KeyedColumn, verdicts: KeyedColumn | N
         if (i + 1) % 100 == 0:
             get_logger(stage="export").info("export_progress", blocks=i + 1,
                                             of=len(pairs.blocks))
-    return card.ConfigFiles("default", "data", schema,
-                            tuple(w.close() for w in writers.values()))
+    files = tuple(w.close() for w in writers.values())
+    if not any(f.rows for f in files):
+        raise DataError("no pairs left to export" + (
+            " (the judge preferred none of the revisions)" if opts.verified_only else ""),
+            source=pairs.loc.uri)
+    return card.ConfigFiles("default", "data", schema, files)
 
 
 def _write_personas(personas: pa.Table, folder: Path, max_bytes: int,

@@ -84,11 +84,9 @@ class SplitWriter:
         self._writer, self._shard_bytes = None, 0
 
     def close(self) -> SplitFiles:
-        """Flush, and give the shards their final names; an empty split gets one empty
-        shard so that every split the card declares has a file."""
+        """Flush, and give the shards their final names. An empty split gets no file:
+        `datasets` refuses to load a declared split without rows."""
         self._flush()
-        if not self._shards:
-            self._open()
         self._close_shard()
         n = len(self._shards)
         final = []

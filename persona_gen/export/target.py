@@ -47,15 +47,22 @@ class Target:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh local folder for the export; removed on failure and after publishing."""
+        made = None
         if self.loc.is_s3:
             stage = Path(tempfile.mkdtemp(prefix="persona-gen-export-"))
         else:
             final = Path(self.loc.path)
+            made = next((p for p in reversed(final.parents) if not p.exists()), None)
             final.parent.mkdir(parents=True, exist_ok=True)
             stage = final.parent / f".{final.name}.export-{uuid.uuid4().hex[:8]}"
             stage.mkdir()
         try:
             yield stage
+        except BaseException:
+            # A failed export leaves no trace, not even the folders made to hold it.
+            if not self.loc.is_s3 and made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
