@@ -109,9 +109,14 @@ def _check_question_types(table: pa.Table, where: str) -> None:
                         source=where)
 
 
+def finish_columns(schema: pa.Schema) -> list[str]:
+    """Per-stage finish reasons ('length' = stopped at max_tokens), where the run has them."""
+    return [c for c in schema.names if c.endswith("_finish_reason")]
+
+
 def _write_pairs(pairs: BlockSet, splits: KeyedColumn, verdicts: KeyedColumn | None,
                  opts: ExportOptions, folder: Path, tally: _Tally) -> card.ConfigFiles:
-    finish = [c for c in pairs.schema.names if c.endswith("_finish_reason")]
+    finish = finish_columns(pairs.schema)
     empty = pairs.schema.empty_table()
     schema = shape(empty, pa.nulls(0, pa.string()), pa.nulls(0, pa.string()), opts.fmt).schema
     writers = {s: SplitWriter(folder, s, schema, opts.max_shard_bytes) for s in QUESTION_TYPES}
@@ -122,11 +127,11 @@ def _write_pairs(pairs: BlockSet, splits: KeyedColumn, verdicts: KeyedColumn | N
         for col in finish:
             tally.truncated[col] += pc.sum(pc.equal(table.column(col), "length")).as_py() or 0
         rows = shape(table, splits.lookup(table.column("persona_id")), preferred, opts.fmt)
+        is_revision = pc.fill_null(pc.equal(preferred, "revision"), False)
+        original = pc.fill_null(pc.equal(preferred, "original"), False)
         for split, writer in writers.items():
             mask = pc.equal(table.column("question_type"), split)
             if opts.verified_only:
-                is_revision = pc.fill_null(pc.equal(preferred, "revision"), False)
-                original = pc.fill_null(pc.equal(preferred, "original"), False)
                 tally.drop(split, pc.sum(pc.and_(mask, original)).as_py() or 0,
                            pc.sum(pc.and_(mask, pc.is_null(preferred))).as_py() or 0)
                 mask = pc.and_(mask, is_revision)
@@ -144,7 +149,7 @@ def _write_pairs(pairs: BlockSet, splits: KeyedColumn, verdicts: KeyedColumn | N
 
 def _write_personas(personas: pa.Table, folder: Path, max_bytes: int,
                     where: str) -> card.ConfigFiles:
-    values = [v for v in pc.unique(personas.column("split")).to_pylist()]
+    values = pc.unique(personas.column("split")).to_pylist()
     if None in values or any(not _SPLIT_NAME.match(v) for v in values):
         raise DataError(f"persona split values {values} are not all split names", source=where)
     order = sorted(values, key=lambda v: (v not in ("train", "test"), v != "train", v))
@@ -176,7 +181,6 @@ def export_run(ref: RunRef, target: Target, opts: ExportOptions) -> ExportResult
             _write_personas(personas, stage / "personas", opts.max_shard_bytes,
                             ref.child(S.PERSONAS).uri),
         )
-        finish = [c for c in pairs.schema.names if c.endswith("_finish_reason")]
         facts_ = card.CardFacts(
             run_id=ref.run_id, run_uri=ref.uri, status=str(manifest.get("status", "unknown")),
             code_version=str(manifest.get("code_version") or "not recorded"),
@@ -187,7 +191,7 @@ def export_run(ref: RunRef, target: Target, opts: ExportOptions) -> ExportResult
             consistency=tuple(facts.consistency(manifest)),
             verdicts=verdicts.counts() if verdicts is not None else None,
             dropped=tally.dropped if opts.verified_only else None,
-            truncated=dict(tally.truncated) if finish else None,
+            truncated=dict(tally.truncated) if finish_columns(pairs.schema) else None,
             prompts=facts.prompt_licence(manifest),
         )
         (stage / CARD).write_text(card.render(facts_), encoding="utf-8")
