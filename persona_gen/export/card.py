@@ -205,7 +205,9 @@ def body(f: CardFacts) -> list[str]:
             f"- Prompts: {f.prompts.source}; licence: {f.prompts.licence}.",
             "- Generated text: also subject to the terms of use of the models listed above.",
             "", "## Publishing", "",
-            "Upload this folder with the official Hugging Face tooling (`hf auth login` first):",
+            "Upload this folder with the official Hugging Face tooling, from inside it "
+            "(`hf auth login` first; an export on S3 is copied down first, e.g. with "
+            "`aws s3 sync`):",
             "", "```bash", "hf upload <namespace>/<name> . . --repo-type dataset",
             "# huggingface_hub < 0.34: huggingface-cli upload <namespace>/<name> . . "
             "--repo-type dataset", "```", "",
