@@ -67,3 +67,4 @@ bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census,
 	$(PY) benchmarks/census_sampling.py
 	$(PY) benchmarks/pipeline_overhead.py
 	$(PY) benchmarks/engine_throughput.py
+	$(PY) benchmarks/export_scale.py

@@ -11,6 +11,7 @@ from persona_gen.cli import (
     census_cmd,
     config_cmd,
     cost_cmd,
+    export_cmd,
     generate_cmd,
     models_cmd,
     personas_cmd,
@@ -43,6 +44,7 @@ app.command("plan")(plan_cmd.plan)
 app.command("run")(run_cmd.run)
 app.command("status")(run_cmd.status)
 app.command("plan-cost")(cost_cmd.plan_cost_cmd)
+app.command("export")(export_cmd.export)
 
 
 def main(argv: list[str] | None = None) -> None:

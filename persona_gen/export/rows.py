@@ -1,0 +1,80 @@
+"""What a published row holds: the paper's columns, split columns, and TRL's DPO view.
+
+The paper released persona, instruction, original, critique, data (the revision) and
+question type; rows here keep those under the same names, add the ids and the persona
+and prompt splits (so held-out personas and prompts can be selected), the judge's verdict,
+and whatever other columns the run's pair blocks carry (token counts, ...), unrenamed.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+import pyarrow as pa
+
+QUESTION_TYPES = ("train", "test")
+"""The dataset's splits, as the paper defines them (the plan's `question_type`)."""
+
+IDS = ("pair_id", "persona_id", "prompt_id")
+TEXTS = ("persona", "instruction", "original", "critique", "data")
+REQUIRED = {c: pa.string() for c in (*IDS, "question_type", "prompt_split", *TEXTS)}
+"""Columns every pair block must have, with their type."""
+PERSONA_SPLIT = "persona_split"
+PREFERRED = "preferred"
+SPLIT_COLUMNS = ("question_type", PERSONA_SPLIT, "prompt_split")
+PAPER_COLUMNS = (*IDS, *SPLIT_COLUMNS, *TEXTS, PREFERRED)
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+DPO_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+class DataFormat(str, Enum):
+    paper = "paper"
+    """The paper's columns, ids, splits and the verdict, plus the run's other pair columns."""
+    trl_dpo = "trl-dpo"
+    """The paper's rows plus TRL's conversational `prompt` / `chosen` / `rejected`."""
+    trl_dpo_only = "trl-dpo-only"
+    """Ids, splits and `prompt` / `chosen` / `rejected` only."""
+
+
+def messages(turns: list[tuple[str, pa.ChunkedArray | pa.Array]]) -> pa.ListArray:
+    """One conversation per row: `[{role, content}, ...]` with the turns in order."""
+    n, k = len(turns[0][1]), len(turns)
+    contents = pa.concat_arrays([pa.chunked_array(c).cast(pa.string()).combine_chunks()
+                                 for _, c in turns])
+    # Interleave so row i's turns are adjacent: turn j of row i sits at j * n + i.
+    order = (np.arange(n)[:, None] + np.arange(k)[None, :] * n).ravel()
+    roles = pa.array(np.tile([r for r, _ in turns], n), pa.string())
+    structs = pa.StructArray.from_arrays([roles, contents.take(pa.array(order))],
+                                         fields=list(MESSAGE))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k), pa.int32()), structs)
+
+
+def dpo(block: pa.Table) -> dict[str, pa.Array]:
+    """TRL's conversational preference format: the persona is the system turn, the chosen
+    answer is the persona-tailored revision and the rejected one the original."""
+    return {
+        "prompt": messages([("system", block.column("persona")),
+                            ("user", block.column("instruction"))]),
+        "chosen": messages([("assistant", block.column("data"))]),
+        "rejected": messages([("assistant", block.column("original"))]),
+    }
+
+
+def shape(block: pa.Table, persona_split: pa.Array, preferred: pa.Array,
+          fmt: DataFormat) -> pa.Table:
+    """A conformed pair block as published rows, columns in a fixed order."""
+    cols: dict[str, pa.Array | pa.ChunkedArray] = {
+        **{c: block.column(c) for c in (*IDS, "question_type")},
+        PERSONA_SPLIT: persona_split,
+        "prompt_split": block.column("prompt_split"),
+    }
+    if fmt is not DataFormat.trl_dpo_only:
+        cols.update({c: block.column(c) for c in TEXTS})
+        cols[PREFERRED] = preferred
+    if fmt is not DataFormat.paper:
+        cols.update(dpo(block))
+    if fmt is not DataFormat.trl_dpo_only:
+        cols.update({c: block.column(c) for c in block.column_names if c not in cols})
+    return pa.table(cols)
