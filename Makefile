@@ -58,9 +58,11 @@ lint: setup  ## ruff
 clean:  ## remove the venv and outputs (not the model cache)
 	rm -rf $(VENV) out .pytest_cache
 
-demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./out/demo
+demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./out/demo, then its export
 	rm -rf out/demo
 	$(VENV)/bin/persona-gen run --config jobs/configs/cpu_demo.yaml
+	# The dataset as a Hugging Face folder with its card (datasets.load_dataset(FOLDER) loads it).
+	$(VENV)/bin/persona-gen export --run out/demo/demo --to out/demo/demo/export --format trl-dpo
 
 bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census, engine
 	$(PY) benchmarks/plan_build.py

@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "persona_gen"
 METHOD = ("census", "personas", "prompts", "plan", "feedback", "bench")
-ABOVE = ("run", "cli", "cost")
+ABOVE = ("run", "cli", "cost", "export")
 BENEATH = ("pipeline", "engines", "storage")
 
 

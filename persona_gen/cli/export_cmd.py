@@ -6,13 +6,11 @@ from typing import Annotated
 
 import typer
 
-from persona_gen.cli.options import ConfigOpt, SetOpt
+from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt, run_ref
 from persona_gen.export.rows import DataFormat
 
 
 def export(
-    run: Annotated[str, typer.Option(
-        "--run", help="The run's URI (<output>/<run_id>: a path, file:// or s3://).")],
     to: Annotated[str, typer.Option(
         "--to", help="Folder to write (a path or s3://bucket/prefix); must be empty or new.")],
     fmt: Annotated[DataFormat, typer.Option(
@@ -28,6 +26,9 @@ def export(
         "the run has no report (re-reads the census files it sampled).")] = True,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a non-empty target folder.")] = False,
+    run: RunUriOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -39,12 +40,11 @@ def export(
     from persona_gen.export import ExportOptions, export_run
     from persona_gen.export.target import Target
     from persona_gen.log import configure
-    from persona_gen.storage.runref import RunRef
     from persona_gen.storage.uri import resolve
 
     cfg = load_config(config, set_ or [])
     configure(level=cfg.run.log_level)  # logs to stderr: stdout carries the result only
-    ref = RunRef.parse(run, cfg.storage)
+    ref = run_ref(cfg, output, run_id, run)
     target = Target(resolve(to, cfg.storage), overwrite=overwrite)
     opts = ExportOptions(fmt=fmt, verified_only=verified_only,
                          max_shard_bytes=max_shard_mb << 20, fidelity=fidelity)

@@ -8,7 +8,7 @@ and whatever other columns the run's pair blocks carry (token counts, ...), unre
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +29,7 @@ MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
 
 
-class DataFormat(str, Enum):
+class DataFormat(StrEnum):
     paper = "paper"
     """The paper's columns, ids, splits and the verdict, plus the run's other pair columns."""
     trl_dpo = "trl-dpo"

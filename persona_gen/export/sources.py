@@ -1,27 +1,18 @@
-"""Where export reads a run's parts, relative to `<root>/<run_id>/`.
-
-Kept in one place on purpose: the run layout is being moved to a stage recipe, and these
-names are all that has to be rewired when it lands.
-"""
+"""Where export reads a run's parts: the names the run's recipe declares."""
 
 from __future__ import annotations
 
+from persona_gen.run import recipe as R
+
 MANIFEST = "manifest.json"
-PERSONAS = "personas/personas.parquet"
-CENSUS_DRAW = "personas/census.parquet"
+PERSONAS = R.PERSONAS
+CENSUS_DRAW = R.CENSUS_DRAW
 FIDELITY = "personas/fidelity.json"
 """Where `persona-gen census fidelity --sample <run>/personas/census.parquet` writes by default."""
-PROMPTS = "prompts/prompts.parquet"
-PAIRS = "feedback/pairs"
-VERIFICATION = "feedback/verification"
+PROMPTS = R.PROMPTS
+PAIRS = R.stage("revision").writes
+VERIFICATION = R.stage("verify").writes
 
-STAGE_MODEL_KEYS: dict[str, str] = {
-    "enrich": "personas.enrich_model",
-    "consistency": "personas.judge_model",
-    "controversy": "prompts.classifier_model",
-    "original": "feedback.model",
-    "critique": "feedback.model",
-    "revision": "feedback.model",
-    "verify": "feedback.judge_model",
-}
+STAGE_MODEL_KEYS: dict[str, str] = {s.name: s.model_key for s in R.all_stages()
+                                    if s.phase != "bench"}
 """Config key naming each stage's model, for manifests whose stages do not name it."""
