@@ -43,10 +43,17 @@ class ChatResult(StrictModel):
     """One text per sample (n of them)."""
     parsed: list[Any] = Field(default_factory=list)
     """Parsed JSON per sample when a schema was asked for."""
+    finish_reasons: list[str | None] = Field(default_factory=list)
+    """Why each sample ended, as the engine says: 'stop', 'length' (cut at max_tokens), ..."""
     prompt_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The first sample's finish reason (None where the engine does not say)."""
+        return self.finish_reasons[0] if self.finish_reasons else None
 
     @property
     def ok(self) -> bool:

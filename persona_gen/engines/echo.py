@@ -327,9 +327,11 @@ class EchoEngine:
             return ChatResult(
                 id=request.id, texts=[], parsed=[], prompt_tokens=prompt, output_tokens=0,
                 latency_s=time.perf_counter() - started, error=f"schema not supported: {exc}")
+        # Echo writes about max_tokens / 4 words, so it always ends on its own.
         return ChatResult(
-            id=request.id, texts=texts, parsed=parsed, prompt_tokens=prompt,
-            output_tokens=out_tokens, latency_s=time.perf_counter() - started, error=None)
+            id=request.id, texts=texts, parsed=parsed, finish_reasons=["stop"] * len(texts),
+            prompt_tokens=prompt, output_tokens=out_tokens,
+            latency_s=time.perf_counter() - started, error=None)
 
     def close(self) -> None:
         """Nothing to release."""

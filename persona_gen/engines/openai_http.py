@@ -174,12 +174,14 @@ class OpenAIEngine:
             data = resp.json()
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             texts = [c["message"].get("content") or "" for c in choices]
+            reasons = [c.get("finish_reason") for c in choices]
             usage = data.get("usage") or {}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return RawOutput(error=f"malformed response from {self.url}: {type(exc).__name__} {exc}")
         if job.request.choices and job.request.json_schema is None:
             texts = [_unwrap_choice(t) for t in texts]
-        return RawOutput(texts=texts, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        return RawOutput(texts=texts, finish_reasons=reasons,
+                         prompt_tokens=int(usage.get("prompt_tokens") or 0),
                          output_tokens=int(usage.get("completion_tokens") or 0))
 
     def close(self) -> None:

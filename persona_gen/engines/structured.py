@@ -71,6 +71,8 @@ class RawOutput:
     """What an engine got back for one Job, before any parsing."""
 
     texts: list[str] = field(default_factory=list)
+    finish_reasons: list[str | None] = field(default_factory=list)
+    """One per text, where the engine says why it ended ('stop', 'length', ...)."""
     prompt_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
@@ -82,8 +84,10 @@ class RawOutput:
 class _Row:
     wanted: int
     texts: list[str] = field(default_factory=list)
+    finish_reasons: list[str | None] = field(default_factory=list)
     parsed: list[Any] = field(default_factory=list)
     bad_texts: list[str] = field(default_factory=list)
+    bad_reasons: list[str | None] = field(default_factory=list)
     prompt_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
@@ -139,7 +143,7 @@ def run_with_retries(
             if out.error is not None:
                 row.error = out.error
                 continue
-            missing = _collect(row, job.request, out.texts)
+            missing = _collect(row, job.request, out.texts, out.finish_reasons)
             if missing and job.attempt < retries:
                 next_jobs.append(Job(job.index, job.request,
                                      retry_sampling(job.sampling, missing, job.attempt + 1),
@@ -152,9 +156,12 @@ def run_with_retries(
     results = []
     for req, row in zip(requests, rows, strict=True):
         texts = row.texts if row.error is None else row.texts + row.bad_texts
+        reasons = (row.finish_reasons if row.error is None
+                   else row.finish_reasons + row.bad_reasons)
         results.append(ChatResult(
             id=req.id,
             texts=texts,
+            finish_reasons=reasons if len(reasons) == len(texts) else [],
             parsed=row.parsed if row.error is None else [],
             prompt_tokens=row.prompt_tokens,
             output_tokens=row.output_tokens,
@@ -164,9 +171,11 @@ def run_with_retries(
     return results
 
 
-def _collect(row: _Row, request: ChatRequest, texts: list[str]) -> int:
+def _collect(row: _Row, request: ChatRequest, texts: list[str],
+             reasons: list[str | None]) -> int:
     """Add the good samples from `texts` to the row; return how many are still missing."""
-    for text in texts:
+    reasons = reasons if len(reasons) == len(texts) else [None] * len(texts)
+    for text, reason in zip(texts, reasons, strict=True):
         if request.json_schema is not None:
             value, problem = validate_json(text, request.json_schema)
         elif request.choices:
@@ -176,8 +185,10 @@ def _collect(row: _Row, request: ChatRequest, texts: list[str]) -> int:
         if problem is not None:
             row.last_problem = problem
             row.bad_texts.append(text)
+            row.bad_reasons.append(reason)
             continue
         row.texts.append(str(value) if request.choices else text)
+        row.finish_reasons.append(reason)
         if request.json_schema is not None:
             row.parsed.append(value)
     return max(0, row.wanted - len(row.texts))

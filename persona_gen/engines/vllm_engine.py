@@ -183,6 +183,7 @@ class VLLMEngine:
                 wanted = jobs[k].sampling.n
                 if out.error is None and len(out.texts) == 1 and wanted > 1:
                     out.texts *= wanted  # greedy: every sample is the same text
+                    out.finish_reasons *= wanted
                     out.output_tokens *= wanted
                 outputs[k] = out
         return [o if o is not None else RawOutput(error="no output") for o in outputs]
@@ -209,6 +210,7 @@ class VLLMEngine:
     def _raw(result: Any) -> RawOutput:
         samples = result.outputs
         return RawOutput(texts=[c.text for c in samples],
+                         finish_reasons=[c.finish_reason for c in samples],
                          prompt_tokens=len(result.prompt_token_ids or []),
                          output_tokens=sum(len(c.token_ids) for c in samples))
 
