@@ -81,8 +81,7 @@ def run(
 
 def summary_table(summary: JobSummary) -> Table:
     table = Table(title=f"run {summary.run_id} ({summary.seconds:.0f} s) -> {summary.base_uri}")
-    for col in ("stage", "rows done", "planned", "errors", "prompt tokens", "output tokens",
-                "model seconds"):
+    for col in ("stage", "done", "planned", "errors", "prompt tok", "output tok", "model s"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for name, rec in summary.stages.items():
         table.add_row(name, f"{rec.done:,}", f"{rec.planned:,}", f"{rec.errors:,}",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from persona_gen.bench.layout import FOLDER as BENCH_FOLDER
 from persona_gen.pipeline.chain import Chain, Lookup, Step
+from persona_gen.prompts.classify import CONTROVERSIAL, LABEL_COLUMN
 
 if TYPE_CHECKING:
     from persona_gen.config.run import RunConfig
@@ -47,6 +48,7 @@ PROMPT_STATS = "prompts/stats.json"
 PLAN = "plan"
 """pair_id, persona_id, prompt_id, question_type, in blocks grouped by persona."""
 BENCH = BENCH_FOLDER
+
 
 def _section(cfg: RunConfig, dotted: str) -> Any:
     node: Any = cfg
@@ -133,15 +135,16 @@ def _declare() -> tuple[Stage, ...]:
     from persona_gen.bench import run as bench_run
     from persona_gen.feedback import stages as dpf
 
-    controversy = Stage(k["controversy"], "prompts", "classifier", "prompts.classifier_model",
-              reads=PROMPT_CANDIDATES, writes="prompts/classified", unit="source_prompt",
-              max_tokens_key=None, enabled_key="prompts.classifier_model",
-              keep_if=("controversy", ("controversial",)),
-              build=lambda c: k["controversy"]())
-    original = Stage(k["original"], "prompts", "generator", "feedback.model",
-              reads=controversy.writes, writes="feedback/originals", unit="prompt",
-              max_tokens_key="feedback.max_tokens", reads_where=("controversy", "controversial"),
-              build=lambda c: k["original"](dpf.sampling(c)))
+    controversy = Stage(
+        k["controversy"], "prompts", "classifier", "prompts.classifier_model",
+        reads=PROMPT_CANDIDATES, writes="prompts/classified", unit="source_prompt",
+        max_tokens_key=None, enabled_key="prompts.classifier_model",
+        keep_if=(LABEL_COLUMN, (CONTROVERSIAL,)), build=lambda c: k["controversy"]())
+    original = Stage(
+        k["original"], "prompts", "generator", "feedback.model",
+        reads=controversy.writes, writes="feedback/originals", unit="prompt",
+        max_tokens_key="feedback.max_tokens", reads_where=(LABEL_COLUMN, CONTROVERSIAL),
+        build=lambda c: k["original"](dpf.sampling(c)))
     return (
         Stage(k["enrich"], "personas", "enricher", "personas.enrich_model",
               reads="personas/enrich_input", writes="personas/enrich", unit="persona_attempt",
@@ -227,7 +230,7 @@ def recipe(cfg: RunConfig) -> Recipe:
     off = {s.writes: s for s in declared if not s.enabled(cfg)}
     out = []
     for s in declared:
-        if s.name not in {x.name for x in declared if x.enabled(cfg)}:
+        if not s.enabled(cfg):
             continue
         while s.reads in off:
             skipped = off[s.reads]
