@@ -128,8 +128,9 @@ class JudgeStage(DeclaredStage):
             raise OutputError(err or "no verdict")
         return {**judgment, "judgment_id": self.row_key(row), "judge_model": self.judge_model}
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        out = super().results(batch, results)
+    def results(self, batch: pa.Table, results: list[ChatResult],
+                retried: set[int] | None = None) -> pa.Table:
+        out = super().results(batch, results, retried)
         # Every row names its judgment, failed ones too: a resumed run retries them by id.
         ids = [judgment_id(s, self.judge_model) for s in out.column("sample_id").to_pylist()]
         return with_columns(out, {"judgment_id": pa.array(ids, pa.string()),
