@@ -150,17 +150,24 @@ def test_answer_stage_requests_and_exploded_samples():
 
 
 def test_judge_parsing_accepts_schema_output_and_flags_bad_output():
-    good = ChatResult(id="x", texts=["{}"], parsed=[{"personalization_critique": "fits",
-                                                     "helpfulness_critique": "clear", "verdict": 1}])
+    good = ChatResult(id="x", texts=["{}"], parsed=[{
+        "chain_of_thought": "t", "personalization_critic": "fits", "helpfulness_critic": "clear",
+        "conclusion": "fine", "needs_revision": False}])
     judgment, err = parse_verdict(good)
-    assert err is None and judgment["verdict"] == 1
-    from_text = ChatResult(id="x", texts=['{"personalization_critique": "a", '
-                                          '"helpfulness_critique": "b", "verdict": 0}'])
+    assert err is None and judgment["verdict"] == 1  # no revision needed scores 1
+    assert judgment["personalization_critique"] == "fits" and judgment["judge_conclusion"] == "fine"
+    from_text = ChatResult(id="x", texts=['{"personalization_critic": "a", '
+                                          '"helpfulness_critic": "b", "needs_revision": true}'])
     assert parse_verdict(from_text)[0]["verdict"] == 0
     assert "not JSON" in parse_verdict(ChatResult(id="x", texts=["maybe"]))[1]
-    assert "0 or 1" in parse_verdict(ChatResult(id="x", parsed=[{"verdict": 3}], texts=["{}"]))[1]
+    assert "true or false" in parse_verdict(
+        ChatResult(id="x", parsed=[{"needs_revision": 3}], texts=["{}"]))[1]
     assert parse_verdict(ChatResult(id="x", error="timeout"))[1] == "timeout"
-    assert JUDGE_SCHEMA["required"] == ["personalization_critique", "helpfulness_critique", "verdict"]
+    # persona-bench's five fields, in its order (the verdict is decoded last).
+    assert list(JUDGE_SCHEMA["properties"]) == ["chain_of_thought", "personalization_critic",
+                                                "helpfulness_critic", "conclusion",
+                                                "needs_revision"]
+    assert JUDGE_SCHEMA["required"] == list(JUDGE_SCHEMA["properties"])
 
 
 def test_judge_stage_columns():
@@ -173,8 +180,9 @@ def test_judge_stage_columns():
     assert "a1" in chat[0].messages[1].content and samples.column("persona_text")[0].as_py() \
         in chat[0].messages[0].content
     out = stage.results(samples, [
-        ChatResult(id=chat[0].id, texts=["{}"], parsed=[{"personalization_critique": "p",
-                                                        "helpfulness_critique": "h", "verdict": 0}]),
+        ChatResult(id=chat[0].id, texts=["{}"], parsed=[{"personalization_critic": "p",
+                                                        "helpfulness_critic": "h",
+                                                        "needs_revision": True}]),
         ChatResult(id=chat[1].id, texts=["garbage"]),
     ]).to_pylist()
     assert out[0]["verdict"] == 0 and out[0]["error"] is None and out[0]["judge_model"] == "j"

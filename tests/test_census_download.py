@@ -86,7 +86,9 @@ def serve(state: Served) -> tuple[http.server.ThreadingHTTPServer, str]:
 @pytest.fixture
 def site() -> Iterator[tuple[Served, str]]:
     state = Served({"/pums/2023/1-Year/csv_pwy.zip": make_zip(),
-                    "/pums/2023/1-Year/csv_pvt.zip": make_zip(120_000)})
+                    "/pums/2023/1-Year/csv_pvt.zip": make_zip(120_000),
+                    "/pums/2023/1-Year/csv_hwy.zip": make_zip(50_000),
+                    "/pums/2023/1-Year/csv_hvt.zip": make_zip(60_000)})
     server, base = serve(state)
     try:
         yield state, base
@@ -105,6 +107,9 @@ def test_cli_downloads_states_with_env_base_url(site, tmp_path, monkeypatch):
     folder = tmp_path / "2023" / "1-Year"
     assert (folder / "csv_pwy.zip").read_bytes() == state.files["/pums/2023/1-Year/csv_pwy.zip"]
     assert (folder / "csv_pvt.zip").read_bytes() == state.files["/pums/2023/1-Year/csv_pvt.zip"]
+    # The housing archives come too: household facts live in them.
+    assert (folder / "csv_hwy.zip").read_bytes() == state.files["/pums/2023/1-Year/csv_hwy.zip"]
+    assert (folder / "csv_hvt.zip").exists()
     assert not list(folder.glob("*.part"))
     # A second run finds the files and asks the server for nothing.
     before = len(state.requests)
@@ -119,11 +124,11 @@ def test_interrupted_download_resumes_with_range(site, tmp_path):
     body = state.files["/pums/2023/1-Year/csv_pwy.zip"]
     state.cut_after = 100_000
     with pytest.raises(DownloadError, match="interrupted after 100,000 bytes"):
-        download(2023, "1-Year", ["WY"], tmp_path, base=base)
+        download(2023, "1-Year", ["WY"], tmp_path, base=base, housing=False)
     part = tmp_path / "2023" / "1-Year" / "csv_pwy.zip.part"
     assert part.stat().st_size == 100_000
     assert not (tmp_path / "2023" / "1-Year" / "csv_pwy.zip").exists()
-    [got] = download(2023, "1-Year", ["WY"], tmp_path, base=base)
+    [got] = download(2023, "1-Year", ["WY"], tmp_path, base=base, housing=False)
     assert got.resumed_from == 100_000 and got.path.read_bytes() == body
     assert state.requests[-1] == ("/pums/2023/1-Year/csv_pwy.zip", "bytes=100000-")
     assert not part.exists()
@@ -136,7 +141,7 @@ def test_server_ignoring_range_restarts_cleanly(site, tmp_path):
     part.parent.mkdir(parents=True)
     part.write_bytes(body[:5000])
     state.ignore_range = True
-    [got] = download(2023, "1-Year", ["WY"], tmp_path, base=base)
+    [got] = download(2023, "1-Year", ["WY"], tmp_path, base=base, housing=False)
     assert got.resumed_from == 0 and got.path.read_bytes() == body
 
 
@@ -147,13 +152,13 @@ def test_size_mismatch_keeps_part_and_says_so(site, tmp_path):
     state.lie_length = len(body) + 10
     state.cut_after = len(body)
     with pytest.raises(DownloadError) as exc:
-        download(2023, "1-Year", ["VT"], tmp_path, base=base)
+        download(2023, "1-Year", ["VT"], tmp_path, base=base, housing=False)
     assert "interrupted" in str(exc.value) or "size mismatch" in str(exc.value)
     assert not (tmp_path / "2023" / "1-Year" / "csv_pvt.zip").exists()
     assert (tmp_path / "2023" / "1-Year" / "csv_pvt.zip.part").stat().st_size == len(body)
     # Honest again, the server has nothing more to send (416): the bytes kept are whole.
     state.lie_length = None
-    [got] = download(2023, "1-Year", ["VT"], tmp_path, base=base)
+    [got] = download(2023, "1-Year", ["VT"], tmp_path, base=base, housing=False)
     assert got.path.read_bytes() == body
 
 
@@ -166,7 +171,7 @@ def test_total_announced_by_content_range_is_checked(site, tmp_path):
     state.lie_total = 5
     with pytest.raises(DownloadError, match=rf"size mismatch: have {len(body):,} bytes, the "
                        rf"server announced {len(body) + 5:,}"):
-        download(2023, "1-Year", ["WY"], tmp_path, base=base)
+        download(2023, "1-Year", ["WY"], tmp_path, base=base, housing=False)
     assert not (tmp_path / "2023" / "1-Year" / "csv_pwy.zip").exists()
 
 

@@ -70,11 +70,13 @@ def test_whole_equal_weight_population_has_zero_distance(census_dir, tmp_path):
     src = write_person_csv(tmp_path / "psam_p56.csv", census_dir, 2023, people)
     table = sample_people([str(src)], n=15, seed=3)
     report = fidelity_report([str(src)], table)
+    # Household facts come from the housing file (none here), so they are not compared.
     assert report.not_compared["household_type"] == "the layout lacks it"
+    assert report.not_compared["household_language"] == "the layout lacks it"
     for a in report.attributes:
         assert a.tvd == pytest.approx(0, abs=1e-9), a
-    lang = next(a for a in report.attributes if a.attribute == "household_language")
-    assert {c.label for c in lang.categories} == {"Spanish", "English only"}
+    lang = next(a for a in report.attributes if a.attribute == "ability_to_speak_english")
+    assert {c.label for c in lang.categories} == {"Very well", "Speaks only English"}
 
 
 def test_sample_without_metadata_is_refused(census_dir, tmp_path, capsys):

@@ -110,23 +110,24 @@ def test_2019_file_with_st_loads_with_labels_and_adjusted_income(census_dir, tmp
     assert a["marital_status"] == "Now married, spouse present"
     assert a["place_of_birth"] == "Wyoming" and a["citizenship"] == "Born in the U.S."
     assert a["veteran_status"] == "Never served in the military"
-    assert a["household_language"] == "English only"
+    # Household facts live in the housing file, absent here: empty, listed as missing.
+    assert a["household_language"] is None and a["family_presence_and_age"] is None
     assert a["ability_to_speak_english"] == "Speaks only English"
     assert a["fertility"] == "Did not give birth within the past 12 months"
-    assert a["family_presence_and_age"] == "Females with no own children"
     assert a["ancestry"] == "German" and a["race"] == "White alone"
     assert a["hispanic_origin"] == "Not Spanish/Hispanic/Latino"
     # ADJINC 1010145 has 6 implied decimals: 50,000 x 1.010145 = 50,507.25.
     assert a["income"] == 50507
     assert b["income"] == round(-5000 * 1.010145)
-    assert b["household_language"] == "Spanish" and b["ability_to_speak_english"] == "Well"
+    assert b["ability_to_speak_english"] == "Well"
     assert b["place_of_birth"] == "Mexico" and b["citizenship"] == "U.S. citizen by naturalization"
     assert b["veteran_status"] == "On active duty in the past, but not now"
     assert b["industry_category"] is None and b["fertility"] is None
     assert b["race"] == "Some Other Race alone" and b["hispanic_origin"] == "Mexican"
     meta = read_metadata(table.schema)
     assert meta.layout == "pums" and meta.data_years == {"psam_p56.csv": 2019}
-    assert meta.missing_attributes == ["household_type"]
+    assert meta.missing_attributes == ["household_language", "household_type",
+                                       "family_presence_and_age"]
     assert meta.income.adjusted_with_adjinc
     assert meta.population.records == 2  # the 12-year-old is filtered out (adults only)
     assert meta.unlabeled_codes == {}
@@ -223,3 +224,71 @@ def test_shipped_codebook_matches_the_dictionaries(census_dir):
     assert codebook.dictionary_year("OCCP", 2017) is None
     assert codebook.dictionary_year("SCHL", 2017) == 2019
     assert codebook.state_code("wy") == "56" and codebook.state_abbr("06") == "CA"
+
+
+def housing_header(census_dir: Path, year: int) -> list[str]:
+    """The Bureau's psam_h*.csv header for `year` (the dictionary's housing section)."""
+    path = census_dir / "pums-dictionary" / f"PUMS_Data_Dictionary_{2023 if year >= 2023 else 2019}.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        names = [r[1] for r in csv.reader(f) if r and r[0] == "NAME"]
+    first, second = [i for i, n in enumerate(names) if n == "RT"][:2]
+    return names[first:second]
+
+
+def write_housing_csv(path: Path, census_dir: Path, year: int,
+                      homes: list[dict[str, str]]) -> Path:
+    header = housing_header(census_dir, year)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        for home in homes:
+            row = {"RT": "H", "DIVISION": "8", "PUMA": "00100", "REGION": "4", "WGTP": "50",
+                   "NP": "2", "TYPEHUGQ": "1", "ADJINC": ADJINC[year],
+                   ("STATE" if "STATE" in header else "ST"): "56", **home}
+            w.writerow([row.get(c, "") for c in header])
+    return path
+
+
+HOMES = {
+    # A married couple with children 6 to 17 who speak Spanish at home.
+    "HU0000001": {"HHT": "1", "HHL": "2", "FPARC": "2", "HUPAOC": "2"},
+    # A man living alone: a non-family household, FPARC blank, HUPAOC says no children.
+    "HU0000002": {"HHT": "4", "HHL": "1", "FPARC": "", "HUPAOC": "4"},
+}
+
+
+@pytest.mark.parametrize("year", [2019, 2023])
+def test_household_facts_come_from_the_housing_file_for_men_and_women(census_dir, tmp_path,
+                                                                      year):
+    people = [person(SEX="1", SERIALNO=f"{year}HU0000001", SPORDER="01", PAOC=""),
+              person(SEX="2", SERIALNO=f"{year}HU0000001", SPORDER="02", PAOC="2",
+                     LANX="1", LANP="1200", ENG="1"),
+              person(SEX="1", SERIALNO=f"{year}HU0000002", SPORDER="01", PAOC="")]
+    homes = [{"SERIALNO": f"{year}{k}", **v} for k, v in HOMES.items()]
+    # A housing record nobody sampled lives there too; it must not disturb the join.
+    homes.append({"SERIALNO": f"{year}HU0000009", "HHT": "3", "HHL": "5", "FPARC": "1"})
+    if year == 2019:  # plain files side by side
+        src = write_person_csv(tmp_path / "psam_p56.csv", census_dir, year, people)
+        write_housing_csv(tmp_path / "psam_h56.csv", census_dir, year, homes)
+    else:  # the Bureau's archives: csv_pwy.zip with csv_hwy.zip beside it
+        p = write_person_csv(tmp_path / "psam_p56.csv", census_dir, year, people)
+        h = write_housing_csv(tmp_path / "psam_h56.csv", census_dir, year, homes)
+        src = write_zip(tmp_path / "csv_pwy.zip", {"psam_p56.csv": p})
+        write_zip(tmp_path / "csv_hwy.zip", {"psam_h56.csv": h})
+        p.unlink()
+        h.unlink()
+    table = sample_people([str(src)], n=3, seed=1)
+    rows = {r["record_id"]: r for r in table.to_pylist()}
+    husband, wife = rows[f"{year}HU0000001-01"], rows[f"{year}HU0000001-02"]
+    alone = rows[f"{year}HU0000002-01"]
+    for r in (husband, wife):
+        assert r["household_type"] == "Married couple household"
+        assert r["household_language"] == "Spanish"  # the household's, not the person's
+        assert r["family_presence_and_age"] == "With related children 5 to 17 years only"
+    assert husband["sex"] == "Male"  # PAOC (women only) would have left him empty
+    assert alone["household_type"] == "Nonfamily household: Male householder: Living alone"
+    assert alone["household_language"] == "English only"
+    assert alone["family_presence_and_age"] == "No own children present"  # from HUPAOC
+    meta = read_metadata(table.schema)
+    assert meta.missing_attributes == []
+    assert meta.attribute_sources["household_type"] == "HHT (housing record, joined on SERIALNO)"

@@ -16,7 +16,7 @@ from persona_gen.storage import objects, resolve
 
 runner = CliRunner()
 N = 1586
-# The BRIEF's bar: these attributes within TVD 0.05 of the weighted population.
+# Our bar: these attributes within TVD 0.05 of the weighted population.
 KEY_ATTRIBUTES = ("sex", "race", "hispanic_origin", "age", "education", "income_decile")
 
 

@@ -51,7 +51,7 @@ def test_paper_scale_reproduced_from_its_inputs(raw_table: dict) -> None:
     plan = plan_cost(workload_from_config(cfg, prompts=3868, source_prompts=8011),
                      Cluster(gpu="H100", count=8), load_table())
 
-    # BRIEF 2.3 / 3: 1,586 x 200 = 317,200 pairs; 3,868 originals + 3 x 317,200 ~ 950k calls.
+    # PERSONA (arXiv 2407.17387), feedback pairs: 1,586 x 200 = 317,200 pairs; 3,868 originals + 3 x 317,200 ~ 950k calls.
     n, pairs, prompts = 1586, 1586 * 200, 3868
     assert pairs == 317_200
     assert 3868 + 3 * 317_200 == 955_468

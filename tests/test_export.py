@@ -125,7 +125,7 @@ def test_card_header_declares_configs_splits_and_features(echo_run, tmp_path, ca
     body = (out / "README.md").read_text()
     for needle in ("2407.17387", "code version", "seed: `11`", "| verify | echo |",
                    "Census fidelity", "| sex |", "public domain", "`prompts.jsonl`",
-                   "hf upload", "--repo-type dataset", "truncated rows", "not recorded",
+                   "hf upload", "--repo-type dataset", "truncated rows", "revision 0",
                    "the judge preferred the revision in"):
         assert needle in body, needle
 
@@ -282,13 +282,16 @@ def _rewrite_pairs(run: Path, change) -> None:
 def test_truncated_rows_are_counted_where_the_run_records_finish_reasons(echo_run, tmp_path,
                                                                          capsys):
     run = copy_run(echo_run, tmp_path / "runs" / RUN_ID)
-    _rewrite_pairs(run, lambda t: t.append_column("revision_finish_reason", pa.array(
-        ["length"] + ["stop"] * (t.num_rows - 1))))
+    # Every stage records its finish reason; mark one revision per block as cut.
+    _rewrite_pairs(run, lambda t: t.set_column(
+        t.schema.get_field_index("revision_finish_reason"), "revision_finish_reason",
+        pa.array(["length"] + ["stop"] * (t.num_rows - 1))))
     blocks = len(list((run / "feedback" / "pairs").glob("*.parquet")))
     out = tmp_path / "ds"
     assert export(capsys, run, out)[0] == 0
-    assert (f"truncated rows (generation stopped at max_tokens): revision {blocks}"
-            in (out / "README.md").read_text())
+    line = next(ln for ln in (out / "README.md").read_text().splitlines()
+                if ln.startswith("- truncated rows (generation stopped at max_tokens): "))
+    assert f"revision {blocks}" in line and "critique 0" in line and "original 0" in line
 
 
 def test_a_bad_block_found_while_streaming_leaves_nothing_behind(echo_run, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from persona_gen.engines.base import ChatRequest, ChatResult, Sampling
 from persona_gen.feedback.stages import (
@@ -45,7 +46,8 @@ def test_persona_leads_every_persona_prompt_for_prefix_caching():
     for stage in (CritiqueStage(s), RevisionStage(s), VerifyStage(s, "j")):
         reqs = stage.requests(_pairs())
         assert all(r.messages[0].role == "system" for r in reqs)
-        assert all(r.messages[0].content.endswith("age: 40\nsex: Female") for r in reqs)
+        assert all(r.messages[0].content.startswith("About the person:\nage: 40\nsex: Female")
+                   for r in reqs)
         assert len({r.messages[0].content for r in reqs}) == 1  # identical prefix
         assert len({r.sampling.seed for r in reqs}) == len(reqs)  # per-row seeds
 
@@ -73,3 +75,85 @@ def test_verify_maps_the_letter_back_to_the_answer_shown():
     assert len({revision_first(p) for p in pairs.column("pair_id").to_pylist()}) == 2
     assert out.column("judge_model").to_pylist() == ["always-a"] * 12
     assert out.column("error").null_count == 12
+
+
+def test_revision_is_the_assistant_answering_the_persona_while_the_critique_is_the_persona():
+    s = Sampling(max_tokens=8, seed=1)
+    critique = CritiqueStage(s).requests(_pairs(1))[0].messages
+    revision = RevisionStage(s).requests(_pairs(1))[0].messages
+    # Same persona block first (one cached prefix per persona), different speaker after it.
+    block = "About the person:\nage: 40\nsex: Female\n\n"
+    assert critique[0].content.startswith(block) and revision[0].content.startswith(block)
+    assert critique[0].content != revision[0].content
+    assert "role-playing the person" in critique[0].content
+    assert "Speaking as yourself" in critique[1].content
+    assert "role-playing" not in revision[0].content
+    assert "helpful assistant" in revision[0].content
+    assert "Write to them, not as them" in revision[0].content
+    # The request reads: question, the assistant's original, the persona's critique, then
+    # the instruction to rewrite the answer for this user.
+    user = revision[1].content
+    order = [user.index(x) for x in ("Question 0?", "original 0", "critique 0",
+                                     "Rewrite your answer for this user")]
+    assert order == sorted(order)
+    assert "you better" not in user and "your own attributes" not in user
+
+
+class CutAtEightEngine:
+    """Writes `max_tokens` words and says 'length' below 8 tokens, like a model whose
+    answers need 8 tokens (a fixed-behaviour test engine for the retry bookkeeping)."""
+
+    name = "cut-at-8"
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        self.calls.append([r.sampling.max_tokens for r in requests])
+        return [ChatResult(id=r.id, texts=[" ".join(["w"] * min(8, r.sampling.max_tokens))],
+                           finish_reasons=["length" if r.sampling.max_tokens < 8 else "stop"],
+                           prompt_tokens=10, output_tokens=min(8, r.sampling.max_tokens))
+                for r in requests]
+
+    def close(self) -> None:
+        return None
+
+
+def test_rows_cut_by_length_are_retried_once_with_the_retry_limit():
+    engine = CutAtEightEngine()
+    pairs = _pairs(3)
+    fixed = run_in_process(CritiqueStage(Sampling(max_tokens=4, seed=1), retry_max_tokens=16),
+                           engine, pairs)
+    assert engine.calls == [[4, 4, 4], [16, 16, 16]]
+    assert fixed.column("critique_finish_reason").to_pylist() == ["stop"] * 3
+    assert fixed.column("critique_retried").to_pylist() == [True] * 3
+    assert fixed.column("critique_output_tokens").to_pylist() == [12] * 3  # both calls
+    # Retry too small: one retry only, then the row is kept and flagged.
+    engine = CutAtEightEngine()
+    still = run_in_process(CritiqueStage(Sampling(max_tokens=4, seed=1), retry_max_tokens=6),
+                           engine, pairs)
+    assert engine.calls == [[4, 4, 4], [6, 6, 6]]
+    assert still.column("critique_finish_reason").to_pylist() == ["length"] * 3
+    assert still.column("critique").to_pylist() == ["w w w w w w"] * 3
+    assert still.column("error").null_count == 3
+    # No retry configured: flagged, asked once.
+    engine = CutAtEightEngine()
+    once = run_in_process(CritiqueStage(Sampling(max_tokens=4, seed=1)), engine, pairs)
+    assert engine.calls == [[4, 4, 4]]
+    assert once.column("critique_retried").to_pylist() == [False] * 3
+
+
+@pytest.mark.model
+def test_bundled_model_at_four_tokens_reports_length_retries_once_then_flags(bundled_engine):
+    pairs = _pairs(2)
+    stage = RevisionStage(Sampling(max_tokens=4, temperature=0.0, seed=1), retry_max_tokens=6)
+    out = run_in_process(stage, bundled_engine, pairs)
+    # A rewrite never fits in 4 (or 6) tokens: cut, retried once, still cut, kept, flagged.
+    assert out.column("revision_finish_reason").to_pylist() == ["length", "length"]
+    assert out.column("revision_retried").to_pylist() == [True, True]
+    assert out.column("error").null_count == 2
+    assert all(n > 6 for n in out.column("revision_output_tokens").to_pylist())  # 4 + 6
+    first = run_in_process(RevisionStage(Sampling(max_tokens=4, temperature=0.0, seed=1)),
+                           bundled_engine, pairs)
+    assert first.column("revision_finish_reason").to_pylist() == ["length", "length"]
+    assert first.column("revision_retried").to_pylist() == [False, False]

@@ -150,7 +150,8 @@ def test_judge_stage_reads_verdicts_and_errors() -> None:
     assert out.column("judge_reason").to_pylist()[:2] == ["fits", "a minor with a big salary"]
     assert [e is None for e in out.column("error").to_pylist()] == [True, True, False, False]
     reqs = stage.requests(census_rows([{}]))
-    assert list(reqs[0].json_schema["properties"]) == ["consistent", "reason"]
+    # Reason first: the verdict is decoded after the reasoning, not justified after it.
+    assert list(reqs[0].json_schema["properties"]) == ["reason", "consistent"]
     assert "Persona:\nage: 38" in reqs[0].messages[-1].content
 
 
@@ -218,6 +219,42 @@ def test_build_with_models_counts_invalid_outputs_and_judge_rejections() -> None
     assert first != again
     for row in rows.values():
         Persona.from_row(row)
+
+
+def test_on_inconsistent_drop_drops_rejected_personas_and_keeps_their_count() -> None:
+    # p1 breaks a rule (retired at 25), p3 is judged inconsistent, p2's enrichment answer is
+    # garbled once (unusable output, not a verdict: asked again as the same person).
+    census = census_rows([{}, {"age": 25}, {}, {}, {}])
+    enrich = ScriptedJsonEngine(
+        "enricher", garbled={"enrich:p2:0"},
+        overrides={"enrich:p1:0": {**{a: "Plain text." for a in LLM_ATTRIBUTES},
+                                   "detailed_job_description": "Retired after 30 years of mining."}})
+    judge = ScriptedJsonEngine("judge", inconsistent={"p3"})
+    draws: list[int] = []
+
+    def resample(n: int) -> pa.Table:
+        draws.append(n)
+        return census_rows([{"age": 50}] * n)
+
+    cfg = PersonasConfig(max_resamples=2, on_inconsistent="drop")
+    out, stats = build_personas(census, enrich, judge, cfg, seed=5, resample=resample)
+    assert draws == []  # never a new census person: the draw stays the census draw
+    assert out.column("persona_id").to_pylist() == ["p0", "p2", "p4"]
+    assert out.column("age").to_pylist() == [38, 38, 38]
+    assert (stats.kept, stats.dropped, stats.resampled) == (3, 2, 0)
+    assert stats.on_inconsistent == "drop"
+    assert stats.rejections == {"retired_too_young": 1, "model_judge": 1}
+    first = stats.first_round
+    assert (first.personas, first.rejected_by_rule, first.judged, first.rejected_by_judge,
+            first.unusable_output) == (5, 1, 3, 1, 1)
+    # The same slots with `replace`: p1 and p3 get fresh census draws instead.
+    _, stats2 = build_personas(census, ScriptedJsonEngine("enricher", overrides={
+        "enrich:p1:0": {**{a: "Plain text." for a in LLM_ATTRIBUTES},
+                        "detailed_job_description": "Retired after 30 years of mining."}}),
+        ScriptedJsonEngine("judge", inconsistent={"p3"}), PersonasConfig(max_resamples=1),
+        seed=5, resample=resample)
+    assert draws == [2] and stats2.resampled == 2
+    assert stats2.first_round.rejected_by_rule == 1 and stats2.first_round.rejected_by_judge == 1
 
 
 def test_build_resamples_census_rows_for_census_failures() -> None:

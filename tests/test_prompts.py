@@ -22,6 +22,7 @@ from persona_gen.prompts.classify import (
     CONTROVERSIAL,
     NOT_CONTROVERSIAL,
     ControversyStage,
+    for_model,
     parse_label,
 )
 from persona_gen.prompts.config import PromptsConfig
@@ -43,6 +44,9 @@ def question_of(req: ChatRequest) -> str:
     """The prompt under judgement, cut back out of the classifier's user message."""
     user = req.messages[-1].content
     return user.split("Question: ", 1)[1].split("\n\n", 1)[0]
+
+
+SMALL = "smollm2-135m-instruct"
 
 
 class ScriptedClassifierEngine:
@@ -110,13 +114,14 @@ def test_controversy_filter_rejects_what_the_model_calls_not_controversial():
     rows = bundled_rows()
     factual = {r["opening_prompt"] for r in rows if r.get("expect") == "reject:controversy"}
     engine = ScriptedClassifierEngine({q: "factual" for q in factual})
-    table, stats = build_prompts(PromptsConfig(classifier_model="scripted"), engine, seed=0)
+    # The bundled model's family asks "debatable or factual" (its YAML's classifier_instruction).
+    table, stats = build_prompts(PromptsConfig(classifier_model=SMALL), engine, seed=0)
     keepers = {r["opening_prompt"] for r in rows if "expect" not in r}
     assert set(table.column("text").to_pylist()) == keepers
     step = stats.step("controversy")
     assert (step.seen, step.rejected, step.errors) == (len(keepers) + len(factual),
                                                        len(factual), 0)
-    assert stats.classifier == "scripted"
+    assert stats.classifier == SMALL
     # Every request offered the model exactly the two answers.
     assert engine.requests and all(r.choices == list(ANSWERS) for r in engine.requests)
     assert all(r.sampling.temperature == 0.0 for r in engine.requests)
@@ -127,7 +132,7 @@ def test_classifier_failures_and_off_label_answers_become_errors_not_crashes():
     failed, rambling = keepers[0], keepers[1]
     engine = ScriptedClassifierEngine({rambling: "Well, it depends."},
                                       fail=frozenset({failed}))
-    sel = select_prompts(PromptsConfig(classifier_model="scripted"), engine)
+    sel = select_prompts(PromptsConfig(classifier_model=SMALL), engine)
     assert sel.stats.step("controversy").errors == 2
     errors = {r["text"]: r["error"] for r in sel.rejected.to_pylist() if r["reason"] == "controversy"}
     assert errors[failed] == "controversy: engine error: engine: request failed"
@@ -402,3 +407,18 @@ def test_prompts_build_runs_the_classifier_through_a_registered_engine(tmp_path,
     assert stats["classifier"] == "echo" and step["errors"] == 0
     assert step["seen"] == step["kept"] + step["rejected"] and step["kept"] == stats["kept"]
     assert pq.read_table(out / "prompts.parquet").num_rows == stats["kept"]
+
+
+def test_classifier_wording_comes_from_the_model_family():
+    row = {"prompt_id": "p", "text": "Should cities ban cars?"}
+    big, small = for_model("llama-3.1-8b-instruct"), for_model(SMALL)
+    assert big.choices() == ["controversial", "not_controversial"]
+    assert small.choices() == ["debatable", "factual"]
+    assert "controversial" in big.messages(row)[1].content
+    assert "debatable" in small.messages(row)[1].content
+    # A model the registry does not know gets the paper's wording.
+    assert for_model("not-registered").instruction == "controversial"
+    # Each stage reads only its own offered words.
+    assert parse_label("factual", big._instruction.answers) is None
+    with pytest.raises(ValueError, match="unknown classifier instruction"):
+        ControversyStage(instruction="spicy")

@@ -1,10 +1,13 @@
 """The bench judge: role-plays the persona, weighs two critiques, returns a 0/1 verdict.
 
-The judge writes a personalization critique (does the answer fit *this* person?) and a
-helpfulness critique (is it a good answer at all?) before the verdict, so the verdict is
-conditioned on both; the schema fixes that field order. Verdict 1 means the answer needs
-no revision for this person. The judge always sees the full persona, also for
-leave-one-out rows (see ablation.py).
+PERSONA Bench (Castricato et al., arXiv 2407.17387, bench): a judge weighs a
+personalization critic against a helpfulness critic and scores 1 when the answer needs no
+revision for that persona. The judge answers in the public persona-bench package's five
+fields, in its order: chain_of_thought, personalization_critic, helpfulness_critic,
+conclusion, needs_revision. The schema fixes that order, so the verdict is decoded last,
+conditioned on everything before it. Stored columns: `verdict` (1 = no revision needed),
+the two critiques, the reasoning and the conclusion. The judge always sees the full
+persona, also for leave-one-out rows (see ablation.py).
 """
 
 from __future__ import annotations
@@ -20,17 +23,24 @@ from persona_gen.engines.base import ChatResult, Message, Sampling
 from persona_gen.pipeline.columns import with_columns
 from persona_gen.pipeline.stage import DeclaredStage, OutputError
 
+JUDGE_FIELDS = ("chain_of_thought", "personalization_critic", "helpfulness_critic",
+                "conclusion", "needs_revision")
+"""persona-bench's judge fields, in its order."""
+
 
 def judge_schema(critique_chars: int = 600) -> dict[str, Any]:
-    """The verdict object; critiques are capped so the verdict always fits in max_tokens."""
+    """The verdict object; texts are capped so the verdict always fits in max_tokens."""
+    text = {"type": "string", "maxLength": critique_chars}
     return {
         "type": "object",
         "properties": {
-            "personalization_critique": {"type": "string", "maxLength": critique_chars},
-            "helpfulness_critique": {"type": "string", "maxLength": critique_chars},
-            "verdict": {"type": "integer", "enum": [0, 1]},
+            "chain_of_thought": text,
+            "personalization_critic": text,
+            "helpfulness_critic": text,
+            "conclusion": text,
+            "needs_revision": {"type": "boolean"},
         },
-        "required": ["personalization_critique", "helpfulness_critique", "verdict"],
+        "required": list(JUDGE_FIELDS),
         "additionalProperties": False,
     }
 
@@ -46,14 +56,16 @@ JUDGE_USER = (
     "You asked an assistant this question:\n{question}\n\n"
     "It replied:\n{answer}\n\n"
     "Decide whether this reply already works for you or should be revised.\n"
-    "1. personalization_critique: from your own point of view, what in the reply fits or "
+    "1. chain_of_thought: think through who you are and what you need from this reply.\n"
+    "2. personalization_critic: from your own point of view, what in the reply fits or "
     "ignores your situation, values and needs, and what you would want changed.\n"
-    "2. helpfulness_critique: setting your own profile aside, is the reply accurate, clear "
+    "3. helpfulness_critic: setting your own profile aside, is the reply accurate, clear "
     "and actually useful?\n"
-    "3. verdict: weigh the two critiques. A reply that is helpful in general but wrong "
-    "for you needs revision, and so does one that flatters you but does not help. Give 1 "
-    "if the reply needs no revision for you, otherwise 0.\n"
-    "Reply with a JSON object with exactly these three fields."
+    "4. conclusion: weigh the two critiques. A reply that is helpful in general but wrong "
+    "for you needs revision, and so does one that flatters you but does not help.\n"
+    "5. needs_revision: true if the reply should be revised for you, false if it already "
+    "works for you.\n"
+    "Reply with a JSON object with exactly these five fields, in this order."
 )
 
 
@@ -77,18 +89,18 @@ def parse_verdict(result: ChatResult) -> tuple[dict[str, Any] | None, str | None
             return None, f"judge output is not JSON: {result.text[:80]!r}"
     if not isinstance(obj, dict):
         return None, "judge output is not a JSON object"
-    verdict = obj.get("verdict")
-    # Accept 0/1 as int, bool or digit string; a schema-guided engine gives ints anyway.
-    if isinstance(verdict, bool):
-        verdict = int(verdict)
-    elif isinstance(verdict, str) and verdict.strip() in ("0", "1"):
-        verdict = int(verdict.strip())
-    if verdict not in (0, 1):
-        return None, f"judge verdict must be 0 or 1, got {verdict!r}"
+    needs = obj.get("needs_revision")
+    # Accept true/false as bool or text; a schema-guided engine gives booleans anyway.
+    if isinstance(needs, str) and needs.strip().lower() in ("true", "false"):
+        needs = needs.strip().lower() == "true"
+    if not isinstance(needs, bool):
+        return None, f"judge needs_revision must be true or false, got {needs!r}"
     return {
-        "personalization_critique": str(obj.get("personalization_critique", "")),
-        "helpfulness_critique": str(obj.get("helpfulness_critique", "")),
-        "verdict": int(verdict),
+        "judge_reasoning": str(obj.get("chain_of_thought", "")),
+        "personalization_critique": str(obj.get("personalization_critic", "")),
+        "helpfulness_critique": str(obj.get("helpfulness_critic", "")),
+        "judge_conclusion": str(obj.get("conclusion", "")),
+        "verdict": 0 if needs else 1,  # score 1: no revision needed for this persona
     }, None
 
 
@@ -106,7 +118,8 @@ class JudgeStage(DeclaredStage):
     needs: ClassVar[tuple[str, ...]] = ("sample_id", "persona_text", "question", "answer")
     outputs: ClassVar[pa.Schema] = pa.schema([
         ("judgment_id", pa.string()), ("judge_model", pa.string()),
-        ("personalization_critique", pa.string()), ("helpfulness_critique", pa.string()),
+        ("judge_reasoning", pa.string()), ("personalization_critique", pa.string()),
+        ("helpfulness_critique", pa.string()), ("judge_conclusion", pa.string()),
         ("verdict", pa.int8())])
 
     @property
@@ -128,8 +141,9 @@ class JudgeStage(DeclaredStage):
             raise OutputError(err or "no verdict")
         return {**judgment, "judgment_id": self.row_key(row), "judge_model": self.judge_model}
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        out = super().results(batch, results)
+    def results(self, batch: pa.Table, results: list[ChatResult],
+                retried: set[int] | None = None) -> pa.Table:
+        out = super().results(batch, results, retried)
         # Every row names its judgment, failed ones too: a resumed run retries them by id.
         ids = [judgment_id(s, self.judge_model) for s in out.column("sample_id").to_pylist()]
         return with_columns(out, {"judgment_id": pa.array(ids, pa.string()),

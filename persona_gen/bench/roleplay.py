@@ -65,8 +65,9 @@ class RoleplayChoiceStage(DeclaredStage):
             raise OutputError(f"role-player answered {result.text[:40]!r}, not A or B")
         return {"roleplay_model": self.model, "choice": text}
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        out = super().results(batch, results)
+    def results(self, batch: pa.Table, results: list[ChatResult],
+                retried: set[int] | None = None) -> pa.Table:
+        out = super().results(batch, results, retried)
         # Agreement is computed per role-player over every item, failed ones included.
         return with_columns(out, {"roleplay_model": pa.array([self.model] * out.num_rows,
                                                              pa.string())})

@@ -11,6 +11,7 @@ Python API (imported from the modules, so `import persona_gen.census` stays ligh
 - `persona_gen.census.download.download(year, period, states, dest)`: the Bureau's archives.
 
 Modules: layouts (header -> layout), read (streaming CSV / zip), codebook (+ data/, built
-by build_codebook from ../shared/census), attributes_map (variables -> persona attributes),
-universe (filters, weights, income), sample, fidelity, charts, download.
+by build_codebook from the Bureau's PUMS data dictionaries), attributes_map (variables -> persona attributes),
+universe (filters, weights, income), housing (household facts joined on SERIALNO),
+sample, fidelity, charts, download.
 """

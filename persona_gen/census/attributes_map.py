@@ -64,16 +64,6 @@ def _state(codes: list[pa.Array], table: Lookup) -> pa.Array:
     return t.label(codes[0])
 
 
-def _language(codes: list[pa.Array], table: Lookup) -> pa.Array:
-    # The person file carries the person's own language at home (LANX/LANP); speakers of
-    # English only have LANP blank, so their language is "English only" (as in HHL).
-    lanx, lanp = codes
-    t = table("LANP")
-    other = _nulls(len(lanx)) if t is None else t.label(lanp)
-    english = pc.if_else(pc.equal(lanx, "2"), pa.scalar("English only"), _nulls(len(lanx)))
-    return pc.coalesce(other, english)
-
-
 def _english(codes: list[pa.Array], table: Lookup) -> pa.Array:
     # ENG is blank for those who speak only English; say so instead of leaving a gap.
     eng, lanx = codes
@@ -111,6 +101,19 @@ def _own_children(codes: list[pa.Array], table: Lookup) -> pa.Array:
     return pc.if_else(pc.equal(n, 0), pa.scalar(none_label), text)
 
 
+def _children(codes: list[pa.Array], table: Lookup) -> pa.Array:
+    # FPARC (family presence and age of related children) names the attribute; HUPAOC (own
+    # children in the household) fills households FPARC leaves blank (non-family ones).
+    fparc, hupaoc = codes
+    a, b = table("FPARC"), table("HUPAOC")
+    first = _nulls(len(fparc)) if a is None else a.label(fparc)
+    second = _nulls(len(fparc)) if b is None else b.label(hupaoc)
+    return pc.coalesce(first, second)
+
+
+_HOUSING = "housing record, joined on SERIALNO"
+
+
 def _spec(attribute: str, var: str) -> Spec:
     return Spec(attribute, (var,), var, _lookup(var))
 
@@ -119,15 +122,18 @@ PUMS_SPECS: tuple[Spec, ...] = (
     _spec("sex", "SEX"),
     _spec("race", "RAC1P"),
     _spec("ancestry", "ANC1P"),
-    Spec("household_language", ("LANX", "LANP"),
-         "LANX/LANP (the person's language spoken at home)", _language),
+    # Household facts come from the housing file (persona_gen.census.housing); without one
+    # they stay empty and are listed as missing.
+    Spec("household_language", ("HHL",), f"HHL ({_HOUSING})", _lookup("HHL")),
+    Spec("household_type", ("HHT",), f"HHT ({_HOUSING})", _lookup("HHT")),
     _spec("education", "SCHL"),
     _spec("employment_status", "ESR"),
     _spec("class_of_worker", "COW"),
     _spec("industry_category", "INDP"),
     _spec("occupation_category", "OCCP"),
     _spec("marital_status", "MSP"),
-    _spec("family_presence_and_age", "PAOC"),
+    Spec("family_presence_and_age", ("FPARC", "HUPAOC"),
+         f"FPARC, HUPAOC where FPARC is blank ({_HOUSING})", _children),
     Spec("place_of_birth", ("POBP",), "POBP", _place_of_birth),
     _spec("citizenship", "CIT"),
     _spec("veteran_status", "MIL"),

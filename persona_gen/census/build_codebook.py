@@ -23,12 +23,12 @@ from typing import Any
 
 from persona_gen.census.codes import normalize_code
 
-# Person-file variables the mapping labels (see attributes_map.py), plus housing ones
-# kept for users who join household records later.
+# Person-file variables the mapping labels (see attributes_map.py), and the housing-file
+# ones joined on SERIALNO (HHT, HHL, FPARC, HUPAOC; see housing.py).
 PUMS_VARIABLES: tuple[str, ...] = (
     "ST", "STATE", "SEX", "RAC1P", "HISP", "ANC1P", "LANX", "LANP", "SCHL", "ESR", "COW",
     "INDP", "OCCP", "MSP", "PAOC", "POBP", "CIT", "MIL", "DIS", "HICOV", "DREM", "DEYE",
-    "DEAR", "ENG", "FER", "HHT", "HHL", "FPARC",
+    "DEAR", "ENG", "FER", "HHT", "HHL", "FPARC", "HUPAOC",
 )
 NIST_VARIABLES: tuple[str, ...] = (
     "SEX", "MSP", "HISP", "RAC1P", "EDU", "INDP_CAT", "DREM", "DEYE", "DEAR", "NOC",

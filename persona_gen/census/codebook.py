@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from persona_gen.census.codes import normalize_code
 
-# Years from which a variable's codes were re-based (README of ../shared/census):
+# Years from which a variable's codes were re-based (the Bureau's PUMS documentation):
 # OCCP uses 2018 codes from 2018 on; INDP uses 2017 codes 2018-2022, 2022 codes from 2023.
 CODE_ERAS: dict[str, tuple[int, ...]] = {"OCCP": (2018,), "INDP": (2018, 2023)}
 

@@ -1,6 +1,9 @@
-"""Download the Bureau's PUMS person archives (csv_p{st}.zip), resumably.
+"""Download the Bureau's PUMS archives, person (csv_p{st}.zip) and housing (csv_h{st}.zip),
+resumably.
 
-URL: {base_url}/{year}/{period}/csv_p{st}.zip. A download writes to `<name>.part`; when
+URL: {base_url}/{year}/{period}/csv_{p|h}{st}.zip. The housing archive carries the
+household facts (household type and language, children present) that the sampler joins to
+each person on SERIALNO (persona_gen.census.housing); `housing=False` skips it. A download writes to `<name>.part`; when
 interrupted, the next run asks for the rest with an HTTP Range request and appends. The
 finished file must match the size the server announced (Content-Length / Content-Range)
 and open as a zip archive before it is renamed into place, so a truncated file never
@@ -74,11 +77,12 @@ def state_slugs(states: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def archive_url(base: str, year: int, period: str, state: str) -> str:
+def archive_url(base: str, year: int, period: str, state: str, kind: str = "p") -> str:
+    """kind: 'p' for the person archive, 'h' for the housing archive."""
     if period not in PERIODS:
         raise UserError(f"unknown period '{period}' (expected {' or '.join(PERIODS)})",
                         source="--period")
-    return f"{base.rstrip('/')}/{year}/{period}/csv_p{state}.zip"
+    return f"{base.rstrip('/')}/{year}/{period}/csv_{kind}{state}.zip"
 
 
 def _total_from(resp: httpx.Response, offset: int) -> int | None:
@@ -152,12 +156,14 @@ def download(
     base: str | None = None,
     progress: Progress | None = None,
     timeout_s: float = 60.0,
+    housing: bool = True,
 ) -> list[Downloaded]:
     if not 2005 <= year <= 2100:
         raise UserError(f"year {year} is outside the ACS PUMS range", source="--year")
     root = base_url(base)
     slugs = state_slugs(states)
-    urls = [archive_url(root, year, period, s) for s in slugs]
+    kinds = ("p", "h") if housing else ("p",)
+    urls = [archive_url(root, year, period, s, k) for s in slugs for k in kinds]
     out = []
     timeout = httpx.Timeout(timeout_s, read=timeout_s)
     with httpx.Client(follow_redirects=True, timeout=timeout) as client:

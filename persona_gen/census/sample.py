@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from persona_gen.census import attributes_map as amap
+from persona_gen.census import housing
 from persona_gen.census.codes import normalize_codes
 from persona_gen.census.read import DEFAULT_BLOCK_BYTES
 from persona_gen.census.universe import (
@@ -312,8 +313,25 @@ def sample_people(
     if strat:
         cands = _top_per_stratum(cands, allocate(n, strata_w, strata_n))
     hist.finish()
+    cands, housed = _households(cands, srcs)
     return _assemble(cands, srcs, list(sources), years, seed, n, filters, strat, hist,
-                     pop_records, pop_weight)
+                     pop_records, pop_weight, housed)
+
+
+def _households(cands: pa.Table, srcs: list[Source]) -> tuple[pa.Table, set[int]]:
+    """Household columns joined from the housing files beside the person files; the
+    indexes of the sources that had one."""
+    if srcs[0].layout.name != "pums":
+        return cands, set()
+    parts, housed = {}, set()
+    for i, src in enumerate(srcs):
+        found = housing.housing_parts(src.part)
+        if found:
+            housed.add(i)
+        parts.update({p.where: p for p in found})
+    if not parts:
+        return cands, housed
+    return housing.join_households(cands, list(parts.values())), housed
 
 
 def _describe(f: Filters) -> str:
@@ -343,7 +361,7 @@ def _candidates(table: pa.Table, raw_cols: Sequence[str], keys: np.ndarray, part
 
 def _assemble(cands: pa.Table, srcs: list[Source], sources: list[str], years: dict[int, int],
               seed: int, n: int, filters: Filters, strat: list[str], hist: IncomeHistogram,
-              pop_records: int, pop_weight: int) -> pa.Table:
+              pop_records: int, pop_weight: int, housed: set[int]) -> pa.Table:
     layout = srcs[0].layout.name
     count = cands.num_rows
     part = cands.column("__part").to_numpy()
@@ -354,7 +372,7 @@ def _assemble(cands: pa.Table, srcs: list[Source], sources: list[str], years: di
         "record_id": _record_ids(cands, layout),
         "pwgtp": pa.array(cands.column("__weight").to_numpy(), pa.int32()),
     }
-    labels, missing, partial, unlabeled, provenance = _label(cands, srcs, years)
+    labels, missing, partial, unlabeled, provenance = _label(cands, srcs, years, housed)
     income = cands.column("__income").to_numpy(zero_copy_only=False)
     has_income = all(src.layout.has("PINCP") for src in srcs)
     deciles = hist.deciles(income)
@@ -406,7 +424,7 @@ def _record_ids(cands: pa.Table, layout: str) -> pa.Array:
     return pc.binary_join_element_wise(cands.column("SERIALNO"), padded, "-")
 
 
-def _label(cands: pa.Table, srcs: list[Source], years: dict[int, int]):
+def _label(cands: pa.Table, srcs: list[Source], years: dict[int, int], housed: set[int]):
     """Label columns for the chosen rows, part by part (each part has its own vintage)."""
     layout = srcs[0].layout.name
     part = cands.column("__part").to_numpy()
@@ -417,7 +435,8 @@ def _label(cands: pa.Table, srcs: list[Source], years: dict[int, int]):
     provenance: dict[str, str] = {}
     unlabeled: dict[str, int] = {}
     for pi, src in enumerate(srcs):
-        specs = amap.available_specs(layout, src.layout.columns)
+        columns = (*src.layout.columns, *(housing.HOUSING_COLUMNS if pi in housed else ()))
+        specs = amap.available_specs(layout, columns)
         for spec in specs:
             available[spec.attribute].append(src.part.name)
             provenance[spec.attribute] = spec.provenance

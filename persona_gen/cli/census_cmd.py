@@ -152,6 +152,10 @@ def download_cmd(
         "--base-url", help="Mirror of the Bureau's PUMS folder (env PERSONA_GEN_PUMS_BASE_URL).",
     )] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    housing: Annotated[bool, typer.Option(
+        "--housing/--no-housing",
+        help="Also fetch the housing archives (csv_h{st}.zip): household type, language "
+        "and children come from them.")] = True,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -190,6 +194,7 @@ def download_cmd(
             staging,
             base=base_url or d.base_url,
             progress=progress,
+            housing=housing,
         )
     for r in results:
         how = ("already there" if r.skipped else

@@ -124,3 +124,7 @@ def status(
         table.add_row(st.stage, f"{st.done:,}", f"{st.planned:,}" if st.planned else "-",
                       f"{st.errors:,}", str(st.blocks), pct)
     Console().print(table)
+    from persona_gen.run.quality import lines, summary  # cut rows, paper figures
+
+    for line in lines(summary(ref, recipe(run_cfg))):
+        print(line)

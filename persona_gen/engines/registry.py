@@ -43,6 +43,8 @@ class ModelSpec(StrictModel):
     """Where loading the model makes sense; `models check` skips the load elsewhere."""
     sampling: Sampling = Field(default_factory=Sampling)
     """Defaults for the sampling fields a request leaves unset."""
+    classifier_instruction: Literal["controversial", "debatable"] = "controversial"
+    """Wording of the prompt classifier (persona_gen.prompts.classify) for this family."""
     json_retries: int = Field(default=2, ge=0)
     """Extra attempts for samples whose output fails JSON parsing or the schema."""
     enforce_eager: bool | None = None

@@ -1,8 +1,16 @@
-"""Direct Principle Feedback as model stages (PERSONA, arXiv 2407.17387), in our own wording.
+"""Direct Principle Feedback as model stages (PERSONA, arXiv 2407.17387: feedback pairs),
+in our own wording.
+
+Who speaks in each stage follows the method: the original is a plain assistant answer;
+the critique is the persona speaking (role-play); the revision is the assistant again,
+rewriting *its own* answer for that user along the critique, so the chosen answer is
+written to the persona, never as the persona; the verification judge role-plays the
+persona again.
 
 Every persona-conditioned prompt starts with the same persona block in the system
-message, so requests for one persona share a long prefix and vLLM's prefix cache
-serves it once (the plan keeps a persona's pairs together).
+message (before the role instruction), so all of one persona's critique, revision and
+verification requests share a long prefix that vLLM's prefix cache serves once (the plan
+keeps a persona's pairs together).
 """
 
 from __future__ import annotations
@@ -21,10 +29,20 @@ if TYPE_CHECKING:
 
 ORIGINAL_SYSTEM = "You are a helpful, knowledgeable assistant. Answer the question well."
 
-PERSONA_SYSTEM = (
-    "You are role-playing the person described below. Think, judge and speak as they "
-    "would, given their background, values and circumstances.\n\n{persona}"
+PERSONA_BLOCK = "About the person:\n{persona}\n\n"
+
+PERSONA_SYSTEM = PERSONA_BLOCK + (
+    "You are role-playing the person described above. Think, judge and speak as they "
+    "would, given their background, values and circumstances."
 )
+"""Critique and verification: the persona's own voice."""
+
+ASSISTANT_SYSTEM = PERSONA_BLOCK + (
+    "You are a helpful assistant, and the person described above is the user you are "
+    "answering. Write to them, not as them: no first-person opinions or mannerisms of "
+    "theirs."
+)
+"""Revision: the assistant improving its answer for this user."""
 
 CRITIQUE_USER = (
     "Someone asked the question below and received a general-purpose answer.\n\n"
@@ -35,10 +53,11 @@ CRITIQUE_USER = (
 )
 
 REVISION_USER = (
-    "Question: {instruction}\n\nOriginal answer: {original}\n\nYour critique: {critique}\n\n"
-    "Rewrite the original answer so it follows the critique and suits you better. Tailor "
-    "it subtly: never mention your own attributes (age, job, beliefs, ...) explicitly. "
-    "Make it shorter than the original. Reply with the rewritten answer only."
+    "The user asked: {instruction}\n\nYour answer was: {original}\n\n"
+    "The user's critique of your answer: {critique}\n\n"
+    "Rewrite your answer for this user, following their critique. Tailor it subtly: never "
+    "mention their attributes (age, job, beliefs, ...) explicitly. Make it shorter than "
+    "your original answer. Reply with the rewritten answer only."
 )
 
 VERIFY_USER = (
@@ -58,11 +77,16 @@ VERIFY_SCHEMA = {
 }
 
 
-def sampling(cfg: RunConfig) -> Sampling:
-    """Sampling for originals, critiques and revisions (row seeds derive from run.seed)."""
+def sampling(cfg: RunConfig, stage: str) -> Sampling:
+    """Sampling for the original, critique or revision (row seeds derive from run.seed)."""
     fb = cfg.feedback
-    return Sampling(temperature=fb.temperature, top_p=fb.top_p, max_tokens=fb.max_tokens,
-                    seed=cfg.run.seed)
+    return Sampling(temperature=fb.temperature, top_p=fb.top_p,
+                    max_tokens=getattr(fb, f"{stage}_max_tokens"), seed=cfg.run.seed)
+
+
+def retry_limit(cfg: RunConfig, stage: str) -> int | None:
+    """The cap of the one retry for a stage's answers cut by length (None: no retry)."""
+    return getattr(cfg.feedback, f"{stage}_retry_max_tokens") or None
 
 
 def judge_sampling(cfg: RunConfig) -> Sampling:
@@ -75,9 +99,10 @@ def _text(name: str) -> pa.Schema:
     return pa.schema([(name, pa.string())])
 
 
-def persona_messages(row: dict[str, Any], user: str) -> list[Message]:
+def persona_messages(row: dict[str, Any], user: str,
+                     system: str = PERSONA_SYSTEM) -> list[Message]:
     """The persona block first (the shared prefix), then the stage's question."""
-    return [Message(role="system", content=PERSONA_SYSTEM.format(persona=row["persona"])),
+    return [Message(role="system", content=system.format(persona=row["persona"])),
             Message(role="user", content=user)]
 
 
@@ -86,6 +111,7 @@ class OriginalStage(DeclaredStage):
     """The persona-free answer, generated once per prompt and reused by all its pairs."""
 
     sampling: Sampling
+    retry_max_tokens: int | None = None
     name: ClassVar[str] = "original"
     id_column: ClassVar[str] = "prompt_id"
     needs: ClassVar[tuple[str, ...]] = ("prompt_id", "text")
@@ -105,6 +131,7 @@ class CritiqueStage(DeclaredStage):
     """The persona critiques the original answer (evaluation + suggestions)."""
 
     sampling: Sampling
+    retry_max_tokens: int | None = None
     name: ClassVar[str] = "critique"
     id_column: ClassVar[str] = "pair_id"
     needs: ClassVar[tuple[str, ...]] = ("pair_id", "persona", "instruction", "original")
@@ -120,9 +147,11 @@ class CritiqueStage(DeclaredStage):
 
 @dataclass(frozen=True)
 class RevisionStage(DeclaredStage):
-    """The original rewritten along the critique: the chosen response (`data`)."""
+    """The assistant rewrites its original answer for this user along the persona's
+    critique: the chosen response (`data`)."""
 
     sampling: Sampling
+    retry_max_tokens: int | None = None
     name: ClassVar[str] = "revision"
     id_column: ClassVar[str] = "pair_id"
     needs: ClassVar[tuple[str, ...]] = ("pair_id", "persona", "instruction", "original",
@@ -131,7 +160,7 @@ class RevisionStage(DeclaredStage):
     outputs: ClassVar[pa.Schema] = _text("data")
 
     def messages(self, row: dict[str, Any]) -> list[Message]:
-        return persona_messages(row, REVISION_USER.format(**row))
+        return persona_messages(row, REVISION_USER.format(**row), ASSISTANT_SYSTEM)
 
     def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
         return {"data": result.text}
@@ -148,6 +177,7 @@ class VerifyStage(DeclaredStage):
 
     sampling: Sampling
     judge_model: str
+    retry_max_tokens: int | None = None
     name: ClassVar[str] = "verify"
     id_column: ClassVar[str] = "pair_id"
     needs: ClassVar[tuple[str, ...]] = ("pair_id", "persona", "instruction", "original", "data")

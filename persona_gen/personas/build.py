@@ -73,8 +73,11 @@ def add_rule_violations(table: pa.Table) -> pa.Table:
     return with_columns(table, {"rule_violations": pa.array(names, pa.list_(pa.string()))})
 
 
-def _screen(table: pa.Table, stats: PersonaStats, can_resample: bool, rnd: _Round) -> pa.Table:
-    """Apply the named rules; count every broken rule; keep only clean rows."""
+def _screen(table: pa.Table, stats: PersonaStats, can_resample: bool, rnd: _Round,
+            drop: bool = False) -> pa.Table:
+    """Apply the named rules; count every broken rule; keep only clean rows.
+
+    drop: a broken persona is lost for good (on_inconsistent: drop)."""
     table = add_rule_violations(table)
     broken_lists = table.column("rule_violations").to_pylist()
     ids = table.column("persona_id").to_pylist()
@@ -84,7 +87,7 @@ def _screen(table: pa.Table, stats: PersonaStats, can_resample: bool, rnd: _Roun
         if broken:
             # Without a fresh census draw, a rule that reads only census fields fails again.
             fixable = can_resample or not all(RULES_BY_NAME[n].census_only for n in broken)
-            (rnd.retry if fixable else rnd.lost).append(pid)
+            (rnd.retry if fixable and not drop else rnd.lost).append(pid)
     return take_rows(table, [not b for b in broken_lists])
 
 
@@ -168,6 +171,12 @@ def build_personas(
         if engine_judge is not None and cfg.model_consistency_check
         else None
     )
+    drop = cfg.on_inconsistent == "drop"
+    stats.on_inconsistent = cfg.on_inconsistent
+    # Only `replace` draws new census people; with `drop`, a slot goes round again only for
+    # unusable model output, and then as the same person.
+    fresh = None if drop else resample
+    first = stats.first_round
     kept: list[pa.Table] = []
     pending = census
     for attempt in range(cfg.max_resamples + 1):
@@ -176,24 +185,37 @@ def build_personas(
         stats.rounds += 1
         rnd = _Round()
         people = add_procedural(pending, seed, attempt, lists, cfg)
-        people = _screen(people, stats, resample is not None, rnd)
+        seen = people.num_rows
+        people = _screen(people, stats, fresh is not None, rnd, drop)
+        unusable = 0
         if enrich is not None and engine_enrich is not None and people.num_rows:
             stats.count("model_calls", enrich.name, people.num_rows)
             people = runner(enrich, engine_enrich, people, cfg.batch_size)
+            before = people.num_rows
             people = _split_errors(people, enrich.name, stats, rnd)
+            unusable += before - people.num_rows
             people = _stamp(people, "enrich_model", engine_enrich.name)
-            people = _screen(people, stats, resample is not None, rnd)  # rules on model text
+            people = _screen(people, stats, fresh is not None, rnd, drop)  # rules on model text
+        by_rule = seen - unusable - people.num_rows
+        judged, by_judge = people.num_rows, 0
         if judge is not None and engine_judge is not None and people.num_rows:
             stats.count("model_calls", judge.name, people.num_rows)
             people = runner(judge, engine_judge, people, cfg.batch_size)
+            before = people.num_rows
             people = _split_errors(people, judge.name, stats, rnd)
+            unusable += before - people.num_rows
             verdicts = _column_or_nulls(people, "consistent")
             ids = people.column("persona_id").to_pylist()
             inconsistent = [pid for pid, ok in zip(ids, verdicts, strict=True) if not ok]
-            stats.count("rejections", "model_judge", len(inconsistent))
-            rnd.retry += inconsistent
+            by_judge = len(inconsistent)
+            stats.count("rejections", "model_judge", by_judge)
+            (rnd.lost if drop else rnd.retry).extend(inconsistent)
             people = take_rows(people, [bool(v) for v in verdicts])
             people = _stamp(people, "judge_model", engine_judge.name)
+        if attempt == 0:
+            first.personas, first.rejected_by_rule = seen, by_rule
+            first.judged = judged if judge is not None else 0
+            first.rejected_by_judge, first.unusable_output = by_judge, unusable
         kept.append(people)
         stats.dropped += len(rnd.lost)
         log.info("persona round", attempt=attempt, kept=people.num_rows,
@@ -203,7 +225,7 @@ def build_personas(
         if attempt == cfg.max_resamples:
             stats.dropped += len(rnd.retry)
             break
-        pending = _replacements(pending, rnd.retry, resample, stats)
+        pending = _replacements(pending, rnd.retry, fresh, stats)
 
     return _assemble(census, kept, order, cfg, seed, stats)
 

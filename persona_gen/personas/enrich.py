@@ -73,6 +73,7 @@ class EnrichStage(PersonaJsonStage):
 
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.8, max_tokens=400))
     max_chars: int = 240
+    retry_max_tokens: int | None = None
     name: ClassVar[str] = "enrich"
     needs: ClassVar[tuple[str, ...]] = ("persona_id", "attempt")
     """Plus the census and procedural attributes the persona text renders."""
@@ -83,7 +84,8 @@ class EnrichStage(PersonaJsonStage):
     def from_config(cls, cfg: PersonasConfig, seed: int | None = 0) -> EnrichStage:
         return cls(sampling=Sampling(temperature=cfg.enrich_temperature,
                                      max_tokens=cfg.enrich_max_tokens, seed=seed),
-                   max_chars=cfg.enrich_field_max_chars)
+                   max_chars=cfg.enrich_field_max_chars,
+                   retry_max_tokens=cfg.enrich_retry_max_tokens or None)
 
     def answer_model(self) -> type[StrictModel]:
         return enriched_attributes_model(self.max_chars)

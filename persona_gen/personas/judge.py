@@ -1,8 +1,10 @@
 """Model stage 'consistency': a judge decides whether a whole persona could be one person.
 
-Constrained to `{"consistent": bool, "reason": str}`; `consistent` comes first so a
-truncated reason cannot hide the verdict from a lenient parser. Unparseable answers
-become the row's `error` (the build treats them as not verified).
+Constrained to `{"reason": str, "consistent": bool}`: the reason comes first, so the
+verdict is decoded after (and conditioned on) the judge's reasoning rather than justified
+after the fact. The reason has a length cap in the schema so the verdict always fits in
+judge_max_tokens; an answer cut anyway is retried once with judge_retry_max_tokens.
+Unparseable answers become the row's `error` (the build sends those slots round again).
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ INSTRUCTIONS = (
     "that contradict each other, such as a 15-year-old earning $250,000 a year or a "
     "25-year-old described as retired after a long career. Unusual is fine; contradictory "
     "or impossible is not.\n"
-    'Answer with "consistent" (true or false) and a one-sentence "reason".'
+    'Answer with a one-sentence "reason" first, then "consistent" (true or false).'
 )
 
 
 @lru_cache(maxsize=8)
 def verdict_model(max_chars: int) -> type[StrictModel]:
     reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=max_chars)]
+    # Field order is the decoding order of a schema-constrained answer: reason, then verdict.
     fields: dict[str, Any] = {
-        "consistent": (bool, Field(description="true if one real person could fit all facts")),
         "reason": (reason, Field(description="the contradiction found, or why none")),
+        "consistent": (bool, Field(description="true if one real person could fit all facts")),
     }
     return create_model("ConsistencyVerdict", __base__=StrictModel, **fields)
 
@@ -56,6 +59,7 @@ class JudgeStage(PersonaJsonStage):
 
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=96))
     reason_max_chars: int = 160
+    retry_max_tokens: int | None = None
     name: ClassVar[str] = "consistency"
     needs: ClassVar[tuple[str, ...]] = ("persona_id", "attempt")
     """Plus every attribute the persona text renders."""
@@ -67,7 +71,8 @@ class JudgeStage(PersonaJsonStage):
     def from_config(cls, cfg: PersonasConfig, seed: int | None = 0) -> JudgeStage:
         return cls(sampling=Sampling(temperature=cfg.judge_temperature,
                                      max_tokens=cfg.judge_max_tokens, seed=seed),
-                   reason_max_chars=cfg.judge_reason_max_chars)
+                   reason_max_chars=cfg.judge_reason_max_chars,
+                   retry_max_tokens=cfg.judge_retry_max_tokens or None)
 
     def answer_model(self) -> type[StrictModel]:
         return verdict_model(self.reason_max_chars)

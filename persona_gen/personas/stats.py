@@ -7,6 +7,22 @@ from pydantic import Field
 from persona_gen.config.base import StrictModel
 
 
+class FirstRound(StrictModel):
+    """The first round's checks over the census draw: the figure comparable with the
+    paper's dropped share (PERSONA, arXiv 2407.17387, personas: about 8.5%), whatever
+    later rounds (`on_inconsistent: replace`) did."""
+
+    personas: int = 0
+    """Persona slots checked (the census draw)."""
+    rejected_by_rule: int = 0
+    """Rejected by at least one named rule (before or after enrichment)."""
+    judged: int = 0
+    """Passed the rules and reached the model judge."""
+    rejected_by_judge: int = 0
+    unusable_output: int = 0
+    """Enrichment or judge output that could not be parsed (not a consistency verdict)."""
+
+
 class PersonaStats(StrictModel):
     requested: int = 0
     """Persona slots asked for (census rows given)."""
@@ -26,6 +42,8 @@ class PersonaStats(StrictModel):
     model_calls: dict[str, int] = Field(default_factory=dict)
     """Requests sent per stage."""
     splits: dict[str, int] = Field(default_factory=dict)
+    on_inconsistent: str = "replace"
+    first_round: FirstRound = Field(default_factory=FirstRound)
 
     def count(self, field: str, key: str, n: int = 1) -> None:
         if n:

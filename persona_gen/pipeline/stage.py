@@ -54,8 +54,17 @@ class DeclaredStage:
     raising OutputError). `json_schema()` or `choices()` constrain the output. Every row's
     sampling seed derives from the run seed, the stage and `row_key(row)` (the row's id
     unless the stage says otherwise), so a retried or resumed row samples the same way.
-    The stage adds its outputs plus `<name>_prompt_tokens`, `<name>_output_tokens` and
-    `error` ("<name>: <reason>"), typed as declared even when every row of a block failed.
+    The stage adds its outputs plus `<name>_prompt_tokens`, `<name>_output_tokens`,
+    `<name>_finish_reason` (the engine's: 'stop', or 'length' when cut at max_tokens),
+    `<name>_retried` and `error` ("<name>: <reason>"), typed as declared even when every
+    row of a block failed.
+
+    Truncation: a row whose answer was cut at max_tokens ('length') is asked once more with
+    `retry_max_tokens` (same messages and seed, so the retry usually continues the same
+    answer further). A row still cut after that is kept, and its `<name>_finish_reason`
+    says 'length', so a dataset can filter or weigh it (a cut rejected answer would
+    otherwise teach a preference for finished over cut-off text). Token counts add up both
+    calls: they are what the model did.
     """
 
     name: ClassVar[str]
@@ -64,10 +73,14 @@ class DeclaredStage:
     outputs: ClassVar[pa.Schema]
     prompt_parts: ClassVar[tuple[str, ...]] = ()
     sampling: Sampling
+    retry_max_tokens: int | None = None
+    """Output cap of the one retry for rows cut by length; None: no retry. Subclasses
+    declare it as a dataclass field so the recipe can set it from the config."""
 
     @classmethod
     def adds(cls) -> tuple[str, ...]:
-        return (*cls.outputs.names, f"{cls.name}_prompt_tokens", f"{cls.name}_output_tokens")
+        return (*cls.outputs.names, f"{cls.name}_prompt_tokens", f"{cls.name}_output_tokens",
+                f"{cls.name}_finish_reason", f"{cls.name}_retried")
 
     def row_key(self, row: dict[str, Any]) -> str:
         return str(row[self.id_column])
@@ -98,7 +111,20 @@ class DeclaredStage:
             for row in batch.to_pylist()
         ]
 
-    def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
+    def retry_requests(self, requests: list[ChatRequest],
+                       results: list[ChatResult]) -> list[tuple[int, ChatRequest]]:
+        """(position, request with the larger cap) for every result cut by length."""
+        limit = self.retry_max_tokens
+        out = []
+        for i, (req, res) in enumerate(zip(requests, results, strict=True)):
+            if (limit and res.error is None and "length" in res.finish_reasons
+                    and limit > req.sampling.max_tokens):
+                out.append((i, req.model_copy(update={
+                    "sampling": req.sampling.model_copy(update={"max_tokens": limit})})))
+        return out
+
+    def results(self, batch: pa.Table, results: list[ChatResult],
+                retried: set[int] | None = None) -> pa.Table:
         values: dict[str, list[Any]] = {f.name: [] for f in self.outputs}
         errors: list[str | None] = []
         for row, res in zip(batch.to_pylist(), results, strict=True):
@@ -118,6 +144,10 @@ class DeclaredStage:
             [r.prompt_tokens for r in results], pa.int64())
         columns[f"{self.name}_output_tokens"] = pa.array(
             [r.output_tokens for r in results], pa.int64())
+        columns[f"{self.name}_finish_reason"] = pa.array(
+            [r.finish_reason for r in results], pa.string())
+        columns[f"{self.name}_retried"] = pa.array(
+            [i in (retried or ()) for i in range(len(results))], pa.bool_())
         columns["error"] = pa.array(errors, pa.string())
         return with_columns(batch, columns)
 
@@ -127,10 +157,29 @@ def apply_stage(stage: ModelStage, engine: Engine, batch: pa.Table) -> pa.Table:
     if batch.num_rows == 0:
         return stage.results(batch, [])
     reqs = stage.requests(batch)
+    res = _generate(engine, reqs)
+    if not isinstance(stage, DeclaredStage):
+        return stage.results(batch, res)
+    again = stage.retry_requests(reqs, res)
+    if again:
+        redone = _generate(engine, [r for _, r in again])
+        for (i, _), new in zip(again, redone, strict=True):
+            old = res[i]
+            if new.error is not None:
+                continue  # a failed retry leaves the cut answer (flagged 'length') in place
+            # The retry's answer replaces the cut one; both calls' tokens were spent.
+            res[i] = new.model_copy(update={
+                "prompt_tokens": old.prompt_tokens + new.prompt_tokens,
+                "output_tokens": old.output_tokens + new.output_tokens,
+                "latency_s": old.latency_s + new.latency_s})
+    return stage.results(batch, res, retried={i for i, _ in again})
+
+
+def _generate(engine: Engine, reqs: list[ChatRequest]) -> list[ChatResult]:
     res = engine.generate(reqs)
     if len(res) != len(reqs):
         raise RuntimeError(f"engine {engine.name} returned {len(res)} results for {len(reqs)} requests")
-    return stage.results(batch, res)
+    return res
 
 
 def iter_batches(table: pa.Table, batch_size: int) -> Iterator[pa.Table]:

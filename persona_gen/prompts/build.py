@@ -18,7 +18,7 @@ from persona_gen.hashing import stable_int
 from persona_gen.log import get_logger
 from persona_gen.pipeline.stage import run_in_process
 from persona_gen.prompts import data as bundled
-from persona_gen.prompts.classify import CONTROVERSIAL, LABEL_COLUMN, ControversyStage
+from persona_gen.prompts.classify import CONTROVERSIAL, LABEL_COLUMN, for_model
 from persona_gen.prompts.config import PromptsConfig
 from persona_gen.prompts.filters import (
     deduplicate,
@@ -93,7 +93,7 @@ def select_prompts(cfg: PromptsConfig, engine: Engine | None, *,
         record("limit", before, kept, out)
 
     if engine is not None and cfg.classifier_model:
-        stage = ControversyStage()
+        stage = for_model(cfg.classifier_model)
         judged = run_in_process(stage, engine, kept, batch_size=cfg.classifier_batch_size)
         labels = judged.column(LABEL_COLUMN).to_pylist()
         errors = judged.column("error").to_pylist()

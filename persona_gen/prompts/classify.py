@@ -1,8 +1,13 @@
 """The controversy filter: a zero-shot model classifier with choice-constrained output.
 
-Only prompts the model calls value-laden survive (PERSONA, arXiv 2407.17387: prompts). As a ModelStage it runs the
-same in-process (`run_in_process`) and in Ray Data actors. A row whose call fails, or whose
-output is not one of the labels, gets a null label and an `error`; it never raises.
+Only prompts the model calls controversial / value-laden survive (PERSONA, arXiv
+2407.17387, prompts: 3,868 of PRISM's 8,011 opening prompts were kept). As a ModelStage it
+runs the same in-process (`run_in_process`) and in Ray Data actors. A row whose call fails,
+or whose output is not one of the labels, gets a null label and an `error`; it never raises.
+
+The wording belongs to the model family (`classifier_instruction` in the model's YAML),
+because it changes which prompts survive: `controversial` (the default, for 7B+ models)
+asks the paper's question in so many words; `debatable` is for the bundled 135M model.
 """
 
 from __future__ import annotations
@@ -19,30 +24,49 @@ CONTROVERSIAL = "controversial"
 NOT_CONTROVERSIAL = "not_controversial"
 LABELS = (CONTROVERSIAL, NOT_CONTROVERSIAL)
 LABEL_COLUMN = "controversy"
-# What the model is offered (constrained to exactly these words), and the label each means.
-# Why these words: the bundled 135M model cannot tell the two kinds of question apart under
-# any wording we tried (it gives nearly every question the same answer). Offered
-# "controversial"/"not_controversial" it dropped 96 of our 100 value-laden questions;
-# offered "debatable"/"factual" it keeps them, so on CPU the filter errs toward keeping
-# prompts the rule filters already screened. Larger models separate the two properly.
-ANSWERS = {"debatable": CONTROVERSIAL, "factual": NOT_CONTROVERSIAL}
-
 SYSTEM = (
     "You sort questions for a study of how people with different backgrounds and values "
     "answer them. Reply with one word."
 )
-USER = (
-    "Question: {text}\n\n"
-    "Is this question debatable (thoughtful people would answer it differently because their "
-    "values, beliefs or life experiences differ) or factual (it has one correct or practical "
-    "answer that most people would share)? Answer 'debatable' or 'factual'."
-)
+
+
+@dataclass(frozen=True)
+class Instruction:
+    user: str
+    answers: dict[str, str]
+    """What the model is offered (constrained to exactly these words) -> the label."""
+
+
+INSTRUCTIONS: dict[str, Instruction] = {
+    # The paper's question, for models that can answer it (7B and up).
+    "controversial": Instruction(
+        user=("Question: {text}\n\n"
+              "Is this question controversial: does it touch on values, beliefs, politics, "
+              "religion, ethics or ways of life, so that people with different values would "
+              "want different answers? Answer 'controversial' or 'not_controversial'."),
+        answers={"controversial": CONTROVERSIAL, "not_controversial": NOT_CONTROVERSIAL}),
+    # Why other words for the bundled 135M model: it cannot tell the two kinds of question
+    # apart under any wording we tried (it gives nearly every question the same answer).
+    # Offered "controversial"/"not_controversial" it dropped 96 of our 100 value-laden
+    # questions; offered "debatable"/"factual" it keeps them, so on CPU the filter errs
+    # toward keeping prompts the rule filters already screened.
+    "debatable": Instruction(
+        user=("Question: {text}\n\n"
+              "Is this question debatable (thoughtful people would answer it differently "
+              "because their values, beliefs or life experiences differ) or factual (it has "
+              "one correct or practical answer that most people would share)? Answer "
+              "'debatable' or 'factual'."),
+        answers={"debatable": CONTROVERSIAL, "factual": NOT_CONTROVERSIAL}),
+}
+DEFAULT_INSTRUCTION = "controversial"
+ANSWERS = INSTRUCTIONS["debatable"].answers
+USER = INSTRUCTIONS["debatable"].user
 # Long PRISM prompts are rare, but a small model's context is not: the opening of a
 # prompt is enough to tell whether it is value-laden.
 MAX_PROMPT_CHARS = 2000
 
 
-def parse_label(text: str) -> str | None:
+def parse_label(text: str, answers: dict[str, str] | None = None) -> str | None:
     """The label a model's output means, or None.
 
     Engines that honour `choices` return one of ANSWERS exactly; tolerating case, spaces,
@@ -50,7 +74,11 @@ def parse_label(text: str) -> str | None:
     (some HTTP servers) still be used.
     """
     norm = "_".join(text.strip().lower().replace("-", " ").split())
-    for answer, label in (*ANSWERS.items(), *((lab, lab) for lab in LABELS)):
+    offered = answers if answers is not None else {
+        k: v for i in INSTRUCTIONS.values() for k, v in i.answers.items()}
+    # Longest first, so that no offered word is shadowed by a shorter one it starts with.
+    for answer, label in sorted((*offered.items(), *((lab, lab) for lab in LABELS)),
+                                key=lambda kv: -len(kv[0])):
         if norm.startswith(answer):
             return label
     return None
@@ -67,29 +95,48 @@ class ControversyStage(DeclaredStage):
     # "not_controversial" short); the grammar ends the answer at the word anyway.
     sampling: Sampling = field(
         default_factory=lambda: Sampling(temperature=0.0, max_tokens=32, seed=None))
+    instruction: str = DEFAULT_INSTRUCTION
+    """Key of INSTRUCTIONS: the model family's `classifier_instruction`."""
+    retry_max_tokens: int | None = 64
     name: ClassVar[str] = "controversy"
     id_column: ClassVar[str] = "prompt_id"
     needs: ClassVar[tuple[str, ...]] = ("prompt_id", "text")
     prompt_parts: ClassVar[tuple[str, ...]] = ("prompt",)
     outputs: ClassVar[pa.Schema] = pa.schema([(LABEL_COLUMN, pa.string())])
 
+    def __post_init__(self) -> None:
+        if self.instruction not in INSTRUCTIONS:
+            raise ValueError(f"unknown classifier instruction {self.instruction!r}; "
+                             f"expected one of {', '.join(INSTRUCTIONS)}")
+
+    @property
+    def _instruction(self) -> Instruction:
+        return INSTRUCTIONS[self.instruction]
+
     def choices(self) -> list[str]:
-        return list(ANSWERS)
+        return list(self._instruction.answers)
 
     def messages(self, row: dict[str, Any]) -> list[Message]:
-        return [
-            Message(role="system", content=SYSTEM),
-            Message(role="user", content=USER.format(text=row["text"][:MAX_PROMPT_CHARS])),
-        ]
+        user = self._instruction.user.format(text=row["text"][:MAX_PROMPT_CHARS])
+        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
 
     def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
-        return {LABEL_COLUMN: _read_result(row["prompt_id"], result)}
+        return {LABEL_COLUMN: _read_result(row["prompt_id"], result, self._instruction.answers)}
 
 
-def _read_result(pid: str, res: ChatResult) -> str:
+def for_model(model: str | None) -> ControversyStage:
+    """The stage with the wording the model's family asks for (its registry YAML)."""
+    from persona_gen.engines.registry import discover
+
+    registered = discover().get(model or "")
+    return ControversyStage(instruction=registered.spec.classifier_instruction
+                            if registered is not None else DEFAULT_INSTRUCTION)
+
+
+def _read_result(pid: str, res: ChatResult, answers: dict[str, str]) -> str:
     if res.id != pid:
         raise OutputError(f"result id {res.id!r} does not match request {pid!r}")
-    label = parse_label(res.text)
+    label = parse_label(res.text, answers)
     if label is None:
         raise OutputError(f"unexpected classifier output {res.text[:80]!r}")
     return label

@@ -34,6 +34,7 @@ from persona_gen.pipeline.progress import StageProgress
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import PipelineRunner
 from persona_gen.pipeline.status import count_rows, stage_status, sum_column
+from persona_gen.run import quality
 from persona_gen.run import recipe as R
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
@@ -140,6 +141,7 @@ class Job:
                 output_tokens=sum_column(writes, f"{s.name}_output_tokens"),
                 seconds=old.seconds)
         self.manifest.stages = stages
+        quality.record(self.manifest.counts, self.run, self.recipe)  # persona_gen.run.quality
         self.save()
 
     def on_result(self, res: BlockResult) -> None:

@@ -78,6 +78,9 @@ class Stage:
     max_tokens_key: str | None
     """Dotted config key of its output token cap (None: fixed by the stage)."""
     build: Callable[[RunConfig], ModelStage]
+    retry_max_tokens_key: str | None = None
+    """Dotted config key of the cap of its one retry for rows cut by length (None or 0:
+    no retry)."""
     enabled_key: str | None = None
     """Dotted config key that must be truthy for the stage to run (None: always runs)."""
     reads_where: tuple[str, str] | None = None
@@ -114,6 +117,10 @@ class Stage:
     def max_tokens(self, cfg: RunConfig) -> int | None:
         return None if self.max_tokens_key is None else _section(cfg, self.max_tokens_key)
 
+    def retry_max_tokens(self, cfg: RunConfig) -> int | None:
+        key = self.retry_max_tokens_key
+        return None if key is None else (_section(cfg, key) or None)
+
 
 def _stage_classes() -> dict[str, type]:
     # Imported here, not at module level: the method packages import the pipeline, and the
@@ -134,43 +141,58 @@ def _declare() -> tuple[Stage, ...]:
     k = _stage_classes()
     from persona_gen.bench import run as bench_run
     from persona_gen.feedback import stages as dpf
+    from persona_gen.prompts import classify
 
     controversy = Stage(
         k["controversy"], "prompts", "classifier", "prompts.classifier_model",
         reads=PROMPT_CANDIDATES, writes="prompts/classified", unit="source_prompt",
         max_tokens_key=None, enabled_key="prompts.classifier_model",
-        keep_if=(LABEL_COLUMN, (CONTROVERSIAL,)), build=lambda c: k["controversy"]())
+        keep_if=(LABEL_COLUMN, (CONTROVERSIAL,)),
+        build=lambda c: classify.for_model(c.prompts.classifier_model))
     original = Stage(
         k["original"], "prompts", "generator", "feedback.model",
         reads=controversy.writes, writes="feedback/originals", unit="prompt",
-        max_tokens_key="feedback.max_tokens", reads_where=(LABEL_COLUMN, CONTROVERSIAL),
-        build=lambda c: k["original"](dpf.sampling(c)))
+        max_tokens_key="feedback.original_max_tokens",
+        retry_max_tokens_key="feedback.original_retry_max_tokens",
+        reads_where=(LABEL_COLUMN, CONTROVERSIAL),
+        build=lambda c: k["original"](dpf.sampling(c, "original"),
+                                      dpf.retry_limit(c, "original")))
     return (
         Stage(k["enrich"], "personas", "enricher", "personas.enrich_model",
               reads="personas/enrich_input", writes="personas/enrich", unit="persona_attempt",
               max_tokens_key="personas.enrich_max_tokens",
+              retry_max_tokens_key="personas.enrich_retry_max_tokens",
               build=lambda c: k["enrich"].from_config(c.personas, c.run.seed)),
         Stage(k["consistency"], "personas", "judge", "personas.judge_model",
               reads="personas/consistency_input", writes="personas/consistency",
               unit="persona_attempt", max_tokens_key="personas.judge_max_tokens",
+              retry_max_tokens_key="personas.judge_retry_max_tokens",
               enabled_key="personas.model_consistency_check",
               build=lambda c: k["consistency"].from_config(c.personas, c.run.seed)),
         controversy,
         original,
         Stage(k["critique"], "pairs", "generator", "feedback.model",
               reads=PLAN, writes="feedback/critiques", unit="pair",
-              max_tokens_key="feedback.max_tokens", drop=("persona",), persona_prefix=True,
-              build=lambda c: k["critique"](dpf.sampling(c))),
+              max_tokens_key="feedback.critique_max_tokens",
+              retry_max_tokens_key="feedback.critique_retry_max_tokens",
+              drop=("persona",), persona_prefix=True,
+              build=lambda c: k["critique"](dpf.sampling(c, "critique"),
+                                            dpf.retry_limit(c, "critique"))),
         Stage(k["revision"], "pairs", "generator", "feedback.model",
               reads=PLAN, writes="feedback/pairs", unit="pair",
-              max_tokens_key="feedback.max_tokens", persona_prefix=True,
-              build=lambda c: k["revision"](dpf.sampling(c))),
+              max_tokens_key="feedback.revision_max_tokens",
+              retry_max_tokens_key="feedback.revision_retry_max_tokens", persona_prefix=True,
+              build=lambda c: k["revision"](dpf.sampling(c, "revision"),
+                                            dpf.retry_limit(c, "revision"))),
         Stage(k["verify"], "pairs", "judge", "feedback.judge_model",
               reads=PLAN, writes="feedback/verification", unit="pair",
-              max_tokens_key="feedback.verify_max_tokens", enabled_key="feedback.verify",
+              max_tokens_key="feedback.verify_max_tokens",
+              retry_max_tokens_key="feedback.verify_retry_max_tokens",
+              enabled_key="feedback.verify",
               drop=("persona", "instruction", "original", "critique", "data"),
               persona_prefix=True,
-              build=lambda c: k["verify"](dpf.judge_sampling(c), c.feedback.judge_model)),
+              build=lambda c: k["verify"](dpf.judge_sampling(c), c.feedback.judge_model,
+                                          dpf.retry_limit(c, "verify"))),
         Stage(k["bench_answer"], "bench", "generator", "bench.models",
               reads=f"{BENCH}/work/bench_answer_input", writes=f"{BENCH}/work/bench_answer",
               unit="request", max_tokens_key="bench.max_tokens",
@@ -257,9 +279,12 @@ def chain(cfg: RunConfig, phase: Phase) -> Chain:
     )
     if phase == "prompts":
         return Chain(phase, PROMPT_CANDIDATES, steps)
+    originals = stage("original").writes
     lookups = (
         Lookup("persona", PERSONAS, "persona_id", "persona_text"),
         Lookup("instruction", PROMPTS, "prompt_id", "text"),
-        Lookup("original", stage("original").writes, "prompt_id", "original"),
+        Lookup("original", originals, "prompt_id", "original"),
+        # Kept on every pair, so a pair whose rejected answer was cut off can be found.
+        Lookup("original_finish_reason", originals, "prompt_id", "original_finish_reason"),
     )
     return Chain(phase, PLAN, steps, lookups)

@@ -1,0 +1,187 @@
+"""The run's quality figures, from storage, next to the paper's own (PERSONA, arXiv 2407.17387).
+
+    truncation     rows cut at their stage's token limit: first try, and still after the
+                   one retry (flagged by `<stage>_finish_reason` = 'length')
+    consistency    first-round rejection rate of the persona checks, by rule and by judge
+                   (paper, personas: about 8.5% dropped)
+    classifier     prompts the controversy classifier kept, of its candidates (paper,
+                   prompts: 3,868 of 8,011)
+    verification   share of pairs where the role-playing judge preferred the revision, with
+                   a 95% interval (paper, feedback pairs: 96%)
+
+`summary` is what the manifest stores under `counts.quality` and `status` prints; like the
+stage counts it is read from committed files, never from memory, so it is right after
+resumes and kills.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from persona_gen.log import get_logger
+from persona_gen.run import recipe as R
+from persona_gen.storage import objects
+from persona_gen.storage.runref import RunRef
+from persona_gen.storage.uri import Location
+
+PAPER_VERIFIED_SHARE = 0.96
+PAPER_DROPPED_SHARE = 0.085
+PAPER_PROMPTS_KEPT, PAPER_PROMPT_CANDIDATES = 3868, 8011
+PAPER_KEPT_SHARE = round(PAPER_PROMPTS_KEPT / PAPER_PROMPT_CANDIDATES, 4)
+KEPT_SHARE_BAND = (0.5, 1.5)
+"""A classifier keeping less than half or more than 1.5 times the paper's share of its
+candidates gets a warning (our choice of band: the paper reports one figure, and PRISM-like
+sources differ; far outside it, the wording or the model is the likelier cause)."""
+
+
+def _count(loc: Location, columns: dict[str, Any]) -> dict[str, int]:
+    """Rows per folder, and rows where each column equals its value (absent column: 0)."""
+    files = objects.list_files(loc, ".parquet")
+
+    def one(path: str) -> dict[str, int]:
+        with loc.fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            out = {"rows": pf.metadata.num_rows}
+            have = [c for c in columns if c in pf.schema_arrow.names]
+            table = pf.read(columns=have) if have else None
+            for col, value in columns.items():
+                out[col] = (int(pc.sum(pc.equal(table.column(col), value)).as_py() or 0)
+                            if table is not None and col in have else 0)
+            return out
+
+    total = {"rows": 0, **dict.fromkeys(columns, 0)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for part in pool.map(one, files):
+            for k, v in part.items():
+                total[k] += v
+    return total
+
+
+def truncation(run: RunRef, stages: Iterable[R.Stage]) -> dict[str, dict[str, int]]:
+    """Per stage: rows committed, rows cut on the first try (retried) and rows still cut."""
+    out = {}
+    for s in stages:
+        reason, retried = f"{s.name}_finish_reason", f"{s.name}_retried"
+        n = _count(run.child(s.writes), {reason: "length", retried: True})
+        out[s.name] = {"rows": n["rows"], "retried": n[retried], "cut": n[reason]}
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a share k/n (sound at shares near 0 or 1 and small n)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
+
+
+def verification(run: RunRef) -> dict[str, Any] | None:
+    """Share of judged pairs where the judge preferred the revision, with its interval."""
+    loc = run.child(R.stage("verify").writes)
+    if not objects.list_files(loc, ".parquet"):
+        return None
+    n = _count(loc, {"preferred": "revision"})
+    judged, revision = n["rows"], n["preferred"]
+    return {"judged": judged, "preferred_revision": revision,
+            "share": round(revision / judged, 4) if judged else None,
+            "ci95": list(wilson(revision, judged)), "paper_share": PAPER_VERIFIED_SHARE}
+
+
+def consistency(run: RunRef) -> dict[str, Any] | None:
+    """The persona build's first-round rejections, next to the paper's dropped share."""
+    loc = run.child(R.PERSONA_STATS)
+    if not objects.exists(loc):
+        return None
+    stats = objects.read_json(loc)
+    first = stats.get("first_round") or {}
+    personas = int(first.get("personas") or 0)
+
+    def rate(n: int) -> float | None:
+        return round(n / personas, 4) if personas else None
+
+    rule, judge = int(first.get("rejected_by_rule") or 0), int(first.get("rejected_by_judge") or 0)
+    return {"on_inconsistent": stats.get("on_inconsistent"), "personas": personas,
+            "rejected_by_rule": rule, "rejected_by_judge": judge,
+            "rule_rate": rate(rule), "judge_rate": rate(judge), "rate": rate(rule + judge),
+            "dropped": stats.get("dropped"), "resampled": stats.get("resampled"),
+            "paper_rate": PAPER_DROPPED_SHARE}
+
+
+def classifier(run: RunRef) -> dict[str, Any] | None:
+    """Prompts the classifier kept, of its candidates, and a note when far off the paper."""
+    loc = run.child(R.PROMPT_STATS)
+    if not objects.exists(loc):
+        return None
+    stats = objects.read_json(loc)
+    step = next((s for s in stats.get("steps", []) if s.get("name") == "controversy"), None)
+    if step is None:
+        return None
+    seen, kept = int(step.get("seen") or 0), int(step.get("kept") or 0)
+    share = round(kept / seen, 4) if seen else None
+    out: dict[str, Any] = {"model": stats.get("classifier"), "candidates": seen, "kept": kept,
+                           "share": share, "paper_share": PAPER_KEPT_SHARE}
+    low, high = (PAPER_KEPT_SHARE * f for f in KEPT_SHARE_BAND)
+    if share is not None and not low <= share <= high:
+        out["note"] = (f"the classifier kept {share:.0%} of its candidates, far from the "
+                       f"paper's {PAPER_KEPT_SHARE:.0%} ({PAPER_PROMPTS_KEPT:,} of "
+                       f"{PAPER_PROMPT_CANDIDATES:,}); check the model's classifier_instruction")
+    return out
+
+
+def summary(run: RunRef, stages: Iterable[R.Stage]) -> dict[str, Any]:
+    """Every quality figure the run has so far (a section is absent until its phase ran)."""
+    out: dict[str, Any] = {"truncation": truncation(run, stages)}
+    for name, figure in (("consistency", consistency(run)), ("classifier", classifier(run)),
+                         ("verification", verification(run))):
+        if figure is not None:
+            out[name] = figure
+    return out
+
+
+def record(manifest_counts: dict[str, Any], run: RunRef, stages: Iterable[R.Stage]) -> None:
+    """Store the summary in the manifest's counts; log the classifier note once."""
+    before = (manifest_counts.get("quality") or {}).get("classifier", {}).get("note")
+    manifest_counts["quality"] = q = summary(run, stages)
+    note = q.get("classifier", {}).get("note")
+    if note and note != before:
+        get_logger(stage="prompts").warning("classifier_kept_share", note=note)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def lines(q: dict[str, Any]) -> list[str]:
+    """The summary as the lines `status` prints."""
+    out = []
+    cut = {k: v for k, v in q.get("truncation", {}).items() if v["rows"]}
+    if cut:
+        out.append("cut at the token limit (retried / still cut, of rows): " + ", ".join(
+            f"{k} {v['retried']}/{v['cut']} of {v['rows']}" for k, v in cut.items()))
+    c = q.get("consistency")
+    if c:
+        out.append(f"consistency, first round: {_pct(c['rate'])} of {c['personas']} personas "
+                   f"rejected (rules {_pct(c['rule_rate'])}, judge {_pct(c['judge_rate'])}; "
+                   f"on_inconsistent: {c['on_inconsistent']}); paper: "
+                   f"{_pct(c['paper_rate'])} dropped")
+    k = q.get("classifier")
+    if k:
+        out.append(f"classifier kept {k['kept']} of {k['candidates']} prompts "
+                   f"({_pct(k['share'])}); paper: {_pct(k['paper_share'])}")
+        if k.get("note"):
+            out.append(f"warning: {k['note']}")
+    v = q.get("verification")
+    if v:
+        lo, hi = v["ci95"]
+        out.append(f"verification: judge preferred the revision in {v['preferred_revision']} "
+                   f"of {v['judged']} pairs ({_pct(v['share'])}, 95% CI {_pct(lo)}-"
+                   f"{_pct(hi)}); paper: {_pct(v['paper_share'])}")
+    return out
