@@ -205,7 +205,7 @@ def test_storage_outage_mid_run_is_ridden_out(tmp_path, census_dir, s3_server, s
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 120)
     root = f"s3://{s3_bucket}/runs"
     cfg = write_config(tmp_path / "job.yaml", census_dir / CENSUS, prompts, root,
-                       census={"n": 60}, pipeline={"batch_size": 16},
+                       census={"n": 24}, pipeline={"batch_size": 32},
                        storage={"retry_budget_s": 120}, run={"progress_every_s": 1})
     log = tmp_path / "driver.log"
     proc = _start(["run", "--config", str(cfg), "--run-id", "outage", "--no-progress"], log)
