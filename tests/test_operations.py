@@ -234,3 +234,18 @@ def test_storage_outage_mid_run_is_ridden_out(tmp_path, census_dir, s3_server, s
     assert set(got) == set(plan.column("pair_id").to_pylist())
     _, state = _status(ref)
     assert state["status"] == "complete", state
+
+
+@pytest.mark.model
+def test_generate_json_schema_stdout_is_json_with_the_bundled_model(tmp_path):
+    """vLLM's own log lines go to stderr: stdout is the reply alone, so `| jq` works."""
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"answer": {"type": "string"}},
+                                  "required": ["answer"]}))
+    res = subprocess.run([*EXE, "generate", "--model", "smollm2-135m-instruct", "--prompt",
+                          "Answer in JSON: what colour is the sky?", "--json-schema", str(schema),
+                          "--max-tokens", "32", "--seed", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "answer" in json.loads(res.stdout)
+    assert "INFO" in res.stderr or "tokens" in res.stderr  # the logs went somewhere: stderr

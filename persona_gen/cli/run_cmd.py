@@ -72,6 +72,7 @@ def run(
     set_: SetOpt = None,
     output: OutputOpt = None,
     run_id: RunIdOpt = None,
+    run_uri: RunUriOpt = None,
     until: PhaseOpt = None,
     only: OnlyOpt = None,
     progress: ProgressOpt = None,
@@ -80,7 +81,8 @@ def run(
 
     Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed blocks are never generated again, and nothing is written twice. --until PHASE stops after a phase and writes exactly what the whole run writes there, so the whole run carries on from it.
     """  # typer keeps line breaks: one line per paragraph
-    summary = run_view(config, set_, output, run_id, until=until, only=only, progress=progress)
+    summary = run_view(config, set_, output, run_id, run_uri, until=until, only=only,
+                       progress=progress)
     console = Console()
     console.print(summary_table(summary))
     if summary.example:
