@@ -27,7 +27,7 @@ from persona_gen.cli import (
     storage_cmd,
 )
 from persona_gen.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for, one_line
-from persona_gen.log import keep_stdout_for_results
+from persona_gen.log import configure
 
 app = typer.Typer(
     name="persona-gen",
@@ -71,7 +71,8 @@ app.command("export")(export_cmd.export)
 
 
 def main(argv: list[str] | None = None) -> None:
-    keep_stdout_for_results()
+    # Before any command logs: structlog's default sink is stdout, which carries results.
+    configure()
     try:
         app(args=argv, standalone_mode=True, prog_name="persona-gen")
     except SystemExit as exc:
