@@ -187,7 +187,13 @@ def test_run_beside_a_ray_start_cluster_starts_its_own_and_joins_it_when_told(
                        census={"n": 2},
                        plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 1})
-    assert (Path(ray_head.tmpdir) / "ray" / "ray_current_cluster").exists()
+    # `ray start` records the address once the head is up, a moment after the dashboard.
+    address_file = Path(ray_head.tmpdir) / "ray" / "ray_current_cluster"
+    deadline = time.monotonic() + 60
+    while not address_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    recorded = address_file.read_text().strip()
+    assert recorded.rsplit(":", 1)[1] == ray_head.gcs.rsplit(":", 1)[1]
     env = {**ray_head.env, "RAY_TMPDIR": ray_head.tmpdir}
     exe = [sys.executable, "-m", "persona_gen.cli.main", "run", "--config", str(cfg),
            "--no-progress", "--run-id"]
@@ -197,7 +203,7 @@ def test_run_beside_a_ray_start_cluster_starts_its_own_and_joins_it_when_told(
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert _ray_ready(alone.stderr)["address"] == "local"
 
-    joined = subprocess.run([*exe, "joined"], env={**env, "RAY_ADDRESS": ray_head.gcs},
+    joined = subprocess.run([*exe, "joined"], env={**env, "RAY_ADDRESS": recorded},
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert joined.returncode == 0, joined.stderr[-3000:]
-    assert _ray_ready(joined.stderr)["address"] == ray_head.gcs
+    assert _ray_ready(joined.stderr)["address"] == recorded
