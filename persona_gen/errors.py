@@ -1,16 +1,32 @@
-"""Errors a user can act on.
+"""Errors a user can act on, and the exit codes a scheduler reads from them.
 
 Every `UserError` renders as one line naming the file/field and what was expected; the
-CLI prints it and exits non-zero without a traceback.
+CLI prints it and exits with the error's `exit_code` without a traceback. The codes are
+documented in the README ("Exit codes"); keep the two in step.
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BUG = 1
+"""An unexpected exception: a bug (the traceback is printed)."""
+EXIT_BAD_INPUT = 2
+"""Config, data file, run address, credentials or target: fix the input, then rerun."""
+EXIT_FAILED_ROWS = 3
+"""The run committed everything, but a stage's error rows are over
+`pipeline.max_error_fraction`."""
+EXIT_INFRASTRUCTURE = 4
+"""Storage or Ray failed past the retry budget: rerunning the same command resumes."""
+EXIT_USAGE = 64
+"""Unknown command or option, missing argument (sysexits' EX_USAGE)."""
+EXIT_INTERRUPTED = 130
+"""SIGINT or SIGTERM (`ray job stop`): rerunning resumes."""
 
 
 class UserError(Exception):
     """A problem with the user's input or environment, reported as one clear line."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message: str, *, source: str | None = None) -> None:
         self.source = source
@@ -22,8 +38,70 @@ class ConfigError(UserError):
 
 
 class StorageError(UserError):
-    """Object storage is unreachable, refuses us, or lacks what we need."""
+    """Object storage refuses us or lacks what we need (bad URI, credentials, bucket)."""
 
 
 class DataError(UserError):
     """An input data file (census, prompts, ...) is malformed."""
+
+
+class InfrastructureError(UserError):
+    """Storage or the Ray cluster failed in a way that rerunning may fix."""
+
+    exit_code = EXIT_INFRASTRUCTURE
+
+
+class StorageUnavailable(StorageError, InfrastructureError):
+    """Storage stayed unreachable (or kept failing transiently) past `storage.retry_budget_s`."""
+
+    exit_code = EXIT_INFRASTRUCTURE
+
+
+class FailedRowsError(UserError):
+    """Committed error rows of a stage are over `pipeline.max_error_fraction`."""
+
+    exit_code = EXIT_FAILED_ROWS
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code for an exception, looking through Ray's wrappers (a UserError raised in
+    a worker reaches the driver inside a RayTaskError); None when it is a bug."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, UserError):
+            return cur.exit_code
+        if isinstance(cur, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        nxt = getattr(cur, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
+        cur = nxt if isinstance(nxt, BaseException) else cur.__cause__ or cur.__context__
+    if _is_ray_system_error(exc):
+        return EXIT_INFRASTRUCTURE
+    return None
+
+
+def _is_ray_system_error(exc: BaseException) -> bool:
+    try:
+        from ray import exceptions as rex
+    except ImportError:
+        return False
+    system = (rex.RaySystemError, rex.ActorDiedError, rex.ActorUnavailableError,
+              rex.NodeDiedError, rex.ObjectLostError, rex.OutOfMemoryError,
+              rex.GetTimeoutError, rex.RuntimeEnvSetupError)
+    return isinstance(exc, system) and not isinstance(exc, rex.RayTaskError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The innermost UserError's message (through Ray's wrappers), else the exception's
+    first line: what the CLI prints and the manifest records as a failure's reason."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, UserError):
+            return str(cur)
+        nxt = getattr(cur, "cause", None)
+        cur = nxt if isinstance(nxt, BaseException) else cur.__cause__ or cur.__context__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -84,8 +84,24 @@ class _Stderr:
         return sys.stderr.isatty()
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def keep_stdout_for_results() -> None:
+    """Libraries that log to stdout by default log to stderr in this process and in every
+    process it starts (vLLM reads this when it is first imported; local Ray workers inherit
+    the environment): stdout carries a command's result only."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+
 def configure(*, json: bool | None = None, level: str = "INFO", stream: Any = None) -> None:
     """Configure structlog once per process; safe to call again (e.g. in Ray workers)."""
+    if level.upper() not in LEVELS:
+        from persona_gen.errors import ConfigError
+
+        raise ConfigError(f"'{level}' is not a log level; expected one of {', '.join(LEVELS)}",
+                          source="run.log_level")
+    keep_stdout_for_results()
     stream = stream or _Stderr()
     if json is None:
         json = in_ray_job() or not (hasattr(stream, "isatty") and stream.isatty())

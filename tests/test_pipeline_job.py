@@ -25,7 +25,10 @@ def poisoned_run(tmp_path_factory, census_dir, ray_local):
     cfg_path = write_config(tmp / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv",
                             prompts, str(tmp / "out"), census={"n": 4},
                             plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
-                                  "heldout_test_pairs_per_persona": 2})
+                                  "heldout_test_pairs_per_persona": 2},
+                            # 1 poisoned prompt of 13 is 7.7%: allowed here, so the run
+                            # completes (tests/test_operations.py fails one over the limit).
+                            pipeline={"max_error_fraction": 0.1})
     cfg = load_config(cfg_path)
     summary = run_job(cfg, RunRef.at(cfg.run.output, "p1"), progress=False)
     return tmp, cfg_path, summary

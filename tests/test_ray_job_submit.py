@@ -44,6 +44,11 @@ class Head:
     dashboard: str
     env: dict[str, str]
     proc: subprocess.Popen[str]
+    gcs: str
+    """The cluster's address (host:port), for RAY_ADDRESS."""
+    tmpdir: str
+    """RAY_TMPDIR under which `ray start` recorded the cluster (ray/ray_current_cluster),
+    where a bare `ray.init()` looks for one."""
 
 
 def _wait_for_dashboard(url: str, env: dict[str, str], proc: subprocess.Popen[str],
@@ -81,7 +86,9 @@ def ray_head() -> Iterator[Head]:
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2",
-         f"--temp-dir={temp}", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         # Ray's default temp folder under RAY_TMPDIR=temp: the cluster's address file
+         # lands where a bare ray.init() with that RAY_TMPDIR looks for it.
+         f"--temp-dir={temp}/ray", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          f"--ray-client-server-port={client}", f"--node-manager-port={node}",
          f"--object-manager-port={obj}", f"--dashboard-agent-listen-port={agent}",
@@ -97,7 +104,7 @@ def ray_head() -> Iterator[Head]:
     url = f"http://127.0.0.1:{dash}"
     try:
         _wait_for_dashboard(url, env, proc)
-        yield Head(url, env, proc)
+        yield Head(url, env, proc, f"127.0.0.1:{gcs}", temp)
     finally:
         _stop(proc)
         shutil.rmtree(temp, ignore_errors=True)
@@ -162,3 +169,41 @@ def test_submit_runs_the_job_and_a_resubmission_rewrites_nothing(ray_head: Head,
     assert after == before, "a resubmission with the same run id rewrote committed blocks"
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
 
+
+
+def _ray_ready(log: str) -> dict:
+    for line in log.splitlines():
+        if '"ray_ready"' in line:
+            return json.loads(line[line.find("{"):])
+    raise AssertionError(f"no ray_ready line in the log:\n{log[-3000:]}")
+
+
+def test_run_beside_a_ray_start_cluster_starts_its_own_and_joins_it_when_told(
+        ray_head: Head, tmp_path: Path) -> None:
+    """A `ray start` cluster on the machine (recorded in Ray's temp folder) is not joined by
+    accident: without an address the run starts a local instance; with RAY_ADDRESS it joins."""
+    prompts = write_prompt_file(tmp_path / "prompts.jsonl", 8)
+    cfg = write_config(tmp_path / "job.yaml", ROOT / CENSUS, prompts, str(tmp_path / "out"),
+                       census={"n": 2},
+                       plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 1,
+                             "heldout_test_pairs_per_persona": 1})
+    # `ray start` records the address once the head is up, a moment after the dashboard.
+    address_file = Path(ray_head.tmpdir) / "ray" / "ray_current_cluster"
+    deadline = time.monotonic() + 60
+    while not address_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    recorded = address_file.read_text().strip()
+    assert recorded.rsplit(":", 1)[1] == ray_head.gcs.rsplit(":", 1)[1]
+    env = {**ray_head.env, "RAY_TMPDIR": ray_head.tmpdir}
+    exe = [sys.executable, "-m", "persona_gen.cli.main", "run", "--config", str(cfg),
+           "--no-progress", "--run-id"]
+
+    alone = subprocess.run([*exe, "alone"], env=env, capture_output=True, text=True,
+                           timeout=300, cwd=ROOT)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert _ray_ready(alone.stderr)["address"] == "local"
+
+    joined = subprocess.run([*exe, "joined"], env={**env, "RAY_ADDRESS": recorded},
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert _ray_ready(joined.stderr)["address"] == recorded

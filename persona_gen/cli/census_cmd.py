@@ -40,7 +40,7 @@ def sample_cmd(
     layout: LayoutOpt = None,
     n: Annotated[int | None, typer.Option("--n", help="People to draw (default 1586).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: run.seed).")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o",
+    out: Annotated[str | None, typer.Option("--out",
                                             help="Parquet file: a path or s3://bucket/key.")] = None,
     states: StatesOpt = None,
     min_age: Annotated[int | None, typer.Option("--min-age", help="Youngest age kept (18).")] = None,
@@ -87,7 +87,7 @@ def fidelity_cmd(
     source: SourceOpt = None,
     layout: LayoutOpt = None,
     out: Annotated[str | None, typer.Option(
-        "--out", "-o", help="Folder for fidelity.json and the PNG charts (default: the "
+        "--out", help="Folder for fidelity.json and the PNG charts (default: the "
         "sample's folder).")] = None,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Flag attributes whose TVD is above this (default 0.05).")] = None,
@@ -151,7 +151,9 @@ def download_cmd(
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="Mirror of the Bureau's PUMS folder (env PERSONA_GEN_PUMS_BASE_URL).",
     )] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    # --no-progress like `run`; --quiet and -q stay as aliases.
+    quiet: Annotated[bool, typer.Option("--no-progress", "--quiet", "-q",
+                                        help="No progress bar.")] = False,
     housing: Annotated[bool, typer.Option(
         "--housing/--no-housing",
         help="Also fetch the housing archives (csv_h{st}.zip): household type, language "

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from persona_gen.errors import ConfigError
+from persona_gen.errors import EXIT_FAILED_ROWS, ConfigError
 
 
 def read_schema(path: Path) -> dict[str, Any]:
@@ -56,7 +56,10 @@ def generate(
         result = engine.generate([request])[0]
     finally:
         engine.close()
-    for i, text in enumerate(result.texts):
+    if schema is not None and len(result.texts) > 1:
+        # Several constrained samples: one JSON array, so stdout still parses as JSON.
+        typer.echo(json.dumps(result.parsed, indent=2, ensure_ascii=False))
+    for i, text in enumerate(result.texts if schema is None or len(result.texts) == 1 else []):
         if len(result.texts) > 1:
             typer.echo(f"--- sample {i + 1} ---")
         if schema is not None and i < len(result.parsed):
@@ -68,4 +71,4 @@ def generate(
                f"{result.latency_s:.2f}s]", err=True)
     if not result.ok:
         typer.secho(f"error: {result.error}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED_ROWS)  # the one row failed

@@ -1,11 +1,17 @@
-"""Entry point: `persona-gen <group> <command>`; every UserError is one line and exit 2."""
+"""Entry point: `persona-gen <group> <command>`.
+
+Every expected failure is one line on stderr and a documented exit code
+(persona_gen.errors, README "Exit codes"); only a bug prints a traceback (exit 1).
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
+from persona_gen import __version__
 from persona_gen.cli import (
     bench_cmd,
     census_cmd,
@@ -20,7 +26,8 @@ from persona_gen.cli import (
     run_cmd,
     storage_cmd,
 )
-from persona_gen.errors import UserError
+from persona_gen.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for, one_line
+from persona_gen.log import configure
 
 app = typer.Typer(
     name="persona-gen",
@@ -32,6 +39,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"persona-gen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Census-grounded personas and persona-specific preference data (the PERSONA testbed), generated as a resumable Ray Data + vLLM batch job."""
+
+
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(storage_cmd.app, name="storage")
 app.add_typer(models_cmd.app, name="models")
@@ -48,11 +71,25 @@ app.command("export")(export_cmd.export)
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Before any command logs: structlog's default sink is stdout, which carries results.
+    configure()
     try:
-        app(args=argv, standalone_mode=True)
-    except UserError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(exc.exit_code)
+        app(args=argv, standalone_mode=True, prog_name="persona-gen")
+    except SystemExit as exc:
+        # In standalone mode the command line parser reports a usage error itself and
+        # exits 2; our own errors never arrive as SystemExit, so 2 here is always usage.
+        if exc.code == 2:
+            sys.exit(EXIT_USAGE)
+        raise
+    except KeyboardInterrupt:
+        typer.secho("error: interrupted", err=True, fg=typer.colors.RED)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is None:
+            raise  # a bug: the traceback is the report
+        typer.secho(f"error: {one_line(exc)}", err=True, fg=typer.colors.RED)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,18 @@ def _table(rows: list[list[str]]) -> str:
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the models as JSON.")] = False,
+) -> None:
     """Every registered model: shipped ones and those in $PERSONA_GEN_MODELS_DIR."""
     models = discover()
+    if as_json:
+        import json
+
+        typer.echo(json.dumps([{**models[n].spec.model_dump(mode="json"),
+                                "registry_file": str(models[n].path)} for n in sorted(models)],
+                              indent=2))
+        return
     rows = [["NAME", "ENGINE", "SOURCE", "DTYPE", "CONTEXT", "TP", "RUNS ON"]]
     for name in sorted(models):
         spec = models[name].spec

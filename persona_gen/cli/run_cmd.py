@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +12,7 @@ from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, S
 
 if TYPE_CHECKING:
     from persona_gen.run.job import JobSummary
+    from persona_gen.storage.runref import RunRef
 
 PhaseOpt = Annotated[
     str | None,
@@ -48,8 +49,22 @@ def run_view(config: ConfigOpt, set_: SetOpt, output: str | None, run_id: str | 
 
     cfg = load_config(config, set_ or [])
     ref = run_ref(cfg, output, run_id, run, new=only not in ("plan", "pairs"))
+    _interrupt_on_sigterm()
     return run_job(cfg, ref, until=_phase(until, "--until") or "pairs",
                    only=_phase(only, "--only"), progress=progress)
+
+
+def _interrupt_on_sigterm() -> None:
+    """`ray job stop` and schedulers send SIGTERM: end like Ctrl-C, so the manifest records
+    the run as failed (interrupted) instead of a silent stop. Main thread only."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def run(
@@ -57,6 +72,7 @@ def run(
     set_: SetOpt = None,
     output: OutputOpt = None,
     run_id: RunIdOpt = None,
+    run_uri: RunUriOpt = None,
     until: PhaseOpt = None,
     only: OnlyOpt = None,
     progress: ProgressOpt = None,
@@ -65,7 +81,8 @@ def run(
 
     Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed blocks are never generated again, and nothing is written twice. --until PHASE stops after a phase and writes exactly what the whole run writes there, so the whole run carries on from it.
     """  # typer keeps line breaks: one line per paragraph
-    summary = run_view(config, set_, output, run_id, until=until, only=only, progress=progress)
+    summary = run_view(config, set_, output, run_id, run_uri, until=until, only=only,
+                       progress=progress)
     console = Console()
     console.print(summary_table(summary))
     if summary.example:
@@ -89,22 +106,20 @@ def summary_table(summary: JobSummary) -> Table:
     return table
 
 
-def status(
-    output: OutputOpt = None,
-    run_id: RunIdOpt = None,
-    run: RunUriOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Rows done and planned per stage, read from storage alone (works from any machine)."""
-    from persona_gen.config import load_config
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+
+
+def run_state(ref: RunRef, stale_after_s: float | None = None) -> dict[str, Any]:
+    """A run's state from storage alone: the manifest's status (`stale` when a running
+    run's heartbeat is older than run.stale_after_s) and rows per stage."""
     from persona_gen.config.run import RunConfig
     from persona_gen.errors import UserError
+    from persona_gen.pipeline.manifest import effective_status, heartbeat_age_s
     from persona_gen.pipeline.status import run_status
+    from persona_gen.run.quality import summary as quality_summary
     from persona_gen.run.recipe import recipe
     from persona_gen.storage import objects
 
-    ref = run_ref(load_config(config, set_ or []), output, run_id, run)
     if not objects.exists(ref.manifest):
         raise UserError(f"no run '{ref.run_id}' here (no manifest.json)", source=ref.uri)
     manifest = objects.read_json(ref.manifest)
@@ -113,18 +128,95 @@ def status(
     except ValueError as exc:
         raise UserError(f"the stored config does not validate ({exc.__class__.__name__}); "
                         "was it written by another version?", source=ref.manifest.uri) from None
-    phases = ", ".join(manifest.get("phases") or []) or "none yet"
-    table = Table(title=f"run {ref.run_id}: {manifest.get('status', '?')} (phases done: "
-                        f"{phases}; attempt {manifest.get('attempts', 1)}, updated "
-                        f"{manifest.get('updated_at')})")
+    limit = stale_after_s if stale_after_s is not None else run_cfg.run.stale_after_s
+    age = heartbeat_age_s(manifest)
+    stages = []
+    for st in run_status(ref, recipe(run_cfg)):
+        stages.append({"stage": st.stage, "done": st.done, "planned": st.planned,
+                       "errors": st.errors, "blocks": st.blocks,
+                       "pct": round(100 * (st.done + st.errors) / st.planned, 1)
+                       if st.planned else None})
+    return {
+        "run_id": ref.run_id, "uri": ref.uri,
+        "status": effective_status(manifest, limit),
+        "failure": manifest.get("failure"),
+        "phases": manifest.get("phases") or [],
+        "attempts": manifest.get("attempts", 1),
+        "updated_at": manifest.get("updated_at"),
+        "heartbeat_at": manifest.get("heartbeat_at"),
+        "heartbeat_age_s": None if age is None else round(age, 1),
+        "stale_after_s": limit,
+        "stages": stages,
+        # Cut rows per stage and the figures the paper reports (persona_gen.run.quality).
+        "quality": quality_summary(ref, recipe(run_cfg)),
+    }
+
+
+def state_table(state: dict[str, Any]) -> Table:
+    phases = ", ".join(state["phases"]) or "none yet"
+    title = (f"run {state['run_id']}: {state['status']} (phases done: {phases}; attempt "
+             f"{state['attempts']}, heartbeat {state['heartbeat_at']}")
+    if state["heartbeat_age_s"] is not None:
+        title += f", {state['heartbeat_age_s']:.0f} s ago"
+    title += ")"
+    if state["failure"]:
+        title += f"\nfailed: {state['failure']['reason']}"
+    table = Table(title=title)
     for col in ("stage", "done", "planned", "errors", "blocks", "%"):
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for st in run_status(ref, recipe(run_cfg)):
-        pct = f"{100 * (st.done + st.errors) / st.planned:.1f}" if st.planned else "-"
-        table.add_row(st.stage, f"{st.done:,}", f"{st.planned:,}" if st.planned else "-",
-                      f"{st.errors:,}", str(st.blocks), pct)
-    Console().print(table)
-    from persona_gen.run.quality import lines, summary  # cut rows, paper figures
+    for st in state["stages"]:
+        table.add_row(st["stage"], f"{st['done']:,}",
+                      f"{st['planned']:,}" if st["planned"] else "-", f"{st['errors']:,}",
+                      str(st["blocks"]), "-" if st["pct"] is None else f"{st['pct']:.1f}")
+    return table
 
-    for line in lines(summary(ref, recipe(run_cfg))):
-        print(line)
+
+def status(
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
+    run: RunUriOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Print the status again every --interval seconds until the run is no "
+        "longer running; the exit code is then the run's (0 complete or partial, else the "
+        "failed run's code, 4 when stale).")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1,
+                                            help="Seconds between --watch updates.")] = 10.0,
+    stale_after: Annotated[float | None, typer.Option(
+        "--stale-after", min=0.0, help="Seconds without a heartbeat after which a running run "
+        "shows as stale (default: the run's run.stale_after_s).")] = None,
+) -> None:
+    """Status (running, complete, partial, failed or stale) and rows done and planned per stage, read from storage alone (works from any machine)."""
+    import json
+    import time
+
+    from persona_gen.config import load_config
+    from persona_gen.run.quality import lines as quality_lines
+
+    ref = run_ref(load_config(config, set_ or []), output, run_id, run)
+    console = Console()
+    while True:
+        state = run_state(ref, stale_after)
+        if json_:
+            typer.echo(json.dumps(state, separators=(",", ":")))
+        else:
+            console.print(state_table(state))
+            for line in quality_lines(state["quality"]):
+                typer.echo(line)
+        if not watch or state["status"] != "running":
+            break
+        time.sleep(interval)
+    if watch:
+        raise typer.Exit(_watch_exit_code(state))
+
+
+def _watch_exit_code(state: dict[str, Any]) -> int:
+    from persona_gen.errors import EXIT_BUG, EXIT_INFRASTRUCTURE
+
+    if state["status"] in ("complete", "partial"):
+        return 0
+    if state["status"] == "stale":
+        return EXIT_INFRASTRUCTURE
+    return int((state["failure"] or {}).get("exit_code", EXIT_BUG))

@@ -24,3 +24,6 @@ class PipelineConfig(StrictModel):
     """Cluster to join; default $RAY_ADDRESS, else a local instance."""
     local_num_cpus: int | None = None
     """CPUs for a local instance (default: all)."""
+    max_error_fraction: float = Field(default=0.05, ge=0, le=1)
+    """A stage whose committed error rows exceed this share of its rows fails the run (exit
+    3) after everything is committed."""

@@ -59,12 +59,26 @@ class StageRecord(BaseModel):
     """Model time of the blocks this stage committed, over every attempt."""
 
 
+class Failure(BaseModel):
+    reason: str
+    """One line, as the CLI printed it."""
+    exit_code: int
+    at: str
+
+
 class Manifest(BaseModel):
     run_id: str
     created_at: str
     updated_at: str
     status: str = "running"
-    """running, partial (stopped after an earlier phase: `run --until`) or complete."""
+    """running, partial (stopped after an earlier phase: `run --until`), complete, or
+    failed (the driver exited with an error: `failure` says why). Readers show a `running`
+    manifest whose heartbeat is older than run.stale_after_s as `stale` (see
+    `effective_status`)."""
+    heartbeat_at: str | None = None
+    """Written by the driver every run.progress_every_s while it runs."""
+    failure: Failure | None = None
+    """Why the last attempt failed (None unless status is failed)."""
     phases: list[str] = Field(default_factory=list)
     """Phases of the job finished so far (personas, prompts, plan, pairs)."""
     code_version: str
@@ -85,7 +99,7 @@ class Manifest(BaseModel):
                    seed=seed)
 
     def save(self, run: RunRef) -> None:
-        self.updated_at = _now()
+        self.updated_at = self.heartbeat_at = _now()
         objects.write_json_atomic(run.manifest, self.model_dump(mode="json"))
 
 
@@ -116,9 +130,28 @@ def load_or_create(run: RunRef, config: dict[str, Any], seed: int) -> Manifest:
         )
     m.attempts += 1
     m.status = "running"
+    m.failure = None
     m.config = config
     m.save(run)
     return m
+
+
+def effective_status(manifest: dict[str, Any], stale_after_s: float,
+                     now: datetime | None = None) -> str:
+    """The stored status, except that a `running` run whose heartbeat is older than
+    `stale_after_s` is `stale`: its driver was killed (or lost storage) without saying so."""
+    status = str(manifest.get("status", "unknown"))
+    age = heartbeat_age_s(manifest, now)
+    if status == "running" and age is not None and age > stale_after_s:
+        return "stale"
+    return status
+
+
+def heartbeat_age_s(manifest: dict[str, Any], now: datetime | None = None) -> float | None:
+    beat = manifest.get("heartbeat_at") or manifest.get("updated_at")
+    if not beat:
+        return None
+    return ((now or datetime.now(UTC)) - datetime.fromisoformat(beat)).total_seconds()
 
 
 def _now() -> str:

@@ -1,8 +1,14 @@
-"""Per-stage progress bars on the driver (rows/s and ETA), fed by committed block results."""
+"""Progress on the driver: rich bars on a terminal, and every `run.progress_every_s` one
+INFO line per active stage (rows done/planned, rows/s, ETA, errors) that reaches the job's
+log anywhere, `ray job logs` included. Fed by committed block results."""
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -16,7 +22,36 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from persona_gen.log import get_logger
 from persona_gen.pipeline.chain import BlockResult
+
+
+@dataclass
+class StageCounts:
+    """One stage's rows in this attempt; `start_done` counts what earlier attempts left."""
+
+    planned: int
+    start_done: int
+    done: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> bool:
+        return self.planned > 0 and self.done + self.errors >= self.planned
+
+    def line(self, now: float) -> dict[str, Any]:
+        """The fields of a progress line: rows/s over this attempt, ETA from that rate."""
+        elapsed = max(now - self.started, 1e-9)
+        new = self.done + self.errors - self.start_done
+        rate = new / elapsed
+        left = max(self.planned - self.done - self.errors, 0)
+        return {"done": self.done, "planned": self.planned, "errors": self.errors,
+                "pct": round(100 * (self.done + self.errors) / self.planned, 1)
+                if self.planned else None,
+                "rows_per_s": round(rate, 2),
+                "eta_s": round(left / rate) if rate > 0 else None,
+                "elapsed_s": round(elapsed, 1)}
 
 
 class StageProgress:
@@ -30,6 +65,9 @@ class StageProgress:
             console=Console(stderr=True), disable=not enabled, transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.counts: dict[str, StageCounts] = {}
+        self._lock = threading.Lock()  # results arrive on the main thread, lines on a timer
+        self._log = get_logger(stage="progress")
 
     def __enter__(self) -> StageProgress:
         self.progress.start()
@@ -38,7 +76,13 @@ class StageProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def plan(self, stage: str, total: int, done: int = 0) -> None:
+    def plan(self, stage: str, total: int, done: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            c = self.counts.get(stage)
+            if c is None:
+                self.counts[stage] = StageCounts(total, done + errors, done, errors)
+            else:
+                c.planned, c.done, c.errors = total, max(c.done, done), max(c.errors, errors)
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, completed=done, rate="")
         else:
@@ -48,8 +92,50 @@ class StageProgress:
         for step in res.steps:
             if step.resumed or step.stage not in self.tasks:
                 continue
+            with self._lock:
+                c = self.counts[step.stage]
+                c.done += step.rows
+                c.errors += step.errors
             task = self.tasks[step.stage]
             self.progress.advance(task, step.rows + step.errors)
             t = self.progress.tasks[self.progress.task_ids.index(task)]
             speed = t.speed or 0.0
             self.progress.update(task, rate=f"{speed:.1f} r/s")
+
+    def log_lines(self) -> None:
+        """One INFO line per stage that is planned and not finished."""
+        now = time.monotonic()
+        with self._lock:
+            lines = [(s, c.line(now)) for s, c in self.counts.items() if not c.finished]
+        for stage, fields in lines:
+            self._log.info("progress", stage=stage, **fields)
+
+
+class Ticker:
+    """Calls `fn` every `every_s` seconds on a daemon thread until the block exits.
+
+    A thread rather than a hook on block results: a stage whose blocks take longer than
+    the interval (a big model, or a stalled store) must still report and keep its heartbeat.
+    `fn`'s errors are logged and the ticker carries on.
+    """
+
+    def __init__(self, every_s: float, fn: Callable[[], None]) -> None:
+        self.every_s, self.fn = every_s, fn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="persona-gen-ticker",
+                                        daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.fn()
+            except Exception as exc:  # a missed tick must never end the job
+                get_logger(stage="progress").warning("tick_failed", error=str(exc)[:300])
+
+    def __enter__(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

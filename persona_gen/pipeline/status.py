@@ -10,6 +10,7 @@ from typing import Protocol
 import pyarrow.parquet as pq
 
 from persona_gen.storage import objects
+from persona_gen.storage.retry import retrying
 from persona_gen.storage.runref import RunRef
 from persona_gen.storage.uri import Location
 
@@ -31,7 +32,7 @@ def count_rows(loc: Location, where: tuple[str, str] | None = None) -> tuple[int
     """(rows, files) under a folder: from Parquet footers, or reading one column for `where`."""
     files = objects.list_files(loc, ".parquet")
 
-    def rows(path: str) -> int:
+    def rows_once(path: str) -> int:
         with loc.fs.open_input_file(path) as f:
             pf = pq.ParquetFile(f)
             if where is None:
@@ -40,6 +41,9 @@ def count_rows(loc: Location, where: tuple[str, str] | None = None) -> tuple[int
             if col not in pf.schema_arrow.names:
                 return pf.metadata.num_rows
             return pf.read(columns=[col]).column(col).to_pylist().count(value)
+
+    def rows(path: str) -> int:
+        return retrying("GET", loc.at(path), lambda: rows_once(path))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         return sum(pool.map(rows, files)), len(files)
@@ -51,12 +55,15 @@ def sum_column(loc: Location, column: str) -> int:
 
     files = objects.list_files(loc, ".parquet")
 
-    def total(path: str) -> int:
+    def total_once(path: str) -> int:
         with loc.fs.open_input_file(path) as f:
             pf = pq.ParquetFile(f)
             if column not in pf.schema_arrow.names:
                 return 0
             return int(pc.sum(pf.read(columns=[column]).column(column)).as_py() or 0)
+
+    def total(path: str) -> int:
+        return retrying("GET", loc.at(path), lambda: total_once(path))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         return sum(pool.map(total, files))

@@ -15,6 +15,7 @@ engine actors that live for the whole job (persona_gen.pipeline).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -24,13 +25,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from persona_gen.config.run import RunConfig
-from persona_gen.errors import ConfigError, DataError
+from persona_gen.errors import (
+    EXIT_BUG,
+    ConfigError,
+    DataError,
+    FailedRowsError,
+    exit_code_for,
+    one_line,
+)
 from persona_gen.log import bind_run, configure, get_logger
 from persona_gen.pipeline.chain import BlockResult, Chain
 from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.executor import run_chains
-from persona_gen.pipeline.manifest import Manifest, StageRecord, load_or_create
-from persona_gen.pipeline.progress import StageProgress
+from persona_gen.pipeline.manifest import Failure, Manifest, StageRecord, load_or_create
+from persona_gen.pipeline.progress import StageProgress, Ticker
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import PipelineRunner
 from persona_gen.pipeline.status import count_rows, stage_status, sum_column
@@ -38,7 +46,6 @@ from persona_gen.run import quality
 from persona_gen.run import recipe as R
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
-from persona_gen.storage.uri import Location
 
 DONE_MARKER = ".done.json"
 """Written last into a folder of driver-computed blocks: the folder is complete."""
@@ -86,6 +93,8 @@ class Job:
         """Prompt candidates computed before the manifest was written (see _preflight)."""
         self._stack = stack
         self._hosts: EngineHosts | None = None
+        self._save_lock = threading.Lock()
+        """The heartbeat thread and the phases both save the manifest."""
 
     @property
     def seed(self) -> int:
@@ -125,7 +134,13 @@ class Job:
         self.refresh()
 
     def save(self) -> None:
-        self.manifest.save(self.run)
+        with self._save_lock:
+            self.manifest.save(self.run)
+
+    def tick(self) -> None:
+        """Every run.progress_every_s: a progress line per active stage, and the heartbeat."""
+        self.bars.log_lines()
+        self.save()
 
     def refresh(self) -> None:
         """Every enabled stage's counts in the manifest, from storage (the truth after
@@ -154,7 +169,7 @@ class Job:
     def run_chain(self, chain: Chain) -> None:
         for step in chain.steps:
             st = stage_status(self.run, self.recipe.get(step.name))
-            self.bars.plan(step.name, st.planned or st.done, st.done)
+            self.bars.plan(step.name, st.planned or st.done, st.done, st.errors)
         run_chains([chain], self.run, self.cfg.pipeline, on_result=self.on_result,
                    hosts=self.hosts)
         self.refresh()
@@ -188,7 +203,7 @@ def _runner(job: Job) -> PipelineRunner:
 
     def on_plan(stage: str, rows: int) -> None:
         st = stage_status(job.run, R.stage(stage))
-        job.bars.plan(stage, st.planned or rows, st.done)
+        job.bars.plan(stage, st.planned or rows, st.done, st.errors)
 
     return PipelineRunner(job.run, folders, job.cfg.pipeline, job.hosts, ("persona_id",),
                           on_plan=on_plan, on_result=job.on_result)
@@ -291,7 +306,12 @@ PHASE_RUNNERS = {"personas": personas_phase, "prompts": prompts_phase, "plan": p
 def run_job(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
             only: R.Phase | None = None, progress: bool | None = None) -> JobSummary:
     """Run (or resume) the job's phases up to `until` (or `only` one); returns the summary
-    `persona-gen run` prints."""
+    `persona-gen run` prints.
+
+    Raises FailedRowsError (after everything is committed) when a stage's error rows are
+    over pipeline.max_error_fraction. Whatever ends the attempt with an error is recorded
+    in the manifest: status `failed` and the reason, where storage can be reached.
+    """
     configure(level=cfg.run.log_level)
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(
         update={"run_id": run.run_id, "output": run.root_uri})})
@@ -302,23 +322,67 @@ def run_job(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
     started = time.perf_counter()
     manifest = load_or_create(run, cfg.model_dump(mode="json"), cfg.run.seed)
     log.info("run_start", base=run.uri, attempt=manifest.attempts, phases=phases)
-    with StageProgress(progress) as bars, ExitStack() as stack:
-        job = Job(cfg, run, manifest, bars, stack, candidates)
+    job: Job | None = None
+    try:
+        with StageProgress(progress) as bars, ExitStack() as stack:
+            job = Job(cfg, run, manifest, bars, stack, candidates)
+            stack.enter_context(Ticker(cfg.run.progress_every_s, job.tick))
+            job.refresh()
+            for phase in phases:
+                log.info("phase_start", phase=phase)
+                PHASE_RUNNERS[phase](job)
+        _remove_temporaries(run)
+        done = sorted(set(manifest.phases) | set(phases), key=R.PHASES.index)
+        manifest.phases = done
+        manifest.status = "complete" if done == list(R.PHASES) else "partial"
+        manifest.models = _models(cfg)
         job.refresh()
-        for phase in phases:
-            log.info("phase_start", phase=phase)
-            PHASE_RUNNERS[phase](job)
-    _remove_temporaries(run)
-    done = sorted(set(manifest.phases) | set(phases), key=R.PHASES.index)
-    manifest.phases = done
-    manifest.status = "complete" if done == list(R.PHASES) else "partial"
-    manifest.models = _models(cfg)
-    job.refresh()
-    summary = JobSummary(run=run, phases=done, stages=manifest.stages,
-                         seconds=time.perf_counter() - started, example=_example(run))
+        summary = JobSummary(run=run, phases=done, stages=manifest.stages,
+                             seconds=time.perf_counter() - started, example=_example(run))
+        check_error_rates(manifest.stages, cfg.pipeline.max_error_fraction, summary)
+    except BaseException as exc:
+        _record_failure(run, manifest, exc, job)
+        raise
     log.info("run_complete", seconds=round(summary.seconds, 1), phases=done,
              pairs=manifest.stages.get("revision", StageRecord()).done)
     return summary
+
+
+def check_error_rates(stages: dict[str, StageRecord], limit: float,
+                      summary: JobSummary | None = None) -> None:
+    """FailedRowsError naming the worst stage whose committed error rows are over `limit`
+    (a share of the rows it committed, good and failed)."""
+    rates = {name: rec.errors / (rec.done + rec.errors)
+             for name, rec in stages.items() if rec.done + rec.errors}
+    over = {name: rate for name, rate in rates.items() if rate > limit}
+    if not over:
+        return
+    name = max(over, key=over.__getitem__)
+    rec = stages[name]
+    err = FailedRowsError(
+        f"stage {name}: {rec.errors:,} of {rec.done + rec.errors:,} rows failed "
+        f"({over[name]:.1%}), over pipeline.max_error_fraction={limit:g}; every good row is "
+        f"committed (see errors/{name}/)")
+    err.summary = summary  # type: ignore[attr-defined]  # for callers that report it anyway
+    raise err
+
+
+def _record_failure(run: RunRef, manifest: Manifest, exc: BaseException,
+                    job: Job | None) -> None:
+    """status `failed` with the reason, so `status` tells a dead run from a live one. If
+    storage is what failed, this write may fail too: then the heartbeat goes stale."""
+    code = exit_code_for(exc)
+    manifest.status = "failed"
+    manifest.failure = Failure(reason=one_line(exc), exit_code=EXIT_BUG if code is None else code,
+                               at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
+    try:
+        if job is not None:
+            job.save()
+        else:
+            manifest.save(run)
+    except Exception as save_exc:
+        get_logger(stage="job").error("manifest_not_updated", reason=one_line(save_exc),
+                                      note="status will show this run as stale")
 
 
 def _remove_temporaries(run: RunRef) -> None:
@@ -344,7 +408,7 @@ def _example(run: RunRef) -> dict[str, Any]:
     files = objects.list_files(loc, ".parquet")
     if not files:
         return {}
-    t = objects.read_table(Location(loc.fs, files[0], files[0]))
+    t = objects.read_table(loc.at(files[0]))
     if t.num_rows == 0:
         return {}
     row = t.slice(0, 1).to_pylist()[0]

@@ -30,7 +30,8 @@ def check(uri: str, settings: S3Settings | None = None) -> CheckReport:
 
 
 def _check_s3(loc: Location, probe: Location, settings: S3Settings, report: CheckReport) -> None:
-    s3 = s3_client.client(settings)
+    # A check reports what is wrong now, rather than retrying it for a minute.
+    s3 = s3_client.client(settings, max_attempts=2)
     bucket = loc.bucket
     s3_client.require_bucket(s3, bucket, settings)
     report.steps.append(f"bucket '{bucket}' reachable")

@@ -89,12 +89,14 @@ class LocalS3Server:
             "credentials": [{"accessKey": self.readonly_key, "secretKey": self.readonly_secret}],
             "actions": ["Read", "List"],
         }]}))
-        self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+        # A restart keeps its ports (and data): clients see an outage, not a new server.
+        self.ports = self.ports or dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)),
+                                            strict=True))
         cmd = [weed_binary(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
                "-ip.bind=127.0.0.1", f"-s3.config={creds}", "-admin.ui=false"]
         cmd += [f"-{flag}={port}" for flag, port in self.ports.items()]
         (self.data_dir / "data").mkdir(exist_ok=True)
-        log = open(self.data_dir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the server
+        log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self._wait_ready(timeout_s)

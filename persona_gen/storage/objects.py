@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from persona_gen.storage.retry import retrying
 from persona_gen.storage.uri import Location
 
 
@@ -22,8 +23,12 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
     """
     parent = loc.path.rsplit("/", 1)[0]
     if loc.is_s3:
-        with loc.fs.open_output_stream(loc.path) as out:
-            out.write(data)
+        def put() -> None:
+            with loc.fs.open_output_stream(loc.path) as out:
+                out.write(data)
+
+        # The whole PUT is retried (it happens on close): a retry rewrites the same object.
+        retrying("PUT", loc, put)
         return
     loc.fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{loc.path.rsplit('/', 1)[-1]}"
@@ -41,8 +46,11 @@ def write_json_atomic(loc: Location, obj: Any) -> None:
 
 
 def read_bytes(loc: Location) -> bytes:
-    with loc.fs.open_input_stream(loc.path) as f:
-        return f.read()
+    def get() -> bytes:
+        with loc.fs.open_input_stream(loc.path) as f:
+            return f.read()
+
+    return retrying("GET", loc, get)
 
 
 def read_json(loc: Location) -> Any:
@@ -50,17 +58,20 @@ def read_json(loc: Location) -> Any:
 
 
 def exists(loc: Location) -> bool:
-    return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+    return retrying("HEAD", loc, lambda: loc.fs.get_file_info(loc.path).type) \
+        != pafs.FileType.NotFound
 
 
 def list_files(loc: Location, suffix: str = "") -> list[str]:
     """Paths of files under `loc` (recursive, sorted); hidden temp files are skipped."""
-    info = loc.fs.get_file_info(loc.path)
-    if info.type == pafs.FileType.NotFound:
-        return []
-    sel = pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
+    def listing() -> list[pafs.FileInfo]:
+        if loc.fs.get_file_info(loc.path).type == pafs.FileType.NotFound:
+            return []
+        return loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True,
+                                                      allow_not_found=True))
+
     out = [
-        f.path for f in loc.fs.get_file_info(sel)
+        f.path for f in retrying("LIST", loc, listing)
         if f.type == pafs.FileType.File
         and not f.base_name.startswith(".")
         and f.path.endswith(suffix)
@@ -77,14 +88,20 @@ def write_table_atomic(loc: Location, table: pa.Table) -> None:
 
 def read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
     """Read a Parquet file or every Parquet file under a folder into one table."""
-    info = loc.fs.get_file_info(loc.path)
+    info = retrying("HEAD", loc, lambda: loc.fs.get_file_info(loc.path))
     if info.type == pafs.FileType.File:
-        return pq.read_table(loc.path, filesystem=loc.fs, columns=columns)
+        return read_file_table(loc, columns)
     files = list_files(loc, ".parquet")
     if not files:
         return pa.table({})
-    tables = [pq.read_table(p, filesystem=loc.fs, columns=columns) for p in files]
+    tables = [read_file_table(loc.at(p), columns) for p in files]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def read_file_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file (retried whole on a transient failure)."""
+    return retrying("GET", loc, lambda: pq.read_table(loc.path, filesystem=loc.fs,
+                                                      columns=columns))
 
 
 def delete(loc: Location) -> None:

@@ -18,11 +18,13 @@ _NO_PERMISSION = {"AccessDenied", "AllAccessDisabled", "Forbidden"}
 _NO_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 
 
-def client(settings: S3Settings) -> Any:
+def client(settings: S3Settings, max_attempts: int = 8) -> Any:
+    """A boto3 S3 client; `max_attempts` 1 for checks that must answer at once."""
     cfg = botocore.config.Config(
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.request_timeout_s,
-        retries={"max_attempts": 2, "mode": "standard"},
+        # Standard mode retries throttling, 5xx and connection errors with backoff.
+        retries={"max_attempts": max_attempts, "mode": "standard"},
         s3={"addressing_style": "path" if settings.resolved_path_style() else "auto"},
     )
     return boto3.session.Session().client(

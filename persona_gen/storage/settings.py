@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from persona_gen.config.base import StrictModel
 
@@ -24,6 +24,10 @@ class S3Settings(StrictModel):
     """Path-style addressing; defaults to on whenever a custom endpoint is used."""
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 30.0
+    retry_budget_s: float = Field(default=120.0, ge=0)
+    """How long one storage operation keeps retrying transient failures (unreachable
+    endpoint, 5xx, SlowDown) with backoff before the job fails naming endpoint and
+    operation. 0: no retries beyond the S3 client's own."""
 
     @model_validator(mode="before")
     @classmethod

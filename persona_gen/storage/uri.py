@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,6 +20,10 @@ class Location:
     fs: pafs.FileSystem
     path: str
     uri: str
+    retry_budget_s: float = 0.0
+    """Seconds each operation here retries transient failures (storage.retry)."""
+    endpoint: str = ""
+    """The S3 endpoint, for error messages ("" locally)."""
 
     @property
     def is_s3(self) -> bool:
@@ -31,7 +35,14 @@ class Location:
 
     def child(self, *parts: str) -> Location:
         rel = "/".join(p.strip("/") for p in parts if p)
-        return Location(self.fs, f"{self.path.rstrip('/')}/{rel}", f"{self.uri.rstrip('/')}/{rel}")
+        return self.at(f"{self.path.rstrip('/')}/{rel}", f"{self.uri.rstrip('/')}/{rel}")
+
+    def at(self, path: str, uri: str | None = None) -> Location:
+        """Another path on the same filesystem, with the same retry budget."""
+        return replace(self, path=path, uri=uri or self._uri_of(path))
+
+    def _uri_of(self, path: str) -> str:
+        return f"s3://{path}" if self.is_s3 else path
 
     @property
     def bucket(self) -> str:
@@ -49,6 +60,9 @@ def s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
         "connect_timeout": settings.connect_timeout_s,
         "request_timeout": settings.request_timeout_s,
         "force_virtual_addressing": not settings.resolved_path_style(),
+        # The SDK's own retries absorb throttling (503 SlowDown) and dropped connections;
+        # longer outages are ridden out above it, per operation (storage.retry).
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5),
     }
     if endpoint:
         parsed = urlparse(endpoint)
@@ -69,7 +83,10 @@ def resolve(uri: str | os.PathLike[str], s3: S3Settings | None = None) -> Locati
         path = text[len("s3://"):].strip("/")
         if not path:
             raise StorageError("an s3:// URI needs a bucket, e.g. s3://bucket/prefix", source=text)
-        return Location(s3_filesystem(s3 or S3Settings()), path, f"s3://{path}")
+        settings = s3 or S3Settings()
+        return Location(s3_filesystem(settings), path, f"s3://{path}",
+                        retry_budget_s=settings.retry_budget_s,
+                        endpoint=settings.resolved_endpoint() or "AWS S3")
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif "://" in text:
