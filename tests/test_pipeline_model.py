@@ -18,7 +18,8 @@ MODEL = "smollm2-135m-instruct"
 def _config(tmp_path, census_dir, output: str, **sections):
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 4)
     base = {
-        "census": {"n": 2},
+        # Three people, one resample each: the 135M judge rejects about half of them.
+        "census": {"n": 3},
         "plan": {"train_pairs_per_persona": 1, "seen_test_pairs_per_persona": 0,
                  "heldout_test_pairs_per_persona": 1},
         "prompts": {"heldout_fraction": 0.5},
@@ -57,7 +58,7 @@ def _check_dataset(run: str) -> None:
 def test_model_run_to_a_local_folder(tmp_path, census_dir, ray_local):
     cfg = _config(tmp_path, census_dir, str(tmp_path / "out"),
                   personas={"enrich_model": MODEL, "judge_model": MODEL,
-                            "model_consistency_check": True, "max_resamples": 0,
+                            "model_consistency_check": True, "max_resamples": 1,
                             "enrich_max_tokens": 200, "enrich_field_max_chars": 60},
                   prompts={"classifier_model": MODEL})
     summary = run_job(cfg, RunRef.at(cfg.run.output, "local"), progress=False)
