@@ -51,7 +51,7 @@ def run_ref(cfg: RunConfig, output: str | None, run_id: str | None, run: str | N
     `new`: without any run id, start a new run (a time-based id) instead of failing.
     """
     from persona_gen.errors import ConfigError
-    from persona_gen.pipeline.manifest import new_run_id
+    from persona_gen.run.manifest import new_run_id
     from persona_gen.storage.runref import RunRef
 
     if run is not None:

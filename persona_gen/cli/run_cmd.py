@@ -114,10 +114,10 @@ def run_state(ref: RunRef, stale_after_s: float | None = None) -> dict[str, Any]
     run's heartbeat is older than run.stale_after_s) and rows per stage."""
     from persona_gen.config.run import RunConfig
     from persona_gen.errors import UserError
-    from persona_gen.pipeline.manifest import effective_status, heartbeat_age_s
-    from persona_gen.pipeline.status import run_status
+    from persona_gen.run.manifest import effective_status, heartbeat_age_s
     from persona_gen.run.quality import summary as quality_summary
     from persona_gen.run.recipe import recipe
+    from persona_gen.run.status import run_status
     from persona_gen.storage import objects
 
     if not objects.exists(ref.manifest):

@@ -37,13 +37,13 @@ from persona_gen.log import bind_run, configure, get_logger
 from persona_gen.pipeline.chain import BlockResult, Chain
 from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.executor import run_chains
-from persona_gen.pipeline.manifest import Failure, Manifest, StageRecord, load_or_create
-from persona_gen.pipeline.progress import StageProgress, Ticker
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import PipelineRunner
-from persona_gen.pipeline.status import count_rows, stage_status, sum_column
 from persona_gen.run import quality
 from persona_gen.run import recipe as R
+from persona_gen.run.manifest import Failure, Manifest, StageRecord, load_or_create
+from persona_gen.run.progress import StageProgress, Ticker
+from persona_gen.run.status import count_rows, stage_status, sum_column
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
