@@ -182,9 +182,16 @@ async def run_with_retries_async(
 
     # A task group, not gather: when one job raises (a dead engine), the others are
     # cancelled, which aborts their requests in the engine instead of leaving them running.
-    async with asyncio.TaskGroup() as group:
-        for i, (r, s) in enumerate(zip(requests, samplings, strict=True)):
-            group.create_task(one(Job(i, r, s)))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for i, (r, s) in enumerate(zip(requests, samplings, strict=True)):
+                group.create_task(one(Job(i, r, s)))
+    except BaseExceptionGroup as failed:
+        # Callers look at what failed (a dead engine), not at the group around it.
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     return _results(requests, rows, time.monotonic() - started)
 
 
