@@ -13,6 +13,7 @@ figures depend on the machine (logs go to stderr).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -31,6 +32,8 @@ from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
 MODEL = "smollm2-135m-instruct"
+# vLLM logs to stdout by default; stdout carries the table here.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
 def measure(n_pairs: int, max_tokens: int, block: int, in_flight: int) -> dict:
