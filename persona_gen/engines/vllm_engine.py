@@ -306,6 +306,11 @@ class AsyncVLLMEngine(_VLLMBase):
         except Exception as exc:  # e.g. a schema the grammar compiler rejects
             return RawOutput(error=f"invalid sampling or schema: {_one_line(exc)}",
                              prompt_tokens=len(prompt))
+        from vllm.sampling_params import RequestOutputKind
+
+        # Only the finished output: streaming every token of thousands of concurrent
+        # requests through this event loop would cost the host more than the engine.
+        params.output_kind = RequestOutputKind.FINAL_ONLY
         final = None
         try:
             # Unique per attempt: a retried row must never collide with its first attempt.
