@@ -70,3 +70,5 @@ bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census,
 	$(PY) benchmarks/pipeline_overhead.py
 	$(PY) benchmarks/engine_throughput.py
 	$(PY) benchmarks/export_scale.py
+	$(PY) benchmarks/engine_ceiling.py
+	$(PY) benchmarks/sim_scale.py

@@ -138,7 +138,7 @@ def test_cli_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     (["--set", "feedback.model=llama-9-zillion"],
      "error: feedback.model: unknown model 'llama-9-zillion'"),
     (["--cluster", "2xH100", "--set", "feedback.judge_model=llama-3.1-70b-instruct"],
-     "error: feedback.judge_model: 'llama-3.1-70b-instruct' needs 4 H100 GPUs per engine"),
+     "error: feedback.judge_model: 'llama-3.1-70b-instruct' needs 8 H100 GPUs per engine"),
     (["--cluster", "8xL4", "--set", "feedback.model=llama-3.1-70b-instruct"],
      "error: feedback.model: no throughput figure for 'llama-3.1-70b-instruct' on L4"),
     (["--assume", "persona_tokenz=9"], "error: --assume: unknown key 'persona_tokenz'"),
@@ -183,8 +183,12 @@ def test_registry_layout_differences_are_noted() -> None:
                "llama-3.1-8b-instruct": EngineInfo(kind="vllm", tensor_parallel_size=1)}
     plan = plan_cost(workload_from_config(cfg), Cluster(gpu="H100", count=8), load_table(),
                      engines)
-    assert [s.replicas for s in plan.stages if s.model == "llama-3.1-70b-instruct"] == [2] * 3
-    assert len(plan.notes) == 1 and "tensor_parallel_size 8" in plan.notes[0]
+    # The job places the 70B model on the 8 GPUs its model file asks for (tensor_parallel_size
+    # 8): the plan does too, 1 engine on 8xH100, scaled from the table's 4-GPU figure.
+    big = [s for s in plan.stages if s.model == "llama-3.1-70b-instruct"]
+    assert [(s.gpus_per_replica, s.replicas) for s in big] == [(8, 1)] * 3
+    assert all(s.basis == "measured, scaled" for s in big)
+    assert len(plan.notes) == 1 and "8 GPUs per engine, 1 engine(s)" in plan.notes[0]
 
 
 def test_switches_drop_stages_and_caching() -> None:

@@ -50,6 +50,8 @@ def why_not_load(spec: ModelSpec) -> str | None:
     """Why this machine cannot load the model, or None when it can."""
     if spec.engine == "echo":
         return None
+    if spec.engine == "sim":
+        return "it runs only behind the pipeline's engine hosts (it simulates time, not text)"
     if spec.engine == "openai":
         if spec.api_key_env and not os.environ.get(spec.api_key_env):
             return f"{spec.api_key_env} is not set"

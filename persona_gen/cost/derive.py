@@ -86,6 +86,21 @@ def derive_entry(table: ThroughputTable, model: str, gpu: str) -> ThroughputEntr
     )
 
 
+def at_gpus(table: ThroughputTable, e: ThroughputEntry, g: int) -> tuple[float, float] | None:
+    """(output tok/s, prefill tok/s) of `e`'s model and GPU on `g` GPUs per replica instead
+    of `e.gpus_per_replica`: the row's figure times the ratio of the decode rooflines (so a
+    measured row keeps its measured efficiency), prefill in proportion to the GPUs. None
+    where the weights do not fit on `g` GPUs."""
+    m, s, d = table.models[e.model], table.gpus[e.gpu], table.derivation
+    if m.params_b * d.bytes_per_param > d.max_weight_share * g * s.memory_gb * d.memory_utilization:
+        return None
+    base = roofline_decode_tok_s(m, s, e.gpus_per_replica, d)
+    roof = roofline_decode_tok_s(m, s, g, d)
+    if base <= 0 or roof <= 0:
+        return None
+    return e.output_tok_s * roof / base, e.prefill_tok_s * g / e.gpus_per_replica
+
+
 def main() -> None:
     import yaml
 

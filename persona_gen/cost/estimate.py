@@ -18,13 +18,14 @@ from pydantic import Field
 
 from persona_gen.config.base import StrictModel
 from persona_gen.config.run import RunConfig
+from persona_gen.cost.derive import at_gpus
 from persona_gen.cost.tables import ThroughputTable
 from persona_gen.errors import UserError
 
 PAPER_PROMPTS = 3868
 PRISM_SOURCE_PROMPTS = 8011
 """PRISM's opening prompts before the filters (PERSONA, arXiv 2407.17387: prompts)."""
-EngineKind = Literal["vllm", "openai", "echo"]
+EngineKind = Literal["vllm", "openai", "echo", "sim"]
 
 _CLUSTER = re.compile(r"^\s*(\d+)\s*[xX*]\s*([A-Za-z0-9][A-Za-z0-9-]*)\s*$")
 
@@ -201,34 +202,47 @@ def estimate_stage(v: StageVolume, cluster: Cluster, table: ThroughputTable,
                    engine: EngineInfo | None = None) -> StageEstimate:
     if (engine and engine.kind == "echo") or v.model in table.no_gpu_models:
         return StageEstimate(**v.model_dump(), basis="no GPU")
+    if engine and engine.kind == "sim":
+        return StageEstimate(**v.model_dump(), basis="simulated")
     if engine and engine.kind == "openai":
         # Served outside the cluster: tokens count, cluster GPU time does not.
         return StageEstimate(**v.model_dump(), basis="hosted")
     e = table.entry(v.model, cluster.gpu, field=v.model_field)
-    replicas = cluster.count // e.gpus_per_replica
+    gpus, out_s, pre_s, basis = e.gpus_per_replica, e.output_tok_s, e.prefill_tok_s, e.basis
+    if engine and engine.kind == "vllm" and engine.tensor_parallel_size != gpus:
+        # The job places each engine on the GPUs its model file asks for
+        # (pipeline.engine_host.engine_layout): plan with that layout, not the table's.
+        scaled = at_gpus(table, e, engine.tensor_parallel_size)
+        if scaled is None:
+            raise UserError(
+                f"'{v.model}' does not fit on tensor_parallel_size={engine.tensor_parallel_size} "
+                f"{cluster.gpu} GPUs (its model file); the table's figure uses {gpus}",
+                source=v.model_field)
+        gpus, (out_s, pre_s), basis = engine.tensor_parallel_size, scaled, f"{e.basis}, scaled"
+    replicas = cluster.count // gpus
     if replicas == 0:
         raise UserError(
-            f"'{v.model}' needs {e.gpus_per_replica} {cluster.gpu} GPUs per engine; "
+            f"'{v.model}' needs {gpus} {cluster.gpu} GPUs per engine; "
             f"--cluster {cluster.label} has {cluster.count}", source=v.model_field)
-    replica_s = (v.output_tokens / e.output_tok_s
-                 + (v.prompt_tokens - v.cached_prompt_tokens) / e.prefill_tok_s)
+    replica_s = (v.output_tokens / out_s + (v.prompt_tokens - v.cached_prompt_tokens) / pre_s)
     return StageEstimate(
-        **v.model_dump(), gpus_per_replica=e.gpus_per_replica, replicas=replicas,
-        gpu_hours=replica_s * e.gpus_per_replica / 3600,
-        wall_hours=replica_s / replicas / 3600, basis=e.basis,
+        **v.model_dump(), gpus_per_replica=gpus, replicas=replicas,
+        gpu_hours=replica_s * gpus / 3600,
+        wall_hours=replica_s / replicas / 3600, basis=basis,
     )
 
 
-def layout_notes(stages: list[StageEstimate], engines: dict[str, EngineInfo]) -> list[str]:
-    """Where the registry lays a model out differently from the figure the plan used."""
+def layout_notes(stages: list[StageEstimate], table: ThroughputTable, cluster: Cluster
+                 ) -> list[str]:
+    """Where the plan lays a model out differently from its throughput table row."""
     notes = []
-    for name in dict.fromkeys(s.model for s in stages if s.gpus_per_replica):
-        info = engines.get(name)
-        used = next(s.gpus_per_replica for s in stages if s.model == name)
-        if info and info.kind == "vllm" and info.tensor_parallel_size != used:
-            notes.append(f"{name}: the registry sets tensor_parallel_size "
-                         f"{info.tensor_parallel_size}; these figures assume {used} GPUs per "
-                         "engine (more, smaller engines give more tokens per GPU)")
+    for name in dict.fromkeys(s.model for s in stages if s.basis.endswith("scaled")):
+        used = next(s for s in stages if s.model == name)
+        row = next(e for e in table.entries if e.model == name and e.gpu == cluster.gpu)
+        notes.append(f"{name}: {used.gpus_per_replica} GPUs per engine, {used.replicas} "
+                     f"engine(s) (tensor_parallel_size in its model file); the table's figure "
+                     f"is for {row.gpus_per_replica} GPUs, scaled by the bandwidth roofline "
+                     "(more, smaller engines give more tokens per GPU)")
     return notes
 
 
@@ -291,5 +305,5 @@ def plan_cost(w: Workload, cluster: Cluster, table: ThroughputTable,
         output_tokens=sum(s.output_tokens for s in stages),
         gpu_hours=sum(s.gpu_hours for s in stages),
         wall_hours=wall, billed_gpu_hours=wall * cluster.count,
-        storage=storage_volume(w), notes=layout_notes(stages, engines),
+        storage=storage_volume(w), notes=layout_notes(stages, table, cluster),
     )

@@ -84,3 +84,19 @@ class Engine(Protocol):
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncEngine(Protocol):
+    """An engine that serves many calls at once from one event loop (vLLM's AsyncLLM, sim).
+
+    Engine hosts (pipeline.engine_host) await `agenerate` for every block in flight, so
+    requests from several blocks share the engine's running batch. Same results and
+    per-row errors as `Engine.generate`.
+    """
+
+    name: str
+
+    async def agenerate(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
+
+    def close(self) -> None: ...

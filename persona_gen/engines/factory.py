@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from persona_gen.config.loader import format_validation_error
-from persona_gen.engines.base import Engine
+from persona_gen.engines.base import AsyncEngine, Engine
 from persona_gen.engines.registry import ModelSpec, get_spec
 from persona_gen.errors import ConfigError
+from persona_gen.storage.settings import S3Settings
 
 
 def resolve_spec(model: str | ModelSpec, **overrides: Any) -> ModelSpec:
@@ -38,6 +39,9 @@ def create_engine(model: str | ModelSpec, *, seed: int = 0, **overrides: Any) ->
     `seed` seeds the vLLM engine (requests carry their own sampling seeds).
     """
     spec = resolve_spec(model, **overrides)
+    if spec.engine == "sim":
+        raise ConfigError(f"model '{spec.name}' (engine 'sim') runs only behind an engine host "
+                          "(the pipeline); it simulates time, not text")
     if spec.engine == "echo":
         from persona_gen.engines.echo import EchoEngine
 
@@ -49,3 +53,23 @@ def create_engine(model: str | ModelSpec, *, seed: int = 0, **overrides: Any) ->
     from persona_gen.engines.vllm_engine import VLLMEngine
 
     return VLLMEngine(spec, seed=seed)
+
+
+def create_async_engine(model: str | ModelSpec, *, seed: int = 0, s3: S3Settings | None = None,
+                        **overrides: Any) -> Engine | AsyncEngine:
+    """The engine an engine host serves: async where the engine has an async form.
+
+    vLLM gets its async engine (AsyncLLM) and `sim` is async by nature; echo and HTTP keep
+    their synchronous engines, which the host runs in threads. Call from the event loop
+    that will drive the engine. `s3`: the run's storage settings, for s3:// weights.
+    """
+    spec = resolve_spec(model, **overrides)
+    if spec.engine == "vllm":
+        from persona_gen.engines.vllm_engine import AsyncVLLMEngine
+
+        return AsyncVLLMEngine(spec, seed=seed, s3=s3)
+    if spec.engine == "sim":
+        from persona_gen.engines.sim import SimEngine
+
+        return SimEngine(spec, seed=seed)
+    return create_engine(spec, seed=seed)

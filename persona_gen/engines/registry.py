@@ -20,7 +20,29 @@ from persona_gen.engines.base import Sampling
 from persona_gen.errors import ConfigError
 
 MODELS_DIR_ENV = "PERSONA_GEN_MODELS_DIR"
-EngineKind = Literal["vllm", "openai", "echo"]
+EngineKind = Literal["vllm", "openai", "echo", "sim"]
+
+
+class SimSpec(StrictModel):
+    """A continuous-batching server in time only (engine 'sim', persona_gen.engines.sim).
+
+    Defaults: an 8B model in bf16 on one H100 with vLLM. A decode step takes
+    `step_ms + step_ms_per_seq x running` (about 12 ms for the weights' memory read plus
+    about 0.07 ms per running sequence for its KV cache and sampling, which puts 256 running
+    sequences near 8,500 output tokens/s, in line with public vLLM figures for Llama 3.1 8B
+    on an H100); output lengths are lognormal (median 220, capped at the request's
+    max_tokens and `max_len`), drawn from a seed and the request id.
+    """
+
+    step_ms: float = Field(default=12.0, gt=0)
+    step_ms_per_seq: float = Field(default=0.07, ge=0)
+    max_num_seqs: int = Field(default=256, ge=1)
+    median_len: float = Field(default=220.0, gt=0)
+    sigma: float = Field(default=0.6, ge=0)
+    """Spread of log(output length)."""
+    max_len: int = Field(default=512, ge=1)
+    time_scale: float = Field(default=1.0, gt=0)
+    """Wall seconds per simulated second: 0.01 runs a 100x faster rehearsal."""
 
 
 class ModelSpec(StrictModel):
@@ -35,6 +57,9 @@ class ModelSpec(StrictModel):
     max_model_len: int = Field(default=4096, ge=32)
     tensor_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    accelerator_type: str | None = None
+    """Ray accelerator type the engine's GPUs must be (e.g. H100, A10G); None: any. Wins
+    over pipeline.accelerator_type."""
     chat_template: str | None = None
     """Override the tokenizer's chat template: Jinja text, or a path to a .jinja file."""
     system_role: bool = True
@@ -54,6 +79,8 @@ class ModelSpec(StrictModel):
     trust_remote_code: bool = False
     vllm_args: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments for vllm.LLM (e.g. quantization), for families that need them."""
+    sim: SimSpec | None = None
+    """engine 'sim': the simulated server's timing (defaults: an 8B model on one H100)."""
     # OpenAI-compatible HTTP engine.
     base_url: str | None = None
     model: str | None = None

@@ -8,9 +8,10 @@ error, never an exception.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -132,27 +133,69 @@ def run_with_retries(
         outputs = run_jobs(jobs)
         if len(outputs) != len(jobs):
             raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(jobs)} jobs")
-        next_jobs: list[Job] = []
-        for job, out in zip(jobs, outputs, strict=True):
-            row = rows[job.index]
-            row.attempts += 1
-            row.prompt_tokens = max(row.prompt_tokens, out.prompt_tokens)
-            row.output_tokens += out.output_tokens
-            if out.latency_s is not None:
-                row.latency_s = (row.latency_s or 0.0) + out.latency_s
-            if out.error is not None:
-                row.error = out.error
-                continue
-            missing = _collect(row, job.request, out.texts, out.finish_reasons)
-            if missing and job.attempt < retries:
-                next_jobs.append(Job(job.index, job.request,
-                                     retry_sampling(job.sampling, missing, job.attempt + 1),
-                                     job.attempt + 1))
-            elif missing:
-                problem = row.last_problem or f"got {len(row.texts)} of {row.wanted} samples"
-                row.error = f"no valid output after {row.attempts} attempt(s): {problem}"
+        next_jobs = [j for j in (_take(rows[job.index], job, out, retries)
+                                 for job, out in zip(jobs, outputs, strict=True)) if j is not None]
         jobs = next_jobs
-    latency = time.monotonic() - started
+    return _results(requests, rows, time.monotonic() - started)
+
+
+def _take(row: _Row, job: Job, out: RawOutput, retries: int) -> Job | None:
+    """Fold one job's output into its row; the retry job for missing samples, if any."""
+    row.attempts += 1
+    row.prompt_tokens = max(row.prompt_tokens, out.prompt_tokens)
+    row.output_tokens += out.output_tokens
+    if out.latency_s is not None:
+        row.latency_s = (row.latency_s or 0.0) + out.latency_s
+    if out.error is not None:
+        row.error = out.error
+        return None
+    missing = _collect(row, job.request, out.texts, out.finish_reasons)
+    if missing and job.attempt < retries:
+        return Job(job.index, job.request, retry_sampling(job.sampling, missing, job.attempt + 1),
+                   job.attempt + 1)
+    if missing:
+        problem = row.last_problem or f"got {len(row.texts)} of {row.wanted} samples"
+        row.error = f"no valid output after {row.attempts} attempt(s): {problem}"
+    return None
+
+
+async def run_with_retries_async(
+    requests: list[ChatRequest],
+    samplings: list[Sampling],
+    run_job: Callable[[Job], Awaitable[RawOutput]],
+    retries: int,
+) -> list[ChatResult]:
+    """`run_with_retries` for engines that take requests one at a time while running others.
+
+    Each request is its own task: a sample that fails its constraint is asked for again as
+    soon as it comes back, into the engine that is still busy with the rest (no waiting for
+    the batch to finish). `run_job` must not raise for a single job's failure.
+    """
+    started = time.monotonic()
+    rows = [_Row(wanted=s.n) for s in samplings]
+
+    async def one(job: Job) -> None:
+        next_job: Job | None = job
+        while next_job is not None:
+            out = await run_job(next_job)
+            next_job = _take(rows[next_job.index], next_job, out, retries)
+
+    # A task group, not gather: when one job raises (a dead engine), the others are
+    # cancelled, which aborts their requests in the engine instead of leaving them running.
+    try:
+        async with asyncio.TaskGroup() as group:
+            for i, (r, s) in enumerate(zip(requests, samplings, strict=True)):
+                group.create_task(one(Job(i, r, s)))
+    except BaseExceptionGroup as failed:
+        # Callers look at what failed (a dead engine), not at the group around it.
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return _results(requests, rows, time.monotonic() - started)
+
+
+def _results(requests: list[ChatRequest], rows: list[_Row], latency: float) -> list[ChatResult]:
     results = []
     for req, row in zip(requests, rows, strict=True):
         texts = row.texts if row.error is None else row.texts + row.bad_texts

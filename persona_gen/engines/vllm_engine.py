@@ -9,15 +9,23 @@ still fail to parse are retried (persona_gen.engines.structured).
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 from pathlib import Path
 from typing import Any
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, prompt_too_long
+from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling, prompt_too_long
 from persona_gen.engines.registry import ModelSpec
 from persona_gen.engines.sources import is_local, materialise
-from persona_gen.engines.structured import Job, RawOutput, effective_sampling, run_with_retries
+from persona_gen.engines.structured import (
+    Job,
+    RawOutput,
+    effective_sampling,
+    run_with_retries,
+    run_with_retries_async,
+)
 from persona_gen.log import get_logger
+from persona_gen.storage.settings import S3Settings
 
 
 def on_cpu() -> bool:
@@ -65,23 +73,28 @@ def chat_messages(messages: list[Message], system_role: bool) -> list[dict[str, 
     return rest
 
 
-class VLLMEngine:
-    """One vllm.LLM per engine; create once per process/actor and reuse for every batch."""
+class _VLLMBase:
+    """What the offline and the async engine share: engine arguments, prompts, sampling."""
 
-    def __init__(self, spec: ModelSpec, *, seed: int = 0, **llm_kwargs: Any) -> None:
+    spec: ModelSpec
+    max_model_len: int
+    on_cpu: bool
+    tokenizer: Any
+    chat_template: str | None
+
+    def _engine_kwargs(self, spec: ModelSpec, seed: int, llm_kwargs: dict[str, Any],
+                       s3: S3Settings | None = None) -> dict[str, Any]:
         assert spec.source is not None  # guaranteed by ModelSpec.check
         if is_local(spec.source):
             # Everything is on disk: never let a library wander off to the Hub. Set before
             # vLLM is imported, since huggingface_hub reads it once at import.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from vllm import LLM
-
         self.spec = spec
         self.name = spec.name
         self.max_model_len = spec.max_model_len
         self.on_cpu = on_cpu()
         self._log = get_logger(stage="engine", model=spec.name)
-        folder = materialise(spec.source)
+        folder = materialise(spec.source, s3)
         if self.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.kv_cache_gib))
         eager = spec.enforce_eager if spec.enforce_eager is not None else self.on_cpu
@@ -101,11 +114,14 @@ class VLLMEngine:
         if not self.on_cpu:
             # The CPU backend sizes its cache from VLLM_CPU_KVCACHE_SPACE instead.
             kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
+        if spec.tensor_parallel_size > 1 and not self.on_cpu and _in_ray_placement_group():
+            # Inside an engine host's placement group (pipeline.engine_host): vLLM's Ray
+            # executor puts its tensor-parallel workers on the group's GPU bundles, as Ray
+            # Data's own LLM stages do. Outside Ray, vLLM's default (processes) stays.
+            kwargs.setdefault("distributed_executor_backend", "ray")
         self._log.info("starting vLLM", source=spec.source, cpu=self.on_cpu,
                        tensor_parallel_size=spec.tensor_parallel_size)
-        self.llm: Any = LLM(**kwargs)
-        self.tokenizer: Any = self.llm.get_tokenizer()
-        self.chat_template = load_chat_template(spec.chat_template)
+        return kwargs
 
     # -- prompts -------------------------------------------------------------------------
 
@@ -117,11 +133,8 @@ class VLLMEngine:
         # The template already writes the special tokens (BOS etc.); do not add them twice.
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    # -- generation ----------------------------------------------------------------------
-
-    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        if not requests:
-            return []
+    def _prepare(self, requests: list[ChatRequest]) -> tuple[list[list[int] | RawOutput], list[Sampling]]:
+        """Each request's prompt ids (or the row's error) and its effective sampling."""
         prompts: list[list[int] | RawOutput] = []
         for req in requests:
             try:
@@ -134,9 +147,7 @@ class VLLMEngine:
                                          prompt_tokens=len(ids)))
             else:
                 prompts.append(ids)
-        samplings = [effective_sampling(r.sampling, self.spec.sampling) for r in requests]
-        return run_with_retries(requests, samplings, lambda jobs: self._run(jobs, prompts),
-                                self.spec.json_retries)
+        return prompts, [effective_sampling(r.sampling, self.spec.sampling) for r in requests]
 
     def _params(self, job: Job, room: int) -> Any:
         from vllm import SamplingParams
@@ -161,6 +172,45 @@ class VLLMEngine:
                               max_tokens=max(1, min(s.max_tokens, room)), seed=seed,
                               structured_outputs=structured)
 
+    @staticmethod
+    def _raw(result: Any) -> RawOutput:
+        samples = result.outputs
+        return RawOutput(texts=[c.text for c in samples],
+                         finish_reasons=[c.finish_reason for c in samples],
+                         prompt_tokens=len(result.prompt_token_ids or []),
+                         output_tokens=sum(len(c.token_ids) for c in samples))
+
+    @staticmethod
+    def _copy_greedy(out: RawOutput, wanted: int) -> RawOutput:
+        if out.error is None and len(out.texts) == 1 and wanted > 1:
+            out.texts *= wanted  # greedy: every sample is the same text
+            out.finish_reasons *= wanted
+            out.output_tokens *= wanted
+        return out
+
+
+class VLLMEngine(_VLLMBase):
+    """One vllm.LLM per engine; create once per process/actor and reuse for every batch.
+
+    For scripts, tests and in-process runs; the pipeline's engine hosts use AsyncVLLMEngine.
+    """
+
+    def __init__(self, spec: ModelSpec, *, seed: int = 0, s3: S3Settings | None = None,
+                 **llm_kwargs: Any) -> None:
+        kwargs = self._engine_kwargs(spec, seed, llm_kwargs, s3)
+        from vllm import LLM
+
+        self.llm: Any = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.chat_template = load_chat_template(spec.chat_template)
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        if not requests:
+            return []
+        prompts, samplings = self._prepare(requests)
+        return run_with_retries(requests, samplings, lambda jobs: self._run(jobs, prompts),
+                                self.spec.json_retries)
+
     def _run(self, jobs: list[Job], prompts: list[list[int] | RawOutput]) -> list[RawOutput]:
         from vllm.inputs import TokensPrompt
 
@@ -180,12 +230,7 @@ class VLLMEngine:
             ready.append((k, TokensPrompt(prompt_token_ids=prompt), params))
         if ready:
             for k, out in zip([r[0] for r in ready], self._generate(ready), strict=True):
-                wanted = jobs[k].sampling.n
-                if out.error is None and len(out.texts) == 1 and wanted > 1:
-                    out.texts *= wanted  # greedy: every sample is the same text
-                    out.finish_reasons *= wanted
-                    out.output_tokens *= wanted
-                outputs[k] = out
+                outputs[k] = self._copy_greedy(out, jobs[k].sampling.n)
         return [o if o is not None else RawOutput(error="no output") for o in outputs]
 
     def _generate(self, ready: list[tuple[int, Any, Any]]) -> list[RawOutput]:
@@ -206,14 +251,6 @@ class VLLMEngine:
                 out.extend(self._generate([item]))
             return out
 
-    @staticmethod
-    def _raw(result: Any) -> RawOutput:
-        samples = result.outputs
-        return RawOutput(texts=[c.text for c in samples],
-                         finish_reasons=[c.finish_reason for c in samples],
-                         prompt_tokens=len(result.prompt_token_ids or []),
-                         output_tokens=sum(len(c.token_ids) for c in samples))
-
     def close(self) -> None:
         """Stop the engine core and free its memory (the engine is unusable afterwards)."""
         llm = getattr(self, "llm", None)
@@ -224,6 +261,95 @@ class VLLMEngine:
             core.shutdown()
         self.llm = None
         gc.collect()
+
+
+class AsyncVLLMEngine(_VLLMBase):
+    """vLLM's async engine (AsyncLLM): requests enter the running batch as they arrive.
+
+    Several blocks share the engine at once (pipeline.engine_host runs their calls
+    concurrently), so its batch never drains between blocks, and a sample that fails its
+    constraint is asked for again straight away, beside the others still running.
+    Create it inside the event loop that will drive it (vLLM's output handler is a task of
+    that loop). A dead engine core raises EngineDead from `agenerate`.
+    """
+
+    def __init__(self, spec: ModelSpec, *, seed: int = 0, s3: S3Settings | None = None,
+                 **llm_kwargs: Any) -> None:
+        kwargs = self._engine_kwargs(spec, seed, llm_kwargs, s3)
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        # LLM turns per-step stats off; the async engine would log them every few seconds.
+        kwargs.setdefault("disable_log_stats", True)
+        self.llm: Any = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.chat_template = load_chat_template(spec.chat_template)
+        self._ids = itertools.count()
+
+    async def agenerate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        if not requests:
+            return []
+        prompts, samplings = self._prepare(requests)
+
+        async def run_job(job: Job) -> RawOutput:
+            return await self._run_one(job, prompts[job.index])
+
+        return await run_with_retries_async(requests, samplings, run_job, self.spec.json_retries)
+
+    async def _run_one(self, job: Job, prompt: list[int] | RawOutput) -> RawOutput:
+        from vllm.inputs import TokensPrompt
+
+        if isinstance(prompt, RawOutput):
+            return prompt  # the row failed before generation
+        try:
+            params = self._params(job, self.max_model_len - len(prompt))
+        except Exception as exc:  # e.g. a schema the grammar compiler rejects
+            return RawOutput(error=f"invalid sampling or schema: {_one_line(exc)}",
+                             prompt_tokens=len(prompt))
+        from vllm.sampling_params import RequestOutputKind
+
+        # Only the finished output: streaming every token of thousands of concurrent
+        # requests through this event loop would cost the host more than the engine.
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        final = None
+        try:
+            # Unique per attempt: a retried row must never collide with its first attempt.
+            request_id = f"{job.request.id}#{job.attempt}#{next(self._ids)}"
+            async for out in self.llm.generate(TokensPrompt(prompt_token_ids=prompt), params,
+                                               request_id):
+                final = out  # the last output carries the whole text
+        except Exception as exc:
+            if _engine_dead(exc) or self.llm.errored:
+                raise EngineDead(_one_line(exc) or type(exc).__name__) from exc
+            return RawOutput(error=f"vLLM rejected the request: {_one_line(exc)}",
+                             prompt_tokens=len(prompt))
+        if final is None:
+            return RawOutput(error="no output", prompt_tokens=len(prompt))
+        return self._copy_greedy(self._raw(final), job.sampling.n)
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        raise RuntimeError("AsyncVLLMEngine is driven by `await agenerate(...)` (an engine host)")
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.shutdown()
+            self.llm = None
+            gc.collect()
+
+
+class EngineDead(RuntimeError):
+    """The engine itself is gone (vLLM's engine core died): no row's fault, no call can
+    succeed on it again. Engine hosts exit on it so that Ray restarts them."""
+
+
+def _in_ray_placement_group() -> bool:
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.util.get_current_placement_group() is not None
+    except Exception:
+        return False
 
 
 def _engine_dead(exc: BaseException) -> bool:

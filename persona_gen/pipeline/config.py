@@ -14,10 +14,19 @@ class PipelineConfig(StrictModel):
     actors: int = Field(default=1, ge=1)
     """Engine actors per model (one per GPU, or per tensor-parallel group, on a cluster)."""
     num_gpus_per_actor: float = Field(default=0, ge=0)
+    """GPUs for each engine of a single-GPU model (0: CPU run). A model whose file sets
+    tensor_parallel_size > 1 takes that many whole GPUs per engine, packed on one node."""
+    blocks_in_flight: int = Field(default=4, ge=1)
+    """Blocks each engine serves at once. Their requests share the engine's running batch,
+    so it never drains between blocks: one block's tail and the next block's reads and
+    commits overlap the others' generation (2-4 keep a GPU full)."""
+    accelerator_type: str | None = None
+    """Ray accelerator type for every GPU engine (e.g. H100); a model file's own wins."""
     num_cpus_per_actor: float = Field(default=0.5, gt=0)
     """CPUs for each engine actor; fractional on CPU boxes so Ray's other tasks still run."""
     num_cpus_per_worker: float = Field(default=0.25, gt=0)
-    """CPUs for each Ray Data worker (reads a block, calls its engine, commits files)."""
+    """CPUs for each Ray Data worker (reads blocks, calls its engine, commits files); one
+    worker per engine runs its `blocks_in_flight` blocks in threads."""
     engine_start_timeout_s: float = Field(default=1800, gt=0)
     """How long engine actors may take to be scheduled and load their model."""
     ray_address: str | None = None

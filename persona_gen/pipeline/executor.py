@@ -2,7 +2,8 @@
 
 One pass per model: the driver lists pending blocks from storage (never from memory), and
 a streaming Ray Data pipeline feeds them to worker actors, each bound to one long-lived
-engine actor (pipeline.engine_host), that commit each step's block file. Ray restarts a
+engine actor (pipeline.engine_host), that commit each step's block file; each worker keeps
+`pipeline.blocks_in_flight` blocks in its engine at once. Ray restarts a
 crashed actor and retries its block (map_batches defaults to max_restarts=-1,
 max_task_retries=-1); a retried block overwrites its own files.
 """
@@ -10,6 +11,7 @@ max_task_retries=-1); a retried block overwrites its own files.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
@@ -86,11 +88,20 @@ def run_chains(chains: Iterable[Chain], run: RunRef, cfg: PipelineConfig,
         tasks = tasks_by_model[model]
         engines = hosts.get(model)
         ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
-        # Two workers per engine: one block's reads and writes overlap another's generation.
+        # One worker per engine, running `blocks_in_flight` blocks at once in threads: their
+        # engine calls overlap in the engine's batch and each other's reads and commits
+        # (pyarrow and Ray release the GIL there). Threads rather than more worker
+        # processes, which would cost memory per block in flight; each block still commits
+        # its own files, so a retried block overwrites only itself.
+        in_flight = cfg.blocks_in_flight
         ds = ds.map_batches(
             EngineWorker,
             batch_size=1,
-            compute=ActorPoolStrategy(size=max(1, min(2 * len(engines), len(tasks)))),
+            compute=ActorPoolStrategy(
+                size=max(1, min(len(engines), math.ceil(len(tasks) / in_flight))),
+                max_tasks_in_flight_per_actor=in_flight,
+                max_concurrent_calls_per_actor=in_flight,
+                enable_true_multi_threading=True),
             num_cpus=cfg.num_cpus_per_worker,
             fn_constructor_kwargs={
                 "model": model, "hosts": engines, "counter": hosts.counter(),

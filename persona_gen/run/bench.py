@@ -27,7 +27,7 @@ def folders(stage: str) -> tuple[str, str]:
 def run_bench_on_pipeline(requests: pa.Table, cfg: RunConfig, run: RunRef,
                           done_answers: pa.Table | None,
                           done_judgments: pa.Table | None) -> BenchOutputs:
-    with ray_session(cfg.pipeline), EngineHosts(cfg.pipeline, run.run_id) as hosts:
+    with ray_session(cfg.pipeline), EngineHosts(cfg.pipeline, run.run_id, s3=cfg.storage) as hosts:
         runner = PipelineRunner(run, folders, cfg.pipeline, hosts, ("sample_id", "request_id"))
         return run_bench(requests, cfg.bench, EngineRef, cfg.run.seed, done_answers,
                          done_judgments, cfg.pipeline.batch_size, runner)

@@ -106,7 +106,7 @@ class Job:
         if self._hosts is None:
             self._stack.enter_context(ray_session(self.cfg.pipeline))
             self._hosts = self._stack.enter_context(
-                EngineHosts(self.cfg.pipeline, self.run.run_id))
+                EngineHosts(self.cfg.pipeline, self.run.run_id, s3=self.cfg.storage))
         return self._hosts
 
     def complete(self, folder: str) -> bool:

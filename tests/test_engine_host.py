@@ -1,0 +1,172 @@
+"""Engine hosts: async retries, several blocks in one engine batch (sim), the layout each
+model gets from its file, and tensor-parallel placement on a Ray with fake GPUs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from persona_gen.engines.base import ChatRequest, Message, Sampling
+from persona_gen.engines.registry import SimSpec, get_spec
+from persona_gen.engines.sim import draw_length, stream_seconds
+from persona_gen.engines.structured import Job, RawOutput, run_with_retries_async
+from persona_gen.pipeline.config import PipelineConfig
+from persona_gen.pipeline.engine_host import EngineHosts, engine_layout
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def _req(i: int, **kw) -> ChatRequest:
+    return ChatRequest(id=f"r{i}", messages=[Message(role="user", content=f"question {i}")], **kw)
+
+
+def test_async_retries_resubmit_only_the_failed_sample_at_once():
+    """A bad sample goes back into the engine while the other rows are still running."""
+    calls: list[tuple[str, int]] = []
+    slow_done = asyncio.Event()
+
+    async def run_job(job: Job) -> RawOutput:
+        calls.append((job.request.id, job.attempt))
+        if job.request.id == "r0":  # the slow row finishes only after r1's retry came back
+            await asyncio.wait_for(slow_done.wait(), 5)
+            return RawOutput(texts=['{"a": 0}'], finish_reasons=["stop"], output_tokens=3)
+        if job.attempt == 0:
+            return RawOutput(texts=['{"a": "x"'], finish_reasons=["length"], output_tokens=4)
+        slow_done.set()
+        return RawOutput(texts=['{"a": 1}'], finish_reasons=["stop"], output_tokens=3)
+
+    reqs = [_req(0, json_schema=SCHEMA), _req(1, json_schema=SCHEMA)]
+    results = asyncio.run(run_with_retries_async(reqs, [r.sampling for r in reqs], run_job, 2))
+    assert [r.parsed for r in results] == [[{"a": 0}], [{"a": 1}]]
+    assert results[1].output_tokens == 7 and results[1].finish_reasons == ["stop"]
+    assert calls == [("r0", 0), ("r1", 0), ("r1", 1)]
+
+
+def test_async_retries_give_up_into_a_row_error():
+    async def run_job(job: Job) -> RawOutput:
+        return RawOutput(texts=["not json"], finish_reasons=["stop"], output_tokens=2)
+
+    reqs = [_req(0, json_schema=SCHEMA)]
+    (res,) = asyncio.run(run_with_retries_async(reqs, [r.sampling for r in reqs], run_job, 1))
+    assert res.error and "after 2 attempt(s)" in res.error
+    assert res.texts == ["not json", "not json"] and res.finish_reasons == ["stop", "stop"]
+
+
+def test_sim_lengths_are_seeded_and_the_stream_is_the_ceiling():
+    p = SimSpec()
+    lengths = [draw_length(p, f"k{i}", 512) for i in range(4096)]
+    assert lengths == [draw_length(p, f"k{i}", 512) for i in range(4096)]
+    assert max(lengths) <= 512 and 180 < sorted(lengths)[len(lengths) // 2] < 260
+    one = stream_seconds(lengths, p)
+    # Blocks drained one after another never beat one continuous stream.
+    assert sum(stream_seconds(lengths[i:i + 1024], p) for i in range(0, 4096, 1024)) > one
+
+
+def _sim_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **spec) -> str:
+    folder = tmp_path / "models"
+    folder.mkdir(exist_ok=True)
+    body = {"name": "sim-test", "engine": "sim", "max_model_len": 2048, "runs_on": ["cpu", "gpu"],
+            "sim": {"time_scale": 0.05, "median_len": 40, "max_len": 64}, **spec}
+    (folder / "sim-test.yaml").write_text(yaml.safe_dump(body))
+    monkeypatch.setenv("PERSONA_GEN_MODELS_DIR", str(folder))
+    return "sim-test"
+
+
+@pytest.mark.ray
+def test_blocks_in_flight_share_one_engine_batch(tmp_path, monkeypatch, ray_local):
+    """Two blocks sent at once run in the engine together: 8 sequences at its peak."""
+    import ray
+
+    model = _sim_models(tmp_path, monkeypatch)
+    cfg = PipelineConfig(actors=1, num_cpus_per_actor=0.25, blocks_in_flight=2)
+    with EngineHosts(cfg, "t", log_json=False) as hosts:
+        (host,) = hosts.get(model)
+        blocks = [[_req(b * 4 + i, sampling=Sampling(max_tokens=64)) for i in range(4)]
+                  for b in range(2)]
+        out = ray.get([host.generate.remote(b) for b in blocks])
+        stats = ray.get(host.stats.remote())
+    assert [r.id for block in out for r in block] == [f"r{i}" for i in range(8)]
+    assert all(r.ok and r.output_tokens > 0 and r.finish_reasons for block in out for r in block)
+    assert stats["sequences"] == 8 and stats["peak_running"] == 8
+
+
+def test_layout_reads_tensor_parallel_size_from_the_model_file():
+    gpu = PipelineConfig(actors=8, num_gpus_per_actor=1)
+    big = engine_layout(get_spec("llama-3.1-70b-instruct"), gpu, cluster_gpus=8)
+    assert (big.engines, big.gpus_per_engine, big.packed) == (1, 8.0, True)
+    small = engine_layout(get_spec("llama-3.1-8b-instruct"), gpu, cluster_gpus=8)
+    assert (small.engines, small.gpus_per_engine, small.packed) == (8, 1.0, False)
+    # Autoscaling clusters may start with no GPU: then pipeline.actors is taken as is.
+    assert engine_layout(get_spec("llama-3.1-70b-instruct"), gpu, cluster_gpus=0).engines == 8
+    assert engine_layout(get_spec("echo"), gpu).gpus_per_engine == 0
+    assert engine_layout(get_spec("llama-3.1-8b-instruct"), PipelineConfig()).gpus_per_engine == 0
+    typed = PipelineConfig(num_gpus_per_actor=1, accelerator_type="A10G")
+    assert engine_layout(get_spec("llama-3.1-8b-instruct"), typed).accelerator_type == "A10G"
+
+
+_PLACEMENT = textwrap.dedent("""
+    import json, os, sys, ray
+    from persona_gen.engines.base import ChatRequest, Message
+    from persona_gen.pipeline.config import PipelineConfig
+    from persona_gen.pipeline.engine_host import EngineHosts
+    # A local Ray that claims 16 GPUs on one node: scheduling only, nothing touches CUDA.
+    # Each tensor-parallel bundle holds a CPU beside its GPU: 8 per engine.
+    ray.init(num_cpus=24, num_gpus=16, resources={"accelerator_type:H100": 16},
+             include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": sys.argv[1],
+                                       "PERSONA_GEN_MODELS_DIR": sys.argv[2]}})
+    cfg = PipelineConfig(actors=4, num_gpus_per_actor=1, num_cpus_per_actor=0.25,
+                         num_cpus_per_worker=0.25)
+    out = {}
+    with EngineHosts(cfg, "t", log_json=False) as hosts:
+        engines = hosts.get("sim-test")
+        req = ChatRequest(id="a", messages=[Message(role="user", content="hi")])
+        out["ok"] = ray.get(engines[0].generate.remote([req]))[0].ok
+        out["engines"] = len(engines)
+        out["free_gpus"] = ray.available_resources().get("GPU", 0)
+        out["groups"] = [
+            {"strategy": g["strategy"], "state": g["state"],
+             "bundles": [b for _, b in sorted(g["bundles"].items())]}
+            for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+    import time
+    for _ in range(300):  # removal of placement groups is asynchronous
+        out["free_after"] = ray.available_resources().get("GPU", 0)
+        if out["free_after"] == 16:
+            break
+        time.sleep(0.1)
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.ray
+def test_tensor_parallel_engines_get_a_packed_placement_group(tmp_path):
+    """tensor_parallel_size 8 on 16 fake GPUs: 2 engines (not pipeline.actors' 4), each in
+    a STRICT_PACK group of 8 one-GPU H100 bundles; closing gives every GPU back."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "sim-test.yaml").write_text(yaml.safe_dump({
+        "name": "sim-test", "engine": "sim", "tensor_parallel_size": 8,
+        "accelerator_type": "H100", "runs_on": ["gpu"], "sim": {"time_scale": 0.01}}))
+    script = tmp_path / "placement.py"
+    script.write_text(_PLACEMENT)
+    done = subprocess.run([sys.executable, str(script), str(ROOT), str(folder)],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                          env={**os.environ, "PERSONA_GEN_MODELS_DIR": str(folder),
+                               "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["ok"] and out["engines"] == 2 and out["free_gpus"] == 0
+    assert len(out["groups"]) == 2
+    for g in out["groups"]:
+        assert g["strategy"] == "STRICT_PACK" and len(g["bundles"]) == 8
+        assert all(b["GPU"] == 1 and b["accelerator_type:H100"] == 0.001 for b in g["bundles"])
+    assert out["free_after"] == 16
