@@ -10,6 +10,7 @@ from test_bench_data import personas_table, prompts_table
 from typer.testing import CliRunner
 
 from persona_gen.bench import layout as L
+from persona_gen.bench.answer import CUT_BEFORE_MARKER
 from persona_gen.bench.config import BenchConfig
 from persona_gen.bench.layout import BenchLayout
 from persona_gen.bench.report import write_report
@@ -177,14 +178,18 @@ def test_bench_run_with_the_bundled_model(tmp_path, bundled_engine):
     """The real SmolLM2-135M on vLLM CPU answers and judges a tiny bench end to end."""
     name = bundled_engine.name
     # One persona and one prompt keep it quick on 2 CPU cores; still 4 modes, k = 2, LOO.
-    cfg = BenchConfig(**_bench_section([name], name, max_tokens=32, judge_max_tokens=64,
+    cfg = BenchConfig(**_bench_section([name], name, max_tokens=32,
+                                       max_tokens_by_mode={"cot": 32, "summary": 32},
+                                       judge_max_tokens=64,
                                        judge_critique_chars=40, max_personas=1, max_prompts=1,
                                        loo_personas=1, loo_prompts=1))
     requests = build_requests(personas_table(), prompts_table(), cfg, seed=0)
     out = run_bench(requests, cfg, lambda _name: bundled_engine, seed=0)
     assert out.answers.num_rows == 2 * requests.num_rows
     answered = out.answers.filter(pc.is_null(out.answers.column("answer_error")))
-    assert answered.num_rows == out.answers.num_rows
+    # At 32 tokens a cot/summary sample may be cut before its marker: failed, by design.
+    assert set(out.answers.column("answer_error").to_pylist()) <= {None, CUT_BEFORE_MARKER}
+    assert answered.num_rows
     assert all(a.strip() for a in answered.column("answer").to_pylist())
     verdicts = [v for v in out.judgments.column("verdict").to_pylist() if v is not None]
     assert verdicts and set(verdicts) <= {0, 1}

@@ -1,7 +1,8 @@
 """Leave-one-attribute-out: the same persona rendered without one attribute.
 
-Design: the *model under test* sees the ablated persona; the judge always sees the full
-persona (the real person being served). Comparing verdicts for the full and ablated
+Design: the *model under test* sees the ablated persona; by default the judge sees the full
+persona (the real person being served). With `bench.loo_judge_persona: reduced` the judge
+role-plays the ablated persona too, so the attribute is gone from the whole loop. Comparing verdicts for the full and ablated
 twins (same model, mode, question and sampling seed) per attribute gives Cohen's kappa:
 a low kappa means dropping the attribute changes whether answers suit the person, so the
 attribute matters. Personas for whom the attribute is missing anyway (fertility for men,

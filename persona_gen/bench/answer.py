@@ -7,29 +7,51 @@ single-mode stage for callers that split by mode.
 The stage keeps one row per request with list columns (one entry per sample), as the
 ModelStage contract asks; `explode_samples` then gives one row per sample, which is
 what the judge and the metrics consume.
+
+Truncation: each sample's finish reason is kept (`answer_finish_reasons`, then
+`answer_finish_reason` per sample). A cot or summary sample cut by length before its
+final-answer marker is a failed sample (`answer_error` = CUT_BEFORE_MARKER): judging the
+whole text would score half-finished reasoning as if it were the answer. A cut sample
+that reached the marker is kept; its finish reason says it was cut.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from persona_gen.bench.config import ALL_MODES, Mode
+from persona_gen.bench.config import ALL_MODES, DEFAULT_MAX_TOKENS_BY_MODE, Mode
 from persona_gen.bench.ids import sample_id
-from persona_gen.bench.modes import build_messages, parse_answer
+from persona_gen.bench.modes import build_messages, parse_answer, uses_marker
 from persona_gen.engines.base import ChatRequest, ChatResult, Sampling
 from persona_gen.pipeline.columns import column, with_columns
 
 _LIST = pa.list_(pa.string())
+
+CUT_BEFORE_MARKER = "cut by length before the final-answer marker"
+"""answer_error of a reasoning-mode sample that never reached its answer. It is a final
+outcome (same seed, same cut), so a resumed run does not ask again."""
+
+
+def mode_limits(limits: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """Per-mode limits as sorted pairs: the stage stays a hashable frozen dataclass."""
+    return tuple(sorted(limits.items()))
+
+
+def is_cut_before_marker(mode: str, finish_reason: str | None, parse_kind: str | None) -> bool:
+    return uses_marker(mode) and finish_reason == "length" and parse_kind != "marker"
 
 
 @dataclass(frozen=True)
 class AnswerStage:
     temperature: float = 0.7
     max_tokens: int = 256
+    """Limit for modes not in max_tokens_by_mode."""
+    max_tokens_by_mode: tuple[tuple[str, int], ...] = mode_limits(DEFAULT_MAX_TOKENS_BY_MODE)
     modes: tuple[Mode, ...] = ALL_MODES
     name: ClassVar[str] = "bench_answer"
     id_column: ClassVar[str] = "request_id"
@@ -41,7 +63,11 @@ class AnswerStage:
         # One row per request with a list entry per sample (explode_samples flattens them),
         # so this stage writes its own columns rather than DeclaredStage's scalar ones.
         return ("raw_answers", "answers", "answer_preambles", "answer_parse",
-                f"{cls.name}_prompt_tokens", f"{cls.name}_output_tokens")
+                "answer_finish_reasons", f"{cls.name}_prompt_tokens",
+                f"{cls.name}_output_tokens")
+
+    def max_tokens_for(self, mode: str) -> int:
+        return dict(self.max_tokens_by_mode).get(mode, self.max_tokens)
 
     def requests(self, batch: pa.Table) -> list[ChatRequest]:
         out = []
@@ -54,19 +80,20 @@ class AnswerStage:
             out.append(ChatRequest(
                 id=rid,
                 messages=build_messages(mode, question, persona_text),
-                sampling=Sampling(temperature=self.temperature, max_tokens=self.max_tokens,
-                                  seed=seed, n=k),
+                sampling=Sampling(temperature=self.temperature,
+                                  max_tokens=self.max_tokens_for(mode), seed=seed, n=k),
             ))
         return out
 
     def results(self, batch: pa.Table, results: list[ChatResult]) -> pa.Table:
-        raw, answers, preambles, kinds, errors = [], [], [], [], []
+        raw, answers, preambles, kinds, reasons, errors = [], [], [], [], [], []
         for mode, k, r in zip(column(batch, "mode"), column(batch, "k"), results, strict=True):
             if not r.ok:
                 raw.append(None)
                 answers.append(None)
                 preambles.append(None)
                 kinds.append(None)
+                reasons.append(None)
                 errors.append(r.error)
                 continue
             parsed = [parse_answer(mode, t) for t in r.texts]
@@ -74,6 +101,9 @@ class AnswerStage:
             answers.append([p.answer for p in parsed])
             preambles.append([p.preamble for p in parsed])
             kinds.append([p.kind for p in parsed])
+            # An engine may report no reasons at all: unknown (null), never assumed 'stop'.
+            got = list(r.finish_reasons)[: len(r.texts)]
+            reasons.append(got + [None] * (len(r.texts) - len(got)))
             # Fewer samples than asked is a row error, but the ones we got are kept.
             errors.append(None if len(r.texts) >= k else f"engine returned {len(r.texts)} of {k} samples")
         return with_columns(batch, {
@@ -81,6 +111,7 @@ class AnswerStage:
             "answers": pa.array(answers, _LIST),
             "answer_preambles": pa.array(preambles, _LIST),
             "answer_parse": pa.array(kinds, _LIST),
+            "answer_finish_reasons": pa.array(reasons, _LIST),
             f"{self.name}_prompt_tokens": pa.array([r.prompt_tokens for r in results], pa.int64()),
             f"{self.name}_output_tokens": pa.array([r.output_tokens for r in results], pa.int64()),
             "error": pa.array(errors, pa.string()),
@@ -88,7 +119,8 @@ class AnswerStage:
 
 
 _SAMPLE_LISTS = {"raw_answers": "raw_answer", "answers": "answer",
-                 "answer_preambles": "answer_preamble", "answer_parse": "answer_parse"}
+                 "answer_preambles": "answer_preamble", "answer_parse": "answer_parse",
+                 "answer_finish_reasons": "answer_finish_reason"}
 
 
 def explode_samples(answered: pa.Table) -> pa.Table:
@@ -96,10 +128,13 @@ def explode_samples(answered: pa.Table) -> pa.Table:
 
     A request that failed outright still yields `k` rows (answer null, answer_error set),
     so sample counts stay honest in the metrics; so does a sample the engine never returned.
+    A reasoning-mode sample cut before its marker gets answer_error = CUT_BEFORE_MARKER.
     """
     keep = [c for c in answered.column_names if c not in _SAMPLE_LISTS and c != "error"]
     base = answered.select(keep).to_pylist()
-    lists = {c: column(answered, c) for c in _SAMPLE_LISTS}
+    # Answers written before finish reasons were kept lack the column: reasons unknown.
+    lists = {c: column(answered, c) if c in answered.column_names else [None] * answered.num_rows
+             for c in _SAMPLE_LISTS}
     errors = column(answered, "error")
     rows = []
     for i, row in enumerate(base):
@@ -114,12 +149,15 @@ def explode_samples(answered: pa.Table) -> pa.Table:
             out["answer_error"] = errors[i] if s >= len(got) else None
             if s >= len(got) and out["answer_error"] is None:
                 out["answer_error"] = "sample missing"
+            if out["answer_error"] is None and is_cut_before_marker(
+                    row["mode"], out["answer_finish_reason"], out["answer_parse"]):
+                out["answer_error"] = CUT_BEFORE_MARKER
             rows.append(out)
     schema = answered.select(keep).schema
     for name, typ in (("sample_index", pa.int32()), ("sample_id", pa.string()),
                       ("raw_answer", pa.string()), ("answer", pa.string()),
                       ("answer_preamble", pa.string()), ("answer_parse", pa.string()),
-                      ("answer_error", pa.string())):
+                      ("answer_finish_reason", pa.string()), ("answer_error", pa.string())):
         schema = schema.append(pa.field(name, typ))
     return pa.Table.from_pylist(rows, schema=schema)
 

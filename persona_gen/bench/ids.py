@@ -23,8 +23,13 @@ def sample_id(request: str, sample_index: int) -> str:
     return hex_id("sample", request, sample_index, size=10)
 
 
-def judgment_id(sample: str, judge_model: str) -> str:
-    return hex_id("judge", sample, judge_model, size=10)
+def judgment_id(sample: str, judge_model: str, judge_persona: str | None = None) -> str:
+    """One verdict on a sample. A judge that role-plays the reduced persona (leave-one-out
+    with loo_judge_persona=reduced) gives other verdicts, so its ids differ; the full
+    persona keeps the ids runs had before the option existed."""
+    if judge_persona in (None, "full"):
+        return hex_id("judge", sample, judge_model, size=10)
+    return hex_id("judge", sample, judge_model, judge_persona, size=10)
 
 
 def answer_seed(run_seed: int, model: str, mode: str, persona_id: str, prompt_id: str, k: int) -> int:

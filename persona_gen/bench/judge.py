@@ -6,8 +6,9 @@ revision for that persona. The judge answers in the public persona-bench package
 fields, in its order: chain_of_thought, personalization_critic, helpfulness_critic,
 conclusion, needs_revision. The schema fixes that order, so the verdict is decoded last,
 conditioned on everything before it. Stored columns: `verdict` (1 = no revision needed),
-the two critiques, the reasoning and the conclusion. The judge always sees the full
-persona, also for leave-one-out rows (see ablation.py).
+the two critiques, the reasoning and the conclusion. The judge role-plays the row's
+`persona_text`: the full persona, or for leave-one-out rows under
+`loo_judge_persona: reduced` the ablated one (see ablation.py, requests.py).
 """
 
 from __future__ import annotations
@@ -104,6 +105,14 @@ def parse_verdict(result: ChatResult) -> tuple[dict[str, Any] | None, str | None
     }, None
 
 
+def judgment_ids(samples: pa.Table, judge_model: str) -> list[str]:
+    """Each sample's judgment id; tables from before `judge_persona` existed count as full."""
+    personas = (samples.column("judge_persona").to_pylist()
+                if "judge_persona" in samples.column_names else [None] * samples.num_rows)
+    return [judgment_id(s, judge_model, p)
+            for s, p in zip(samples.column("sample_id").to_pylist(), personas, strict=True)]
+
+
 @dataclass(frozen=True)
 class JudgeStage(DeclaredStage):
     """Input rows: one per sample (sample_id, persona_text, question, answer)."""
@@ -127,7 +136,7 @@ class JudgeStage(DeclaredStage):
         return Sampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
 
     def row_key(self, row: dict[str, Any]) -> str:
-        return judgment_id(row["sample_id"], self.judge_model)
+        return judgment_id(row["sample_id"], self.judge_model, row.get("judge_persona"))
 
     def json_schema(self) -> dict[str, Any]:
         return judge_schema(self.critique_chars)
@@ -145,7 +154,7 @@ class JudgeStage(DeclaredStage):
                 retried: set[int] | None = None) -> pa.Table:
         out = super().results(batch, results, retried)
         # Every row names its judgment, failed ones too: a resumed run retries them by id.
-        ids = [judgment_id(s, self.judge_model) for s in out.column("sample_id").to_pylist()]
+        ids = judgment_ids(out, self.judge_model)
         return with_columns(out, {"judgment_id": pa.array(ids, pa.string()),
                                   "judge_model": pa.array([self.judge_model] * len(ids),
                                                           pa.string())})

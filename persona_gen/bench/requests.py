@@ -2,8 +2,10 @@
 
 One row is one answer request for `k` samples. Columns:
 request_id, model, mode, persona_id, prompt_id, ablated_attribute (null for the full
-persona), question, persona_text (the full persona, for the judge), answer_persona_text
-(what the model under test sees: null in baseline, the ablated text in LOO rows), k, seed.
+persona), question, persona_text (the persona the judge role-plays: the full one, or in LOO
+rows with loo_judge_persona=reduced the ablated one), judge_persona ('full' | 'reduced'),
+answer_persona_text (what the model under test sees: null in baseline, the ablated text in
+LOO rows), k, seed.
 
 Rows are sorted by model, persona, ablation, mode, prompt so that consecutive requests
 share their persona prefix (prefix caching) and one model's rows are contiguous.
@@ -32,6 +34,7 @@ REQUEST_SCHEMA = pa.schema([
     ("ablated_attribute", pa.string()),
     ("question", pa.string()),
     ("persona_text", pa.string()),
+    ("judge_persona", pa.string()),
     ("answer_persona_text", pa.string()),
     ("k", pa.int32()),
     ("seed", pa.int64()),
@@ -68,6 +71,9 @@ def select(table: pa.Table, id_column: str, split: str | None, limit: int | None
 def _row(cfg: BenchConfig, seed: int, model: str, mode: Mode, persona: dict[str, Any],
          prompt: dict[str, Any], text: str, ablated: str | None, answer_text: str | None) -> dict[str, Any]:
     pid, qid = str(persona["persona_id"]), str(prompt["prompt_id"])
+    # The request id ignores which persona the judge sees: the answer is the same work
+    # either way, and only the verdict (judgment_id) differs.
+    reduced = ablated is not None and cfg.loo_judge_persona == "reduced"
     return {
         "request_id": request_id(model, mode, pid, qid, ablated, cfg.k),
         "model": model,
@@ -76,7 +82,8 @@ def _row(cfg: BenchConfig, seed: int, model: str, mode: Mode, persona: dict[str,
         "prompt_id": qid,
         "ablated_attribute": ablated,
         "question": str(prompt["text"]),
-        "persona_text": text,
+        "persona_text": answer_text if reduced else text,
+        "judge_persona": "reduced" if reduced else "full",
         "answer_persona_text": answer_text,
         "k": cfg.k,
         "seed": answer_seed(seed, model, mode, pid, qid, cfg.k),

@@ -18,10 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from persona_gen.bench import layout as L
-from persona_gen.bench.answer import AnswerStage, explode_samples, judgeable
+from persona_gen.bench.answer import (
+    CUT_BEFORE_MARKER,
+    AnswerStage,
+    explode_samples,
+    judgeable,
+    mode_limits,
+)
 from persona_gen.bench.config import BenchConfig
-from persona_gen.bench.ids import judgment_id
-from persona_gen.bench.judge import JudgeStage
+from persona_gen.bench.judge import JudgeStage, judgment_ids
 from persona_gen.bench.layout import BenchLayout
 from persona_gen.bench.metrics import loo_kappas, loo_table, mode_scores, scores_table
 from persona_gen.engines.base import Engine
@@ -49,7 +54,8 @@ class BenchOutputs:
 
 
 def answer_stage(cfg: BenchConfig) -> AnswerStage:
-    return AnswerStage(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    return AnswerStage(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                       max_tokens_by_mode=mode_limits(cfg.max_tokens_by_mode))
 
 
 def judge_stage(cfg: BenchConfig, seed: int) -> JudgeStage:
@@ -80,12 +86,15 @@ def run_answers(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor,
                 done: pa.Table | None = None, batch_size: int = 64,
                 runner: Runner = run_in_process) -> pa.Table:
     """Answer every request not already done; one row per sample out."""
-    done_ids = _done_ids(done, "request_id", "answer_error")
-    if done_ids and done is not None:
-        # A request counts as done only if none of its samples failed.
-        failed = set(done.filter(pc.is_valid(done.column("answer_error")))
-                     .column("request_id").to_pylist())
-        done_ids -= failed
+    done_ids: set[str] = set()
+    if done is not None and done.num_rows and "request_id" in done.column_names:
+        # A request counts as done only if none of its samples failed. A sample cut before
+        # its marker is a final outcome (the same seed and limit would cut it again), not a
+        # failure to retry; raising the limit means answering afresh.
+        errors = done.column("answer_error")
+        retry = pc.and_kleene(pc.is_valid(errors), pc.not_equal(errors, CUT_BEFORE_MARKER))
+        failed = set(done.filter(retry).column("request_id").to_pylist())
+        done_ids = set(done.column("request_id").to_pylist()) - failed
     # Work from an earlier config that this one no longer asks for is left out.
     done_ids &= set(requests.column("request_id").to_pylist())
     todo = requests.filter(pc.invert(pc.is_in(requests.column("request_id"),
@@ -107,7 +116,7 @@ def run_judge(answers: pa.Table, cfg: BenchConfig, engine_for: EngineFor, seed: 
               runner: Runner = run_in_process) -> pa.Table:
     """Judge every answered sample not already judged by this judge model."""
     samples = judgeable(answers).drop_columns(["answer_error"])
-    ids = [judgment_id(s, cfg.judge_model) for s in samples.column("sample_id").to_pylist()]
+    ids = judgment_ids(samples, cfg.judge_model)
     done_ids = _done_ids(done, "judgment_id", "error") & set(ids)
     todo = samples.filter(pa.array([i not in done_ids for i in ids], pa.bool_()))
     stage = judge_stage(cfg, seed)
