@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 
 test: setup  ## set-up plus the whole suite (lint first: it takes a second)
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 test-fast: setup  ## the suite without the slow real-model tests
 	$(PY) -m pytest -q -m "not model" tests
