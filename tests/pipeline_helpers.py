@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -62,3 +67,17 @@ def read_folder(uri: str, sub: str) -> tuple[pa.Table, list[str]]:
 
 def loc_of(uri: str) -> Location:
     return resolve(uri)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a driver started in its own session and every process of its local Ray
+    (Ray's workers have their own process groups)."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    proc.wait(30)

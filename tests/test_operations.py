@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from persona_gen.cli.main import main
 from persona_gen.errors import EXIT_FAILED_ROWS, EXIT_USAGE
-from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
+from tests.pipeline_helpers import kill_tree, read_folder, write_config, write_prompt_file
 
 pytestmark = pytest.mark.ray
 
@@ -36,19 +34,6 @@ CENSUS = "nist-acs-2019/national2019.csv"
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([*EXE, *args], stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process of its local Ray."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    for p in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    proc.wait(30)
 
 
 def _wait_for(cond, proc: subprocess.Popen | None, log: Path, timeout: float = 300) -> None:
@@ -103,7 +88,7 @@ def test_progress_lines_then_sigkill_shows_stale_then_resume_completes(tmp_path,
     code, state = _status(str(run))
     assert code == 0 and state["status"] == "running", state
 
-    _kill_tree(proc)
+    kill_tree(proc)
     # Nobody says the run ended: its heartbeat ages past run.stale_after_s (3 s here).
     _wait_for(lambda: _status(str(run))[1].get("status") == "stale", None, log, timeout=120)
     code, state = _status(str(run), "--stale-after", "3600")

@@ -25,7 +25,8 @@ def _config(tmp_path, census_dir, output: str, **sections):
         "prompts": {"heldout_fraction": 0.5},
         "feedback": {"model": MODEL, "judge_model": MODEL, "max_tokens": 32,
                      "verify_max_tokens": 48},
-        "pipeline": {"num_cpus_per_actor": 1},
+        # The 135M model's JSON fails now and then; _check_dataset accounts for every row.
+        "pipeline": {"num_cpus_per_actor": 1, "max_error_fraction": 1.0},
     }
     for key, value in sections.items():
         base.setdefault(key, {}).update(value)

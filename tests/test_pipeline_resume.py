@@ -6,10 +6,8 @@ Uses the no-model `echo` engine: this tests the pipeline's commits, not a model.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ import psutil
 import pyarrow.compute as pc
 import pytest
 
-from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
+from tests.pipeline_helpers import kill_tree, read_folder, write_config, write_prompt_file
 
 pytestmark = pytest.mark.ray
 
@@ -35,19 +33,6 @@ def _start(cfg: Path, run_id: str, log: Path) -> subprocess.Popen:
 def _pair_files(run: Path) -> int:
     folder = run / "feedback" / "pairs"
     return len(list(folder.glob("*.parquet"))) if folder.exists() else 0
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process of its local Ray (workers have their own groups)."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    for p in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    proc.wait(30)
 
 
 def _engine_actors(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -86,14 +71,14 @@ def test_sigkill_driver_twice_and_a_worker_then_resume(tmp_path, census_dir):
     first_stop = rng.randint(2, 12)
     proc = _start(cfg, "kill", log)
     _wait_for(lambda: _pair_files(run) >= first_stop, proc, 300, log)
-    _kill_tree(proc)
+    kill_tree(proc)
     after_first = _pair_files(run)
 
     # 2) Resume, and SIGKILL again during the resume.
     proc = _start(cfg, "kill", log)
     second_stop = after_first + rng.randint(2, 10)
     _wait_for(lambda: _pair_files(run) >= second_stop, proc, 300, log)
-    _kill_tree(proc)
+    kill_tree(proc)
     after_second = _pair_files(run)
     assert after_second > after_first
 
