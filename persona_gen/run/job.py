@@ -43,7 +43,7 @@ from persona_gen.run import quality
 from persona_gen.run import recipe as R
 from persona_gen.run.manifest import Failure, Manifest, StageRecord, load_or_create
 from persona_gen.run.progress import StageProgress, Ticker
-from persona_gen.run.status import count_rows, stage_status, sum_column
+from persona_gen.run.status import count_rows, stage_status, sum_columns
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
@@ -149,11 +149,11 @@ class Job:
         for s in self.recipe:
             st = stage_status(self.run, s)
             old = self.manifest.stages.get(s.name, StageRecord())
-            writes = self.run.child(s.writes)
+            prompt, output = f"{s.name}_prompt_tokens", f"{s.name}_output_tokens"
+            tokens = sum_columns(self.run.child(s.writes), (prompt, output))
             stages[s.name] = StageRecord(
                 planned=st.planned or 0, done=st.done, errors=st.errors,
-                prompt_tokens=sum_column(writes, f"{s.name}_prompt_tokens"),
-                output_tokens=sum_column(writes, f"{s.name}_output_tokens"),
+                prompt_tokens=tokens[prompt], output_tokens=tokens[output],
                 seconds=old.seconds)
         self.manifest.stages = stages
         quality.record(self.manifest.counts, self.run, self.recipe)  # persona_gen.run.quality
