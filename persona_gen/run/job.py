@@ -173,6 +173,14 @@ class Job:
         run_chains([chain], self.run, self.cfg.pipeline, on_result=self.on_result,
                    hosts=self.hosts)
         self.refresh()
+        self.close_bars([step.name for step in chain.steps])
+
+    def close_bars(self, names: list[str]) -> None:
+        """Their work is over: final counts from the manifest (just refreshed), no more lines."""
+        for name in names:
+            rec = self.manifest.stages.get(name)
+            if rec is not None:
+                self.bars.close(name, rec.planned or rec.done, rec.done, rec.errors)
 
 
 # ---- phases --------------------------------------------------------------------------------
@@ -194,6 +202,7 @@ def personas_phase(job: Job) -> None:
         EngineRef(judge.model(cfg)) if judge.enabled(cfg) else None,
         cfg.personas, cfg.run.seed, resampler(cfg, census_sampler), runner=_runner(job))
     job.commit_table(R.PERSONAS, table, R.PERSONA_STATS, "personas", stats.model_dump(mode="json"))
+    job.close_bars([s.name for s in job.recipe.in_phase("personas")])
 
 
 def _runner(job: Job) -> PipelineRunner:

@@ -35,10 +35,12 @@ class StageCounts:
     done: int = 0
     errors: int = 0
     started: float = field(default_factory=time.monotonic)
+    closed: bool = False
+    """Its chain has ended: no more lines, whatever the counts (filtered rows never arrive)."""
 
     @property
     def finished(self) -> bool:
-        return self.planned > 0 and self.done + self.errors >= self.planned
+        return self.closed or (self.planned > 0 and self.done + self.errors >= self.planned)
 
     def line(self, now: float) -> dict[str, Any]:
         """The fields of a progress line: rows/s over this attempt, ETA from that rate."""
@@ -46,7 +48,8 @@ class StageCounts:
         new = self.done + self.errors - self.start_done
         rate = new / elapsed
         left = max(self.planned - self.done - self.errors, 0)
-        return {"done": self.done, "planned": self.planned, "errors": self.errors,
+        # planned None: not known yet (its input is still being written upstream).
+        return {"done": self.done, "planned": self.planned or None, "errors": self.errors,
                 "pct": round(100 * (self.done + self.errors) / self.planned, 1)
                 if self.planned else None,
                 "rows_per_s": round(rate, 2),
@@ -87,6 +90,16 @@ class StageProgress:
             self.tasks[stage] = self.progress.add_task(stage, total=total, completed=done, rate="")
         else:
             self.progress.update(self.tasks[stage], total=total, completed=done)
+
+    def close(self, stage: str, total: int, done: int, errors: int) -> None:
+        """The stage's final counts (from storage) once its chain has ended.
+
+        A stage fed by another in the same chain (originals from the controversy labels)
+        has nothing to count when the chain starts; without this its line would repeat
+        "planned 0" for the rest of the run."""
+        self.plan(stage, total, done, errors)
+        with self._lock:
+            self.counts[stage].closed = True
 
     def on_result(self, res: BlockResult) -> None:
         for step in res.steps:
