@@ -13,51 +13,35 @@ figures depend on the machine (logs go to stderr).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 
+from pipeline_overhead import critique_only, pipeline_tokens
 from rich.console import Console
 from rich.table import Table
 
 from persona_gen import log
 from persona_gen.config.run import RunConfig
-from persona_gen.feedback.stages import CritiqueStage, sampling
-from persona_gen.pipeline.chain import Chain, LookupCache, Step
-from persona_gen.pipeline.executor import run_chains
-from persona_gen.pipeline.ray_session import ray_session
-from persona_gen.run import recipe as R
-from persona_gen.run.synthetic import write_synthetic_inputs
-from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
 MODEL = "smollm2-135m-instruct"
-# vLLM logs to stdout by default; stdout carries the table here.
-os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+log.keep_stdout_for_results()  # vLLM logs to stdout by default; stdout carries the table
 
 
 def measure(n_pairs: int, max_tokens: int, block: int, in_flight: int) -> dict:
     from persona_gen.engines.factory import create_engine
 
     cfg = RunConfig.model_validate({
-        "feedback": {"model": MODEL, "max_tokens": max_tokens, "temperature": 0.8},
+        "feedback": {"model": MODEL, "critique_max_tokens": max_tokens,
+                     # No retry of cut answers: both sides do the same calls.
+                     "critique_retry_max_tokens": 0, "temperature": 0.8},
         "pipeline": {"batch_size": block, "actors": 1, "num_cpus_per_actor": 1,
                      "blocks_in_flight": in_flight, "local_num_cpus": 2},
     })
-    stage = CritiqueStage(sampling(cfg))
-    critique = R.stage("critique")
-    chain = Chain("critique-only", R.PLAN, (Step(stage, MODEL, critique.writes, drop=critique.drop),),
-                  R.chain(cfg, "pairs").lookups)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunRef.at(tmp, "ceiling")
-        plan = cfg.plan.model_copy(update={"train_pairs_per_persona": 6,
-                                           "seen_test_pairs_per_persona": 0,
-                                           "heldout_test_pairs_per_persona": 2})
-        write_synthetic_inputs(run, max(1, n_pairs // 8), 16, 0, plan, block, persona_words=40)
-        cache = LookupCache(run)
-        blocks = [objects.read_table(run.child(R.PLAN, p.rsplit("/", 1)[-1]))
-                  for p in sorted(objects.list_files(run.child(R.PLAN), ".parquet"))]
-        requests = [r for b in blocks for r in stage.requests(cache.join(b, chain.lookups))]
+        chain, stage, blocks = critique_only(cfg, MODEL, run, n_pairs)
+        requests = [r for b in blocks for r in stage.requests(b)]
         # (a) the ceiling: every request in one generate call.
         engine = create_engine(MODEL)
         t0 = time.perf_counter()
@@ -66,11 +50,7 @@ def measure(n_pairs: int, max_tokens: int, block: int, in_flight: int) -> dict:
         engine.close()
         del engine
         # (b) the pipeline, engine start excluded (first block start to last block commit).
-        with ray_session(cfg.pipeline):
-            results = run_chains([chain], run, cfg.pipeline)
-        steps = [s for r in results for s in r.steps if not s.resumed]
-        pipe_s = max(s.finished_at for s in steps) - min(s.started_at for s in steps)
-        pipe_tokens = sum(s.output_tokens for s in steps)
+        pipe_tokens, pipe_s = pipeline_tokens(chain, run, cfg)
     return {"requests": len(requests), "ceiling_tok_s": ceiling_tokens / ceiling_s,
             "pipeline_tok_s": pipe_tokens / pipe_s,
             "ratio": (pipe_tokens / pipe_s) / (ceiling_tokens / ceiling_s),

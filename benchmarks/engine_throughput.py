@@ -89,6 +89,10 @@ def main() -> None:
     parser.add_argument("--echo-rows", type=int, default=100_000,
                         help="rows for the echo-engine rate (0: skip)")
     args = parser.parse_args()
+    from persona_gen import log
+
+    log.keep_stdout_for_results()  # vLLM logs to stdout by default; stdout carries the table
+    log.configure()
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
 
     from persona_gen.engines import create_engine

@@ -15,17 +15,22 @@ import threading
 import time
 
 import psutil
+import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from persona_gen import log
 from persona_gen.config.run import RunConfig
-from persona_gen.feedback.stages import sampling
-from persona_gen.pipeline.chain import Chain, Step
+from persona_gen.feedback.stages import CritiqueStage
+from persona_gen.pipeline.chain import Chain, LookupCache, Step
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.run import recipe as R
 from persona_gen.run.synthetic import write_synthetic_inputs
+from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
+
+log.keep_stdout_for_results()  # vLLM logs to stdout by default; stdout carries the tables
 
 
 class PeakMemory:
@@ -76,51 +81,63 @@ def overhead(n_personas: int, n_prompts: int, block: int) -> dict:
             "peak_gib": mem.peak / 2**30}
 
 
-def model_ratio(n_pairs: int, max_tokens: int) -> dict:
-    """Same critique requests: engine.generate directly vs through the pipeline."""
-    from persona_gen.engines.factory import create_engine
-    from persona_gen.feedback.stages import CritiqueStage
-    from persona_gen.pipeline.chain import LookupCache
-    from persona_gen.storage import objects
-
-    model = "smollm2-135m-instruct"
-    cfg = RunConfig.model_validate({
-        "feedback": {"model": model, "max_tokens": max_tokens, "temperature": 0.0},
-        "pipeline": {"batch_size": n_pairs // 2, "actors": 1, "num_cpus_per_actor": 1,
-                     "local_num_cpus": 2},
-    })
-    stage = CritiqueStage(sampling(cfg))
+def critique_only(cfg: RunConfig, model: str, run: RunRef,
+                  n_pairs: int) -> tuple[Chain, CritiqueStage, list[pa.Table]]:
+    """The critique stage alone as a chain, over synthetic plan blocks of about n_pairs
+    pairs (8 per persona: 6 train, 2 held-out, 40-word personas, 16 prompts), and those
+    blocks joined as the pipeline joins them: one setup for every pipeline-against-engine
+    comparison (here and in engine_ceiling.py)."""
     critique = R.stage("critique")
+    stage = critique.build(cfg)
     chain = Chain("critique-only", R.PLAN,
                   (Step(stage, model, critique.writes, drop=critique.drop),),
                   R.chain(cfg, "pairs").lookups)
+    plan = cfg.plan.model_copy(update={"train_pairs_per_persona": 6,
+                                       "seen_test_pairs_per_persona": 0,
+                                       "heldout_test_pairs_per_persona": 2})
+    write_synthetic_inputs(run, max(1, n_pairs // 8), 16, 0, plan, cfg.pipeline.batch_size,
+                           persona_words=40)
+    cache = LookupCache(run)
+    files = sorted(p.rsplit("/", 1)[-1] for p in objects.list_files(run.child(R.PLAN), ".parquet"))
+    blocks = [cache.join(objects.read_table(run.child(R.PLAN, f)), chain.lookups) for f in files]
+    return chain, stage, blocks
+
+
+def pipeline_tokens(chain: Chain, run: RunRef, cfg: RunConfig) -> tuple[int, float]:
+    """Output tokens and seconds of the chain through the pipeline, engine start excluded
+    (first block start to last block commit)."""
+    with ray_session(cfg.pipeline):
+        results = run_chains([chain], run, cfg.pipeline)
+    steps = [s for r in results for s in r.steps if not s.resumed]
+    seconds = max(s.finished_at for s in steps) - min(s.started_at for s in steps)
+    return sum(s.output_tokens for s in steps), seconds
+
+
+def model_ratio(n_pairs: int, max_tokens: int) -> dict:
+    """Same critique requests: engine.generate directly vs through the pipeline."""
+    from persona_gen.engines.factory import create_engine
+
+    model = "smollm2-135m-instruct"
+    cfg = RunConfig.model_validate({
+        "feedback": {"model": model, "critique_max_tokens": max_tokens,
+                     # No retry of cut answers: both sides do the same calls.
+                     "critique_retry_max_tokens": 0, "temperature": 0.0},
+        "pipeline": {"batch_size": n_pairs // 2, "actors": 1, "num_cpus_per_actor": 1,
+                     "local_num_cpus": 2},
+    })
     with tempfile.TemporaryDirectory() as tmp:
         run = RunRef.at(tmp, "ratio")
-        n_personas = max(1, n_pairs // 8)
-        write_synthetic_inputs(run, n_personas, 16, 0,
-                               cfg.plan.model_copy(update={"train_pairs_per_persona": 6,
-                                                           "seen_test_pairs_per_persona": 0,
-                                                           "heldout_test_pairs_per_persona": 2}),
-                               cfg.pipeline.batch_size, persona_words=40)
+        chain, stage, blocks = critique_only(cfg, model, run, n_pairs)
         # Direct: the same blocks, joined the same way, straight into one engine.
         engine = create_engine(model)
-        cache = LookupCache(run)
-        blocks = [objects.read_table(run.child(R.PLAN, f))
-                  for f in sorted(p.rsplit("/", 1)[-1] for p in
-                                  objects.list_files(run.child(R.PLAN), ".parquet"))]
         t0 = time.perf_counter()
         direct_tokens = 0
         for b in blocks:
-            reqs = stage.requests(cache.join(b, chain.lookups))
-            direct_tokens += sum(r.output_tokens for r in engine.generate(reqs))
+            direct_tokens += sum(r.output_tokens for r in engine.generate(stage.requests(b)))
         direct_s = time.perf_counter() - t0
         engine.close()
         del engine
-        with ray_session(cfg.pipeline):
-            results = run_chains([chain], run, cfg.pipeline)
-        steps = [s for r in results for s in r.steps if not s.resumed]
-        pipe_s = max(s.finished_at for s in steps) - min(s.started_at for s in steps)
-        pipe_tokens = sum(s.output_tokens for s in steps)
+        pipe_tokens, pipe_s = pipeline_tokens(chain, run, cfg)
     return {"pairs": sum(b.num_rows for b in blocks), "direct_tok_s": direct_tokens / direct_s,
             "pipeline_tok_s": pipe_tokens / pipe_s,
             "ratio": (pipe_tokens / pipe_s) / (direct_tokens / direct_s)}
@@ -135,6 +152,7 @@ if __name__ == "__main__":
     ap.add_argument("--model-pairs", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=48)
     args = ap.parse_args()
+    log.configure()  # logs to stderr: stdout carries the tables
     console = Console()
     r = overhead(args.personas, args.prompts, args.block)
     t = Table(title="pipeline overhead, echo engine (critique + revision + verify per pair)")

@@ -39,6 +39,7 @@ def write_synthetic_inputs(run: RunRef, n_personas: int, n_prompts: int, seed: i
         "prompt_id": prompt_ids,
         "original": [f"A general answer to {p}, " + "with several balanced points. " * 8
                      for p in prompt_ids],
+        "original_finish_reason": ["stop"] * n_prompts,  # the pairs chain looks it up too
     }))
     train = [p for p, s in zip(prompt_ids, splits, strict=True) if s == "train"]
     heldout = [p for p, s in zip(prompt_ids, splits, strict=True) if s == "heldout"]
