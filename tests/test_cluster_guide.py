@@ -158,8 +158,8 @@ def test_the_checker_catches_a_wrong_command() -> None:
 def test_the_paper_table_in_the_guide_is_current() -> None:
     """The guide's table must be what `plan-cost` prints today for the paper config."""
     from persona_gen.cli.cost_cmd import registry_engines
-    from persona_gen.config import load_config
     from persona_gen.cost import load_table, parse_cluster, plan_cost, workload_from_config
+    from persona_gen.run.config import load_config
 
     totals = re.search(r"^│ total\s+│\s+│\s+([\d,]+)\s+│.*?│\s+([\d.]+)\s+│[^│]+│\s+│$",
                        guide(), re.M)

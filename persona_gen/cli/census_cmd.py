@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from persona_gen.cli.options import ConfigOpt, SetOpt
-from persona_gen.config import load_config
 from persona_gen.errors import DataError
+from persona_gen.run.config import load_config
 
 app = typer.Typer(help="ACS PUMS census microdata: download, sample people, check fidelity.",
                   no_args_is_help=True)

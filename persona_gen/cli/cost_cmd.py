@@ -1,4 +1,4 @@
-"""`persona-gen plan-cost`: what a job will cost on a given cluster, before it runs."""
+"""`persona-gen plan-cost`: what a run will cost on a given cluster, before it runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 
 from persona_gen.cli.options import ConfigOpt, SetOpt
-from persona_gen.config import load_config
 from persona_gen.config.loader import apply_overrides, validate_model
 from persona_gen.cost.estimate import (
     PAPER_PROMPTS,
@@ -21,6 +20,7 @@ from persona_gen.cost.estimate import (
 )
 from persona_gen.cost.render import print_plan
 from persona_gen.cost.tables import load_table
+from persona_gen.run.config import load_config
 
 
 def registry_engines() -> dict[str, EngineInfo]:

@@ -36,10 +36,10 @@ def export(
 
     Reads and writes block by block; checks every block's schema before writing; the folder appears only when complete (on s3://, the card is uploaded last). Upload it with `hf upload <namespace>/<name> FOLDER . --repo-type dataset`.
     """  # typer keeps line breaks: one line per paragraph
-    from persona_gen.config import load_config
     from persona_gen.export import ExportOptions, export_run
     from persona_gen.export.target import Target
     from persona_gen.log import configure
+    from persona_gen.run.config import load_config
     from persona_gen.storage.uri import resolve
 
     cfg = load_config(config, set_ or [])

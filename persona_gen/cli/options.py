@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from persona_gen.config.run import RunConfig
+    from persona_gen.run.config import RunConfig
     from persona_gen.storage.runref import RunRef
 
 ConfigOpt = Annotated[

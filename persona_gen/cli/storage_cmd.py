@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from persona_gen.cli.options import ConfigOpt, SetOpt
-from persona_gen.config import load_config
+from persona_gen.run.config import load_config
 from persona_gen.storage.check import check
 
 app = typer.Typer(help="Object storage utilities.", no_args_is_help=True)

@@ -26,7 +26,7 @@ class S3Settings(StrictModel):
     request_timeout_s: float = 30.0
     retry_budget_s: float = Field(default=120.0, ge=0)
     """How long one storage operation keeps retrying transient failures (unreachable
-    endpoint, 5xx, SlowDown) with backoff before the job fails naming endpoint and
+    endpoint, 5xx, SlowDown) with backoff before the run fails naming endpoint and
     operation. 0: no retries beyond the S3 client's own."""
 
     @model_validator(mode="before")
