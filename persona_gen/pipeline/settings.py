@@ -62,6 +62,8 @@ class StageSettings(StrictModel):
         data.update({k: v for k, v in defaults.model_dump().items()
                      if k in SHARED and v is not None})
         data.update({k: v for k, v in self.model_dump().items() if v is not None})
+        if data.get("retry_max_tokens") is None:
+            data["retry_max_tokens"] = 2 * int(data["max_tokens"])
         return type(self).model_validate(data)
 
 
