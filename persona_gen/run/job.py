@@ -41,7 +41,13 @@ from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import PipelineRunner
 from persona_gen.run import quality
 from persona_gen.run import recipe as R
-from persona_gen.run.manifest import Failure, Manifest, StageRecord, load_or_create
+from persona_gen.run.manifest import (
+    Failure,
+    Manifest,
+    StageRecord,
+    load_or_create,
+    refuse_deterministic_retry,
+)
 from persona_gen.run.progress import StageProgress, Ticker
 from persona_gen.run.status import count_rows, stage_status, sum_columns
 from persona_gen.storage import objects
@@ -327,6 +333,7 @@ def run_job(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
     bind_run(run.run_id)
     log = get_logger(stage="job")
     phases = phases_to_run(until, only)
+    refuse_deterministic_retry(run, cfg.model_dump(mode="json"))  # before anything starts
     candidates = _preflight(cfg, run, phases)
     started = time.perf_counter()
     manifest = load_or_create(run, cfg.model_dump(mode="json"), cfg.run.seed)
@@ -395,13 +402,9 @@ def _record_failure(run: RunRef, manifest: Manifest, exc: BaseException,
 
 
 def _remove_temporaries(run: RunRef) -> None:
-    """Temp files of writers killed mid-write (local storage only; S3 PUTs leave none)."""
-    if not run.base.is_local:
-        return
-    from pathlib import Path
-
-    for tmp in Path(run.base.path).rglob(".tmp-*"):
-        tmp.unlink(missing_ok=True)
+    """Temporaries of writers killed mid-write (local files, Azure blobs; S3 and GCS
+    uploads leave none): no writer of this run is left by now."""
+    objects.remove_temporaries(run.base)
 
 
 def _models(cfg: RunConfig) -> dict[str, dict[str, Any]]:
