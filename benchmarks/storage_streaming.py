@@ -1,9 +1,9 @@
 """Parquet streaming through each object store, by filesystem layer: pyarrow's own
 filesystems (what persona_gen.storage uses) against fsspec's (s3fs, gcsfs, adlfs, handed to
 pyarrow as Parquet readers and writers take them). This is the measurement that chose the
-layer (README "Storage").
+layer (docs/storage.md).
 
-    .venv/bin/python benchmarks/storage_streaming.py [--files 8] [--rows 4000]
+    .venv/bin/python benchmarks/storage_streaming.py [--files 8] [--rows 4000] [--repeats 3]
         [--fsspec-python PATH]
 
 Each store is a real server on 127.0.0.1: SeaweedFS (S3), gcp-storage-emulator (GCS),
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,8 @@ def run_layer(layer: str, store: str, base: str, env: dict[str, str], files: int
     fs, root = filesystem(layer, store, base)
     table = make_table(rows)
     prefix = f"{root}/{layer}-{uuid.uuid4().hex[:8]}"
+    if store == "local":
+        os.makedirs(prefix, exist_ok=True)  # object stores have no folders to make
     t0 = time.perf_counter()
     for i in range(files):
         pq.write_table(table, f"{prefix}/part-{i:05d}.parquet", filesystem=fs,
@@ -128,11 +131,15 @@ def worker(argv: list[str]) -> None:
 def measure(python: str, layer: str, store: str, base: str, env: dict[str, str], files: int,
             rows: int) -> dict[str, Any]:
     """In a fresh process, so each row starts without warm connections or caches."""
-    proc = subprocess.run([python, __file__, "--worker", layer, store, base, str(files),
-                           str(rows), json.dumps(env)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        proc = subprocess.run([python, __file__, "--worker", layer, store, base, str(files),
+                               str(rows), json.dumps(env)], capture_output=True, text=True,
+                              timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired:
+        return {"error": "no answer within 240 s against this server"}
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        lines = proc.stderr.strip().splitlines() or ["failed"]
+        last = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1])
         return {"error": last[:90]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -141,6 +148,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--rows", type=int, default=4000, help="rows per block file")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fsspec-python", default=None,
                     help="interpreter with s3fs, gcsfs and adlfs (default: this one, if it has them)")
     args = ap.parse_args()
@@ -172,31 +180,40 @@ def main() -> None:
             fsspec_python = sys.executable
         except ImportError:
             pass
-    rows_out = []
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
-        for store, spec in stores.items():
-            for layer, python in (("pyarrow", sys.executable), ("fsspec", fsspec_python)):
-                if isinstance(spec, str):
-                    rows_out.append((store, layer, {"error": spec}))
-                    continue
-                if python is None:
-                    rows_out.append((store, layer, {"error": "s3fs/gcsfs/adlfs not installed"}))
-                    continue
-                log(f"{store} / {layer} ...")
-                rows_out.append((store, layer, measure(python, layer, store, spec[0], spec[1],
-                                                       args.files, args.rows)))
+        for rep in range(args.repeats):
+            # Alternate which layer goes first, so a busy moment of a shared machine does not
+            # always land on the same one; each row is the median over the repeats.
+            layers = [("pyarrow", sys.executable), ("fsspec", fsspec_python)]
+            for store, spec in stores.items():
+                for layer, python in layers if rep % 2 == 0 else layers[::-1]:
+                    if isinstance(spec, str):
+                        result = {"error": spec}
+                    elif python is None:
+                        result = {"error": "s3fs/gcsfs/adlfs not installed"}
+                    elif any("error" in r for r in results.get((store, layer), [])):
+                        continue  # failed once: not again
+                    else:
+                        log(f"round {rep + 1}: {store} / {layer} ...")
+                        result = measure(python, layer, store, spec[0], spec[1], args.files,
+                                         args.rows)
+                    results.setdefault((store, layer), []).append(result)
     finally:
         for s in servers:
             s.stop()
     print(f"Parquet streaming: {args.files} block files x {args.rows} pair rows each "
-          "(zstd), written then read back batch by batch")
+          f"(zstd), written then read back batch by batch; median of {args.repeats} rounds")
     print(f"{'store':<6} {'layer':<8} {'MB':>6} {'write MB/s':>11} {'read MB/s':>10}")
-    for store, layer, r in rows_out:
-        if "error" in r:
-            print(f"{store:<6} {layer:<8} {'-':>6} {'-':>11} {'-':>10}  ({r['error']})")
-        else:
-            print(f"{store:<6} {layer:<8} {r['mb']:>6.1f} {r['write_mb_s']:>11.1f} "
-                  f"{r['read_mb_s']:>10.1f}")
+    for (store, layer), runs in results.items():
+        ok = [r for r in runs if "error" not in r]
+        if not ok:
+            print(f"{store:<6} {layer:<8} {'-':>6} {'-':>11} {'-':>10}  ({runs[0]['error']})")
+            continue
+        def median(key: str, ok: list[dict[str, Any]] = ok) -> float:
+            return statistics.median(r[key] for r in ok)
+        print(f"{store:<6} {layer:<8} {median('mb'):>6.1f} {median('write_mb_s'):>11.1f} "
+              f"{median('read_mb_s'):>10.1f}")
 
 
 if __name__ == "__main__":

@@ -189,3 +189,26 @@ def test_storage_check_on_the_store(store: Store) -> None:
     missing = _cli("storage", "check", f"{store.scheme}://no-such-bucket-{uuid.uuid4().hex[:6]}/p")
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr and missing.stderr.strip().count("\n") == 0
+
+
+def test_model_weights_in_the_store_are_copied_once_per_node(store: Store, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A model `source` on the store (engines/sources.py): copied whole into the node's
+    cache with its completion marker, then reused."""
+    from persona_gen.engines.sources import classify, materialise, s3_cache_folder
+
+    monkeypatch.setenv("PERSONA_GEN_CACHE", str(tmp_path / "cache"))
+    files = {"config.json": b'{"model_type": "tiny"}',
+             "model.safetensors": os.urandom(3 * 2**20)}
+    for name, body in files.items():
+        objects.write_bytes_atomic(resolve(store.uri("models", "tiny", name)), body)
+    uri = store.uri("models", "tiny")
+    assert classify(uri).kind == "store"
+    folder = Path(materialise(uri))
+    assert folder == s3_cache_folder(uri) and f"/{store.scheme}/" in str(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")} \
+        == files
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    assert Path(materialise(uri)) == folder  # the second engine on the node reuses the copy
+    assert (folder / "model.safetensors").stat().st_mtime_ns == before

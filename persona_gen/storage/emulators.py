@@ -74,9 +74,11 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float, wh
 
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # A test server's data does not matter: a short grace period, then SIGKILL (Azurite
+        # can take many seconds to close its keep-alive connections).
+        os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(10)
+            proc.wait(2)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)

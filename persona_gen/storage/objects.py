@@ -23,7 +23,7 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
     """Readers see the old object or the new one, never a partial one; a writer killed
     mid-write leaves at most a hidden `.tmp-*` sibling (`remove_temporaries`).
 
-    Per store (README "Storage"): an S3 or GCS object appears only once its upload
+    Per store (docs/storage.md): an S3 or GCS object appears only once its upload
     completes, so those are written in place. A local or shared filesystem gets a temporary
     sibling renamed over the target. Azure Blob through pyarrow creates the blob when the
     stream opens and fills it as it goes, so it too writes a temporary blob first, then

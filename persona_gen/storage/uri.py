@@ -4,7 +4,7 @@ az://container/prefix.
 
 Every store goes through pyarrow's own filesystems (`pyarrow.fs`): the one layer the Parquet
 reader and writer use natively, in C++, with no Python in the data path
-(benchmarks/storage_streaming.py measured it against fsspec; README "Storage"). Each
+(benchmarks/storage_streaming.py measured it against fsspec: docs/storage.md). Each
 filesystem finds its credentials in its cloud's standard chain, so IRSA, GKE Workload
 Identity and Azure managed or workload identity work without settings.
 """
