@@ -494,3 +494,24 @@ def test_gpu_workers_cache_models_on_node_nvme_that_outlives_pods() -> None:
             env = {e["name"]: e.get("value") for e in c["env"]}
             for var in ("HF_HOME", "PERSONA_GEN_CACHE"):
                 assert env[var].startswith(CACHE_MOUNT + "/"), var
+
+
+# ---- Slurm (cluster/slurm/persona-gen.sbatch; run for real by make test-slurm) -------------
+
+def test_slurm_script_brings_up_ray_the_way_rays_guide_does() -> None:
+    import subprocess
+
+    script = CLUSTER / "slurm" / "persona-gen.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    sbatch = dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(\S+))?", text, re.M))
+    assert sbatch["ntasks-per-node"] == "1" and "exclusive" in sbatch
+    assert int(sbatch["gpus-per-task"]) >= 1, "GPUs come from the allocation"
+    # The head on the first node, a worker per other node, each a blocking srun step with the
+    # allocation's CPUs and GPUs; the driver then runs `persona-gen run` with the user's args.
+    assert re.search(r'srun --nodes=1 --ntasks=1 -w "\$head_node" \\\s+ray start --head --block',
+                     text)
+    assert re.search(r'for node in "\$\{nodes\[@\]:1\}"; do\s+srun --nodes=1 --ntasks=1 -w '
+                     r'"\$node" \\\s+ray start --block --address', text)
+    assert text.count('--num-gpus="$gpus"') == 2 and text.count('--num-cpus="$cpus"') == 2
+    assert 'persona-gen run "$@" &' in text and "RAY_ADDRESS" in text

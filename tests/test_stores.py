@@ -189,6 +189,13 @@ def test_storage_check_on_the_store(store: Store) -> None:
     missing = _cli("storage", "check", f"{store.scheme}://no-such-bucket-{uuid.uuid4().hex[:6]}/p")
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr and missing.stderr.strip().count("\n") == 0
+    if store.scheme == "az":  # the emulators of S3 and Azure check keys; GCS's has no auth
+        wrong = store.env["AZURE_STORAGE_CONNECTION_STRING"].replace("AccountKey=Eby8",
+                                                                     "AccountKey=Xby8")
+        bad = _cli("storage", "check", store.uri("prefix"),
+                   env={"AZURE_STORAGE_CONNECTION_STRING": wrong})
+        assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+        assert "bad Azure Blob credentials" in bad.stderr and "Xby8" not in bad.stderr
 
 
 def test_model_weights_in_the_store_are_copied_once_per_node(store: Store, tmp_path: Path,
