@@ -85,7 +85,7 @@ demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./
 	# The dataset as a Hugging Face folder with its card (datasets.load_dataset(FOLDER) loads it).
 	$(VENV)/bin/persona-gen export --run out/demo/demo --to out/demo/demo/export --format trl-dpo
 
-bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census, engine
+bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan, census, engine, storage
 	$(PY) benchmarks/plan_build.py
 	$(PY) benchmarks/census_sampling.py
 	$(PY) benchmarks/pipeline_overhead.py
@@ -93,3 +93,4 @@ bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census,
 	$(PY) benchmarks/export_scale.py
 	$(PY) benchmarks/engine_ceiling.py
 	$(PY) benchmarks/sim_scale.py
+	$(PY) benchmarks/storage_streaming.py
