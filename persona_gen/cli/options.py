@@ -29,7 +29,7 @@ SetOpt = Annotated[
 # and `--set run.output=` are the config keys these options override.
 OutputOpt = Annotated[
     str | None,
-    typer.Option("--output", "-o", help="Root URI for runs (path, file:// or s3://bucket/prefix); "
+    typer.Option("--output", "-o", help="Root URI for runs (path, file://, s3://, gs:// or az://bucket/prefix); "
                  "overrides run.output."),
 ]
 RunIdOpt = Annotated[

@@ -34,7 +34,7 @@ def plan(
     seed: Annotated[int | None, typer.Option("--seed", help="Overrides run.seed.")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="With --personas/--prompts: the folder to write plan.parquet into "
-        "(path, file:// or s3://).")] = None,
+        "(path, file://, s3://, gs:// or az://).")] = None,
 ) -> None:
     """Assign prompts to personas, with stable pair ids.
 

@@ -43,7 +43,13 @@ from persona_gen.pipeline.stage import Bound, ModelStage
 from persona_gen.run import quality
 from persona_gen.run import recipe as R
 from persona_gen.run.config import RunConfig
-from persona_gen.run.manifest import Failure, Manifest, StageRecord, load_or_create
+from persona_gen.run.manifest import (
+    Failure,
+    Manifest,
+    StageRecord,
+    load_or_create,
+    refuse_deterministic_retry,
+)
 from persona_gen.run.progress import StageProgress, Ticker
 from persona_gen.run.scan import tally
 from persona_gen.run.status import stage_status
@@ -360,6 +366,7 @@ def execute(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
     bind_run(run.run_id)
     log = get_logger(stage="run")
     phases = phases_to_run(until, only)
+    refuse_deterministic_retry(run, cfg.model_dump(mode="json"))  # before anything starts
     candidates = _preflight(cfg, run, phases)
     started = time.perf_counter()
     manifest = load_or_create(run, cfg, allow_template_change=allow_template_change)
@@ -428,13 +435,9 @@ def _record_failure(run: RunRef, manifest: Manifest, exc: BaseException,
 
 
 def _remove_temporaries(run: RunRef) -> None:
-    """Temp files of writers killed mid-write (local storage only; S3 PUTs leave none)."""
-    if not run.base.is_local:
-        return
-    from pathlib import Path
-
-    for tmp in Path(run.base.path).rglob(".tmp-*"):
-        tmp.unlink(missing_ok=True)
+    """Temporaries of writers killed mid-write (local files, Azure blobs; S3 and GCS
+    uploads leave none): no writer of this run is left by now."""
+    objects.remove_temporaries(run.base)
 
 
 def _models(cfg: RunConfig) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,8 @@ timings, errors), so a reader always sees a complete, current document.
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import subprocess
 import time
@@ -17,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from persona_gen import __version__
-from persona_gen.errors import UserError
+from persona_gen.errors import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, UserError
+from persona_gen.hashing import hex_id
 from persona_gen.log import get_logger
 from persona_gen.run import recipe as R
 from persona_gen.run.config import RunConfig, normalized
@@ -100,6 +103,10 @@ class Manifest(BaseModel):
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 1
+    inputs_fingerprint: str | None = None
+    """The config and the input files (census sources, prompt file: path, size, mtime) this
+    attempt started from; a failure that rerunning cannot fix is not retried while it
+    stays the same (`refuse_deterministic_retry`)."""
 
     @classmethod
     def new(cls, run_id: str, cfg: RunConfig) -> Manifest:
@@ -160,6 +167,7 @@ def load_or_create(run: RunRef, cfg: RunConfig, *,
     """
     if not objects.exists(run.manifest):
         m = Manifest.new(run.run_id, cfg)
+        m.inputs_fingerprint = inputs_fingerprint(m.config)
         m.save(run)
         return m
     m = Manifest.model_validate(objects.read_json(run.manifest))
@@ -188,8 +196,64 @@ def load_or_create(run: RunRef, cfg: RunConfig, *,
     m.failure = None
     m.config = cfg.model_dump(mode="json")
     m.settings, m.templates = settings, templates
+    m.inputs_fingerprint = inputs_fingerprint(m.config)
     m.save(run)
     return m
+
+
+DETERMINISTIC_EXITS = (EXIT_BAD_INPUT, EXIT_FAILED_ROWS)
+"""Failures the same command fails the same way again: bad input (2), too many failed rows
+(3). A crash, a lost node or a storage outage (1, 4, 130) is worth a retry."""
+RETRY_FAILED_ENV = "PERSONA_GEN_RETRY_FAILED"
+
+
+def inputs_fingerprint(config: dict[str, Any]) -> str:
+    """A digest of the config and of what the input files look like in storage now."""
+    import pyarrow.fs as pafs
+
+    from persona_gen.storage.settings import StorageSettings
+    from persona_gen.storage.uri import resolve
+
+    settings = StorageSettings.model_validate(config.get("storage") or {})
+    uris = [*(_section(config, "census.sources") or []), _section(config, "prompts.source")]
+    seen: list[Any] = []
+    for uri in (u for u in uris if u):
+        try:
+            loc = resolve(uri, settings)
+            info = loc.fs.get_file_info(loc.path)
+            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True)) \
+                if info.type == pafs.FileType.Directory else [info]
+            seen += [(uri, i.path, i.size, i.mtime_ns) for i in infos]
+        except (OSError, UserError) as exc:
+            seen.append((uri, "unreadable", type(exc).__name__))
+    return hex_id(json.dumps(config, sort_keys=True, default=str),
+                  json.dumps(seen, default=str))
+
+
+def refuse_deterministic_retry(run: RunRef, config: dict[str, Any]) -> None:
+    """Called first by the job: when the run's last attempt failed in a way that rerunning
+    cannot fix (bad input, too many failed rows) and neither the config nor the input files
+    changed since, fail again at once, with the same exit code, before anything starts.
+
+    A scheduler's automatic retry (KubeRay's backoffLimit, Slurm's requeue) then costs
+    seconds on the head node rather than a cluster of GPU nodes. Set
+    PERSONA_GEN_RETRY_FAILED=1 to retry anyway (e.g. after fixing something outside the
+    inputs, such as a model folder)."""
+    if os.environ.get(RETRY_FAILED_ENV, "") not in ("", "0") or not objects.exists(run.manifest):
+        return
+    stored = objects.read_json(run.manifest)
+    failure = stored.get("failure") or {}
+    code = failure.get("exit_code")
+    if stored.get("status") != "failed" or code not in DETERMINISTIC_EXITS:
+        return
+    if stored.get("inputs_fingerprint") != inputs_fingerprint(config):
+        return
+    error = UserError(
+        f"run '{run.run_id}' failed with exit {code} ({failure.get('reason', '?')}) and neither "
+        f"its config nor its input files changed since; fix them, or set {RETRY_FAILED_ENV}=1 "
+        "to retry anyway", source=run.manifest.uri)
+    error.exit_code = code
+    raise error
 
 
 def effective_status(manifest: dict[str, Any], stale_after_s: float,
