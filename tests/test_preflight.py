@@ -200,6 +200,27 @@ def test_cluster_is_read_from_its_gcs_and_a_gpu_engine_that_cannot_fit_fails(
     layout = [c for c in report.checks if c.name == "layout"]
     assert len(layout) == 1 and not layout[0].ok
     assert layout[0].line.startswith("model sim: one engine needs 0.5 CPU and 1 GPU on one node")
+    # What an autoscaler (v2) publishes in the GCS: the node groups it may start. A group of
+    # H100 nodes makes the same engine fit, by scaling.
+    from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY as KEY
+    from ray._raylet import GCS_AUTOSCALER_STATE_NAMESPACE as NS
+    from ray._raylet import GcsClient
+    from ray.core.generated import autoscaler_pb2
+
+    config = autoscaler_pb2.ClusterConfig()
+    group = config.node_group_configs.add(name="h100", max_count=2)
+    group.resources.update({"CPU": 192, "GPU": 8, "accelerator_type:H100": 1})
+    gcs = GcsClient(address=ray.get_runtime_context().gcs_address)
+    gcs.internal_kv_put(KEY.encode(), config.SerializeToString(), True, namespace=NS.encode())
+    try:
+        scaled = offer(PipelineConfig())
+        assert scaled is not None
+        assert NodeShape(192, 8, ("H100",), 2, scalable=True) in scaled.nodes
+        report = check_run(cfg, cfg.run.output, "gpu", ["personas"])
+        layout = [c for c in report.checks if c.name == "layout"]
+        assert layout[0].ok and layout[0].detail.endswith(": fits"), layout
+    finally:
+        gcs.internal_kv_del(KEY.encode(), False, namespace=NS.encode())
 
 
 # ---- s3:// inputs on SeaweedFS ---------------------------------------------------------

@@ -113,8 +113,8 @@ def offer(cfg: PipelineConfig) -> ClusterOffer | None:
     try:
         gcs = services.canonicalize_bootstrap_address_or_die(address)
     except (ConnectionError, ValueError) as exc:
-        raise InfrastructureError(f"no Ray cluster found at '{address}': {_first(exc)}",
-                                  source="pipeline.ray_address") from None
+        raise InfrastructureError(f"no Ray cluster found at '{address}': {_first(exc)}"
+                                  ) from None
     return _from_gcs(gcs, f"the cluster at {gcs}")
 
 
@@ -154,8 +154,8 @@ def _from_gcs(gcs: str, where: str) -> ClusterOffer:
                                      namespace=GCS_AUTOSCALER_STATE_NAMESPACE.encode(),
                                      timeout=RPC_TIMEOUT_S)
     except (OSError, ValueError, RuntimeError) as exc:  # RpcError is a RuntimeError
-        raise InfrastructureError(f"cannot reach the Ray cluster at {gcs}: {_first(exc)}",
-                                  source="pipeline.ray_address") from None
+        raise InfrastructureError(f"cannot reach the Ray cluster at {gcs}: {_first(exc)}"
+                                  ) from None
     shapes: dict[tuple[float, float, tuple[str, ...]], int] = {}
     for info in infos.values():
         if info.state != 0:  # GcsNodeInfo.ALIVE

@@ -249,8 +249,8 @@ def _address(c: _Checker, cfg: RunConfig, root: str, run_id: str) -> RunRef | No
             raise UserError(f"not writable ({one_line(exc).removeprefix('OSError: ')})",
                             source=where.uri) from None
         if objects.exists(target):
-            raise UserError("wrote and deleted a probe object, but it is still there",
-                            source=target.uri)
+            raise UserError("a probe object was written but could not be deleted (no delete "
+                            "permission?); runs need both", source=target.uri)
         return f"{where.uri}: probe object written and removed"
 
     c.run("output", "run.output", probe, remote=root.startswith("s3://"))
@@ -366,7 +366,8 @@ def _prompts(c: _Checker, report: Preflight, cfg: RunConfig, run: RunRef | None,
 def _model_users(cfg: RunConfig, stages: list[R.Stage] | tuple[R.Stage, ...]
                  ) -> dict[str, list[str]]:
     """Each model the stages name -> the config keys that name it (where its name was
-    set: the stage's own key, stages.defaults.model, or bench.models[i])."""
+    set: the stage's own key, stages.defaults.model (also for the built-in default), or
+    bench.models[i])."""
     users: dict[str, list[str]] = {}
     for s in stages:
         if s.models_from == "bench.models":
@@ -375,9 +376,9 @@ def _model_users(cfg: RunConfig, stages: list[R.Stage] | tuple[R.Stage, ...]
             continue
         if s.models_from:
             continue
+        # Not its own: stages.defaults.model, or the built-in default that key overrides.
         own = getattr(cfg.stages, s.name).model
-        key = ("stages.defaults.model" if own is None and cfg.stages.defaults.model is not None
-               else f"stages.{s.name}.model")
+        key = f"stages.{s.name}.model" if own is not None else "stages.defaults.model"
         keys = users.setdefault(s.model(cfg), [])
         if key not in keys:
             keys.append(key)
