@@ -160,7 +160,24 @@ def test_check_starts_nothing_and_writes_nothing(job: Path, tmp_path: Path, caps
                      "cluster", "engine", "layout"]
     census = next(c for c in report["checks"] if c["name"] == "census")
     assert census["key"] == "census.sources[0]" and "readable" in census["detail"]
-    assert list((tmp_path / "out").iterdir()) == []  # the probe object is gone
+    assert not (tmp_path / "out").exists()  # the probe and the folders its write made are gone
+
+
+def test_an_http_judge_no_server_answers_for_fails_its_engine_check(job: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    from persona_gen.storage.local_server import free_ports
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    url = f"http://127.0.0.1:{free_ports(1)[0]}/v1"
+    (folder / "judge-http.yaml").write_text(yaml.safe_dump(
+        {"name": "judge-http", "engine": "openai", "base_url": url, "runs_on": ["cpu"]}))
+    monkeypatch.setenv("PERSONA_GEN_MODELS_DIR", str(folder))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = load_config(job, ["stages.verify.model=judge-http"])
+    report = check_run(cfg, cfg.run.output, "http", ["pairs"])
+    engine = next(c for c in report.checks if c.key == "model judge-http" and c.name == "engine")
+    assert not engine.ok and engine.detail.startswith(f"no server answers at {url}")
 
 
 def test_layout_against_what_a_cluster_offers() -> None:
@@ -194,6 +211,7 @@ def test_cluster_is_read_from_its_gcs_and_a_gpu_engine_that_cannot_fit_fails(
 
     found = offer(PipelineConfig())
     assert found is not None and found.where == "the running Ray cluster"
+    assert found.local  # one node, this machine: what is installed here is what engines get
     assert sum(n.cpus * n.count for n in found.nodes) == ray.cluster_resources()["CPU"]
     cfg = load_config(job, ["stages.defaults.model=sim", "pipeline.num_gpus_per_actor=1"])
     report = check_run(cfg, cfg.run.output, "gpu", ["personas"])
@@ -216,6 +234,7 @@ def test_cluster_is_read_from_its_gcs_and_a_gpu_engine_that_cannot_fit_fails(
         scaled = offer(PipelineConfig())
         assert scaled is not None
         assert NodeShape(192, 8, ("H100",), 2, scalable=True) in scaled.nodes
+        assert not scaled.local  # nodes it may start are not this machine
         report = check_run(cfg, cfg.run.output, "gpu", ["personas"])
         layout = [c for c in report.checks if c.name == "layout"]
         assert layout[0].ok and layout[0].detail.endswith(": fits"), layout

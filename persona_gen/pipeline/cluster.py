@@ -58,6 +58,9 @@ class ClusterOffer:
     where: str
     """Which cluster, in words ("a local Ray instance on this machine", "the cluster at ...")."""
     nodes: tuple[NodeShape, ...]
+    local: bool = False
+    """Every node is this machine: engines run here (so what is installed or reachable here
+    is what they get)."""
 
     @property
     def live_gpus(self) -> float:
@@ -132,7 +135,7 @@ def _this_machine(cpus: int) -> ClusterOffer:
     except Exception:  # detection is best effort: Ray itself treats a failure as no GPUs
         gpus = 0
     return ClusterOffer("a local Ray instance on this machine",
-                        (NodeShape(float(cpus), float(gpus), accelerators),))
+                        (NodeShape(float(cpus), float(gpus), accelerators),), local=True)
 
 
 def _from_gcs(gcs: str, where: str) -> ClusterOffer:
@@ -156,12 +159,16 @@ def _from_gcs(gcs: str, where: str) -> ClusterOffer:
     except (OSError, ValueError, RuntimeError) as exc:  # RpcError is a RuntimeError
         raise InfrastructureError(f"cannot reach the Ray cluster at {gcs}: {_first(exc)}"
                                   ) from None
+    from ray.util import get_node_ip_address
+
     shapes: dict[tuple[float, float, tuple[str, ...]], int] = {}
+    addresses = set()
     for info in infos.values():
         if info.state != 0:  # GcsNodeInfo.ALIVE
             continue
         key = _shape(dict(info.resources_total))
         shapes[key] = shapes.get(key, 0) + 1
+        addresses.add(info.node_manager_address)
     nodes = [NodeShape(c, g, a, n) for (c, g, a), n in shapes.items()]
     if raw:
         config = autoscaler_pb2.ClusterConfig.FromString(raw)
@@ -170,7 +177,8 @@ def _from_gcs(gcs: str, where: str) -> ClusterOffer:
                 continue
             c, g, a = _shape(dict(group.resources))
             nodes.append(NodeShape(c, g, a, group.max_count, scalable=True))
-    return ClusterOffer(where, tuple(nodes))
+    local = bool(addresses) and addresses <= {get_node_ip_address()} and not raw
+    return ClusterOffer(where, tuple(nodes), local=local)
 
 
 def _shape(resources: dict[str, float]) -> tuple[float, float, tuple[str, ...]]:

@@ -24,13 +24,17 @@ key or file and what was expected. `run --check` prints them all and starts noth
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import pyarrow as pa
 
@@ -242,12 +246,17 @@ def _address(c: _Checker, cfg: RunConfig, root: str, run_id: str) -> RunRef | No
         loc.append(where)
         name = f"_persona-gen-probe-{uuid.uuid4().hex}"
         target = where.child(name)
+        made = _missing_folders(where)
         try:
             objects.write_bytes_atomic(target, b"persona-gen preflight probe")
             objects.delete(target)
         except OSError as exc:
             raise UserError(f"not writable ({one_line(exc).removeprefix('OSError: ')})",
                             source=where.uri) from None
+        finally:
+            for folder in made:  # leave no trace: the folders the probe's write made
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         if objects.exists(target):
             raise UserError("a probe object was written but could not be deleted (no delete "
                             "permission?); runs need both", source=target.uri)
@@ -260,6 +269,18 @@ def _address(c: _Checker, cfg: RunConfig, root: str, run_id: str) -> RunRef | No
     run = RunRef.at(loc[0].uri, run_id, cfg.storage)
     c.report.run = run
     return run
+
+
+def _missing_folders(loc: Location) -> list[Path]:
+    """Local folders from `loc` up that do not exist yet, deepest first."""
+    if not loc.is_local:
+        return []
+    missing = []
+    folder = Path(loc.path)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _existing_run(c: _Checker, report: Preflight, run: RunRef, cfg: RunConfig,
@@ -402,7 +423,7 @@ def _models(c: _Checker, cfg: RunConfig, users: dict[str, list[str]]) -> None:
     if not specs:
         return
     cluster = _cluster(c, cfg)
-    local = cluster is not None and cluster.where.startswith("a local")
+    local = cluster is not None and cluster.local
     for name, spec in specs.items():
         c.run("engine", f"model {name}", lambda spec=spec: _engine(spec, cfg, local))
         if spec.engine == "vllm" and spec.source and spec.source.startswith("s3://"):
@@ -442,6 +463,15 @@ def _engine(spec: ModelSpec, cfg: RunConfig, local: bool) -> str:
         return "sim: a simulated server (time only), placed like a GPU engine"
     if spec.engine == "openai":
         detail = f"OpenAI-compatible server at {spec.base_url}"
+        if local:
+            url = urlparse(str(spec.base_url))
+            port = url.port or (443 if url.scheme == "https" else 80)
+            try:
+                socket.create_connection((url.hostname or "", port), timeout=5).close()
+            except OSError as exc:
+                raise UserError(f"no server answers at {spec.base_url} "
+                                f"({exc.strerror or type(exc).__name__})") from None
+            detail += ": reachable"
         if spec.api_key_env and not os.environ.get(spec.api_key_env):
             if local:
                 raise UserError(f"set the environment variable {spec.api_key_env} (the model "
@@ -461,8 +491,6 @@ def _engine(spec: ModelSpec, cfg: RunConfig, local: bool) -> str:
         extra = "gpu" if gpu_run else "cpu"
         raise UserError(f"vLLM is not installed here; install persona-gen[{extra}]")
     if src.kind == "local" and local:
-        from pathlib import Path
-
         folder = Path(src.value).expanduser()
         if not (folder / "config.json").is_file():
             raise UserError(f"'{folder}' is not a Hugging Face model folder (no config.json)",
@@ -492,7 +520,7 @@ def _layout(spec: ModelSpec, cfg: RunConfig, offer: ClusterOffer) -> str:
     layout = engine_layout(spec, cfg.pipeline, offer.live_gpus)
     problem = fit_problem(layout, cfg.pipeline, offer)
     if problem:
-        if offer.where.startswith("a local"):
+        if offer.where.startswith("a local"):  # not a cluster: this machine
             problem += " (to check against a cluster, run this where RAY_ADDRESS names it)"
         raise UserError(problem)
     cpus, gpus = engine_needs(layout, cfg.pipeline)
