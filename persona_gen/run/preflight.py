@@ -12,8 +12,9 @@ checks, without starting anything:
     inputs        what the first phase reads is there; census sources and the prompt file
                   readable (with their sizes); model folders on object storage readable
     models        every model an enabled stage names resolves in the registry
-    engines       each model's engine can run here (vLLM installed, CPU or GPU as its file
-                  allows, API key present)
+    engines       each model's engine can run where it will (CPU or GPU as its file allows;
+                  where engines run on this machine: vLLM installed, a model folder there,
+                  an HTTP server answering, its API key set)
     cluster       the Ray cluster the run will use (pipeline.ray_address, RAY_ADDRESS, or the
                   local instance it would start), and whether one engine of each model fits
                   on a node it has or can scale to (GPUs, accelerator type, CPUs)
@@ -70,7 +71,7 @@ class Check:
 
     name: str
     """What kind of check: run id, output, existing run, phase input, census, prompts,
-    model, engine, model source, cluster, layout."""
+    bench input, model, engine, model source, cluster, layout."""
     key: str
     """The config key or file it is about (what a failure's line starts with)."""
     ok: bool
@@ -208,16 +209,15 @@ def check_bench(cfg: RunConfig, root: str, run_id: str, inputs: dict[str, str]) 
 
 def before_run(cfg: RunConfig, run: RunRef, phases: list[R.Phase], *,
                allow_template_change: bool = False) -> Preflight:
-    """What every attempt does first: the checks, logged one line each. If any fails, the
-    manifest says `failed` with the reason (where the run may be written: a refused attempt
+    """What every attempt does first: the checks, logged one line each when all pass. If
+    any fails, the manifest says `failed` with the reason (where the run may be written: a refused attempt
     leaves it as it was) and PreflightError lists every failure."""
     report = check_run(cfg, run.root_uri, run.run_id, phases,
                        allow_template_change=allow_template_change)
     log = get_logger(stage="preflight")
-    for check in report.checks:
-        if check.ok:  # a failure is the error's own line (and the manifest's reason)
-            log.info("check", check=check.name, key=check.key, ok=True, detail=check.detail)
-    if report.ok:
+    if report.ok:  # the job's log keeps what was found (sizes, layout); a failure says only
+        for check in report.checks:  # what failed, one line each (the CLI prints them)
+            log.info("check", check=check.name, key=check.key, detail=check.detail)
         return report
     error = report.error()
     if report.stored is not None and _writable(report):
@@ -231,6 +231,11 @@ def before_run(cfg: RunConfig, run: RunRef, phases: list[R.Phase], *,
 
 
 def _writable(report: Preflight) -> bool:
+    """Whether the failure may be recorded: the run may be written, and it is one (an
+    attempt at a later phase of a run that does not exist makes no run folder)."""
+    if report.stored is not None and report.stored.manifest is None and any(
+            c.name == "phase input" for c in report.failures):
+        return False
     return all(c.ok for c in report.checks if c.name in ("run id", "output", "existing run"))
 
 
@@ -297,6 +302,7 @@ def _existing_run(c: _Checker, report: Preflight, run: RunRef, cfg: RunConfig,
         if stored.replaceable:
             changed = ", ".join(stored.changed + [f"stages.{n}.template" for n in stored.moved])
             why = m.failure.reason if m.failure else m.status
+            why = why if len(why) <= 160 else why[:157] + "..."
             return (f"replaces run '{run.run_id}' ({changed} changed): it failed before "
                     f"committing anything ({why})")
         done = ", ".join(m.phases) or "none"
