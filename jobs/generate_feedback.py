@@ -4,7 +4,9 @@
         --config jobs/configs/paper_8xh100.yaml --run-id paper-v1
 
 Inside a Ray job, RAY_ADDRESS points at the cluster, so the job's actors spread over it.
-Submitting again with the same --run-id resumes where the last attempt stopped.
+Submitting again with the same --run-id resumes where the last attempt stopped. Like every
+run, it first checks models, engines, inputs, output and the engine layout against the
+cluster (`--check`: only that), so a mistake fails in seconds, before any engine starts.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ documented in the README ("Exit codes"); keep the two in step.
 
 from __future__ import annotations
 
+import errno
+import re
+
 EXIT_OK = 0
 EXIT_BUG = 1
 """An unexpected exception: a bug (the traceback is printed)."""
@@ -57,10 +60,34 @@ class StorageUnavailable(StorageError, InfrastructureError):
     exit_code = EXIT_INFRASTRUCTURE
 
 
+class PreflightError(UserError):
+    """Checks run before anything starts found problems (persona_gen.run.preflight): one
+    line each, all of them, not just the first."""
+
+    def __init__(self, problems: list[str], exit_code: int = EXIT_BAD_INPUT) -> None:
+        self.problems = problems
+        self.exit_code = exit_code
+        n = len(problems)
+        super().__init__(f"{n} check{'s' if n != 1 else ''} failed before the run started: "
+                         + "; ".join(problems))
+
+
 class FailedRowsError(UserError):
     """Committed error rows of a stage are over `pipeline.max_error_fraction`."""
 
     exit_code = EXIT_FAILED_ROWS
+
+
+LOCAL_ERRNOS = frozenset({
+    errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+    errno.EEXIST, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY,
+})
+"""OS errors about a local path (missing, no permission, read-only, full, ...): the
+environment is wrong, not the code, so they get one line and exit 2 like a bad input."""
+
+
+def _local_os_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS
 
 
 def exit_code_for(exc: BaseException) -> int | None:
@@ -72,6 +99,8 @@ def exit_code_for(exc: BaseException) -> int | None:
         seen.add(id(cur))
         if isinstance(cur, UserError):
             return cur.exit_code
+        if _local_os_error(cur):
+            return EXIT_BAD_INPUT
         if isinstance(cur, KeyboardInterrupt):
             return EXIT_INTERRUPTED
         nxt = getattr(cur, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
@@ -101,7 +130,19 @@ def one_line(exc: BaseException) -> str:
         seen.add(id(cur))
         if isinstance(cur, UserError):
             return str(cur)
+        if _local_os_error(cur):
+            return _os_line(cur)  # type: ignore[arg-type]
         nxt = getattr(cur, "cause", None)
         cur = nxt if isinstance(nxt, BaseException) else cur.__cause__ or cur.__context__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _os_line(exc: OSError) -> str:
+    """`path: reason` as a storage error reads (Python's own errors name the path in
+    `filename`; pyarrow's name it in the message)."""
+    if exc.filename is not None:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{where}: {exc.strerror or type(exc).__name__}"
+    text = re.sub(r"^\[Errno \d+\]\s*", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    return text or f"{type(exc).__name__} (errno {exc.errno})"

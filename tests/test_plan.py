@@ -212,5 +212,7 @@ def test_plan_command_errors_are_one_line_exit_2_and_write_nothing(tmp_path, cap
                                                                    message):
     code = _cli(["plan", "--set", f"run.output={tmp_path}", *args])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and message in err and "\n" not in err
+    # One line per problem (a run with neither table: one for each).
+    assert code == 2 and message in err and all(ln.startswith("error: ")
+                                                for ln in err.splitlines())
     assert list(tmp_path.iterdir()) == []

@@ -394,17 +394,22 @@ def test_prompts_build_writes_prompts_and_stats(tmp_path, capsys, ray_local):
     ("bad.csv", "", "prompt file is empty"),
     ("bad.docx", "x", "unknown prompt file type"),
 ])
-def test_prompts_build_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
+def test_prompts_build_bad_input_exits_non_zero_with_one_line_and_writes_no_data(
         tmp_path, capsys, name, content, message):
     src = tmp_path / name
     src.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
     code = _cli(["prompts", "build", "--set", f"prompts.source={src}",
-                 "--set", "stages.controversy.enabled=false", "--output", str(out)])
+                 "--set", "stages.controversy.enabled=false", "--output", str(out),
+                 "--run-id", "bad"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and str(src) in err and message in err
-    assert not out.exists()
+    # Found by the checks before the run: only its manifest, which says why it failed
+    # (and pins nothing: a run with no data is replaced by the next, fixed config).
+    assert [p.name for p in out.rglob("*") if p.is_file()] == ["manifest.json"]
+    manifest = json.loads((out / "bad" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and message in manifest["failure"]["reason"]
 
 
 @pytest.mark.ray

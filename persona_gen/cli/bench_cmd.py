@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt, run_ref
+from persona_gen.cli.options import (
+    CheckJsonOpt,
+    CheckOpt,
+    ConfigOpt,
+    OutputOpt,
+    RunIdOpt,
+    RunUriOpt,
+    SetOpt,
+    run_address,
+    run_ref,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -56,21 +66,40 @@ def run(
         help="Prompts Parquet (file or folder); default: the run's prompts/.")] = None,
     in_process: Annotated[bool, typer.Option(
         "--in-process", help="Run engines in this process instead of on Ray (tiny runs).")] = False,
+    check: CheckOpt = False,
+    json_: CheckJsonOpt = False,
 ) -> None:
     """Answer the run's prompts for its personas in every mode with every model, judge each
     sample, compute accuracy, pass@k and leave-one-out kappas; write bench/ and the report.
     Model calls run on the Ray Data pipeline with engine actors, committing blocks under
-    bench/work/; re-running resumes: nothing already answered or judged is generated again."""
+    bench/work/; re-running resumes: nothing already answered or judged is generated again.
+    Before Ray starts it checks the models under test, the judge, engines, cluster, inputs
+    and output, and reports every problem at once (--check: only that)."""
     from persona_gen.bench.layout import ANSWERS, JUDGMENTS, BenchLayout
     from persona_gen.bench.report import rich_tables, write_report
     from persona_gen.bench.requests import build_requests
     from persona_gen.bench.run import engine_pool, run_bench, write_outputs
+    from persona_gen.cli.run_cmd import print_checks
     from persona_gen.pipeline.stage import in_process as in_process_runner
     from persona_gen.run.bench import bench_stages
     from persona_gen.run.config import load_config
+    from persona_gen.run.preflight import check_bench
     from persona_gen.run.recipe import PERSONAS, PROMPTS
 
     cfg = load_config(config, set_ or [])
+    root, rid = run_address(cfg, output, run_id, run)
+    # The checks first (models under test, judge, engines, cluster, inputs, output), before
+    # Ray starts; --check stops after them.
+    report = check_bench(cfg, root, rid, {
+        "personas": personas or f"{root.rstrip('/')}/{rid}/{PERSONAS}",
+        "prompts": prompts or f"{root.rstrip('/')}/{rid}/{PROMPTS}"})
+    if json_ and not check:
+        raise typer.BadParameter("--json goes with --check", param_hint="--json")
+    if check:
+        print_checks(report, json_)
+        return
+    if not report.ok:
+        raise report.error()
     ref = run_ref(cfg, output, run_id, run)
     persona_table = _read_input(personas, ref.child(PERSONAS), "personas", cfg)
     prompt_table = _read_input(prompts, ref.child(PROMPTS), "prompts", cfg)

@@ -26,7 +26,13 @@ from persona_gen.cli import (
     run_cmd,
     storage_cmd,
 )
-from persona_gen.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for, one_line
+from persona_gen.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PreflightError,
+    exit_code_for,
+    one_line,
+)
 from persona_gen.log import configure
 
 app = typer.Typer(
@@ -88,7 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         code = exit_code_for(exc)
         if code is None:
             raise  # a bug: the traceback is the report
-        typer.secho(f"error: {one_line(exc)}", err=True, fg=typer.colors.RED)
+        # Checks before a run report every problem they found, one line each.
+        lines = exc.problems if isinstance(exc, PreflightError) else [one_line(exc)]
+        for line in lines:
+            typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
         sys.exit(code)
 
 

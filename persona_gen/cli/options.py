@@ -43,6 +43,48 @@ RunUriOpt = Annotated[
                  "and --run-id)."),
 ]
 
+CheckOpt = Annotated[
+    bool,
+    typer.Option("--check", help="Only run the checks the command starts with (models, "
+                 "engines, inputs and their sizes, output writable, run id, an existing run's "
+                 "config, the engine layout against the cluster), print each with ok or FAIL, "
+                 "and exit: 0 all ok, 2 (or 4 where rerunning may fix it) otherwise. Starts "
+                 "nothing."),
+]
+CheckJsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="With --check: the checks as one JSON object on stdout."),
+]
+
+
+def run_address(cfg: RunConfig, output: str | None, run_id: str | None, run: str | None = None,
+                *, new: bool = False) -> tuple[str, str]:
+    """(runs root, run id) as the user gave them, not yet validated (the checks before a
+    run report a bad run id together with every other problem).
+
+    `new`: without any run id, start a new run (a time-based id) instead of failing.
+    """
+    from persona_gen.errors import ConfigError, UserError
+    from persona_gen.run.manifest import new_run_id
+
+    if run is not None:
+        if output or run_id:
+            raise ConfigError("give either --run URI or --output/--run-id, not both",
+                              source="--run")
+        text = run.rstrip("/")
+        if "/" not in text.removeprefix("s3://").strip("/"):
+            raise UserError("a run URI is <root>/<run_id>, e.g. ./out/demo or "
+                            "s3://bucket/runs/paper-v1", source=run)
+        root, rid = text.rsplit("/", 1)
+        return root or "/", rid
+    rid = run_id or cfg.run.run_id
+    if not rid:
+        if not new:
+            raise ConfigError("name the run: --run-id ID (or --set run.run_id=ID, or --run "
+                              "URI)", source="run.run_id")
+        rid = new_run_id()
+    return output or cfg.run.output, rid
+
 
 def run_ref(cfg: RunConfig, output: str | None, run_id: str | None, run: str | None = None,
             *, new: bool = False) -> RunRef:
@@ -50,19 +92,6 @@ def run_ref(cfg: RunConfig, output: str | None, run_id: str | None, run: str | N
 
     `new`: without any run id, start a new run (a time-based id) instead of failing.
     """
-    from persona_gen.errors import ConfigError
-    from persona_gen.run.manifest import new_run_id
     from persona_gen.storage.runref import RunRef
 
-    if run is not None:
-        if output or run_id:
-            raise ConfigError("give either --run URI or --output/--run-id, not both",
-                              source="--run")
-        return RunRef.parse(run, cfg.storage)
-    rid = run_id or cfg.run.run_id
-    if not rid:
-        if not new:
-            raise ConfigError("name the run: --run-id ID (or --set run.run_id=ID, or --run "
-                              "URI)", source="run.run_id")
-        rid = new_run_id()
-    return RunRef.at(output or cfg.run.output, rid, cfg.storage)
+    return RunRef.at(*run_address(cfg, output, run_id, run, new=new), cfg.storage)

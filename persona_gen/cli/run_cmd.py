@@ -8,10 +8,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt, run_ref
+from persona_gen.cli.options import (
+    CheckJsonOpt,
+    CheckOpt,
+    ConfigOpt,
+    OutputOpt,
+    RunIdOpt,
+    RunUriOpt,
+    SetOpt,
+    run_address,
+    run_ref,
+)
 
 if TYPE_CHECKING:
     from persona_gen.run.execute import RunSummary
+    from persona_gen.run.preflight import Preflight
     from persona_gen.storage.runref import RunRef
 
 PhaseOpt = Annotated[
@@ -46,19 +57,60 @@ def _phase(value: str | None, option: str) -> str | None:
     return value
 
 
+
+
 def run_view(config: ConfigOpt, set_: SetOpt, output: str | None, run_id: str | None,
              run: str | None = None, *, until: str | None = None, only: str | None = None,
              progress: bool | None = None, allow_template_change: bool = False) -> RunSummary:
     """The run, whole or a part of it: what `run` and the per-phase commands all call."""
+    from persona_gen.errors import UserError
     from persona_gen.run.config import load_config
-    from persona_gen.run.execute import execute
+    from persona_gen.run.execute import execute, phases_to_run
+    from persona_gen.run.preflight import check_run
+    from persona_gen.storage.runref import RunRef
 
     cfg = load_config(config, set_ or [])
-    ref = run_ref(cfg, output, run_id, run, new=only not in ("plan", "pairs"))
+    root, rid = run_address(cfg, output, run_id, run, new=only not in ("plan", "pairs"))
+    until_, only_ = _phase(until, "--until") or "pairs", _phase(only, "--only")
+    try:
+        ref = RunRef.at(root, rid, cfg.storage)
+    except UserError:
+        # A bad run id or output URI: report it with every other problem, then stop.
+        report = check_run(cfg, root, rid, phases_to_run(until_, only_),
+                           allow_template_change=allow_template_change)
+        if report.ok:
+            raise
+        raise report.error() from None
     _interrupt_on_sigterm()
-    return execute(cfg, ref, until=_phase(until, "--until") or "pairs",
-                   only=_phase(only, "--only"), progress=progress,
+    return execute(cfg, ref, until=until_, only=only_, progress=progress,
                    allow_template_change=allow_template_change)
+
+
+def check_view(config: ConfigOpt, set_: SetOpt, output: str | None, run_id: str | None,
+               run: str | None = None, *, until: str | None = None, only: str | None = None,
+               allow_template_change: bool = False) -> Preflight:
+    """`run --check`: every check, nothing started or written (but the probe object)."""
+    from persona_gen.run.config import load_config
+    from persona_gen.run.execute import phases_to_run
+    from persona_gen.run.preflight import check_run
+
+    cfg = load_config(config, set_ or [])
+    root, rid = run_address(cfg, output, run_id, run, new=only not in ("plan", "pairs"))
+    phases = phases_to_run(_phase(until, "--until") or "pairs", _phase(only, "--only"))
+    return check_run(cfg, root, rid, phases, allow_template_change=allow_template_change)
+
+
+def print_checks(report: Preflight, as_json: bool) -> None:
+    """The checks on stdout (a table, or one JSON object); any failure then raises the
+    error that lists them, one line each on stderr, with its exit code."""
+    import json
+
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), separators=(",", ":")))
+    else:
+        typer.echo(report.table())
+    if not report.ok:
+        raise report.error()
 
 
 def _interrupt_on_sigterm() -> None:
@@ -84,11 +136,21 @@ def run(
     only: OnlyOpt = None,
     progress: ProgressOpt = None,
     allow_template_change: TemplateChangeOpt = False,
+    check: CheckOpt = False,
+    json_: CheckJsonOpt = False,
 ) -> None:
     """Run (or resume) a run (census sample, personas, prompts, plan, originals, critiques, revisions, verification) into OUTPUT/RUN_ID/.
 
     Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed blocks are never generated again, and nothing is written twice. --until PHASE stops after a phase and writes exactly what the whole run writes there, so the whole run carries on from it.
+
+    Before Ray starts, every run checks its models, engines, inputs, output, run id, an existing run's config and the engine layout, and reports every problem at once (exit 2); --check runs only these checks.
     """  # typer keeps line breaks: one line per paragraph
+    if json_ and not check:
+        raise typer.BadParameter("--json goes with --check", param_hint="--json")
+    if check:
+        print_checks(check_view(config, set_, output, run_id, run_uri, until=until, only=only,
+                                allow_template_change=allow_template_change), json_)
+        return
     summary = run_view(config, set_, output, run_id, run_uri, until=until, only=only,
                        progress=progress, allow_template_change=allow_template_change)
     console = Console()

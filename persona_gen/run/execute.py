@@ -25,14 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from persona_gen.errors import (
-    EXIT_BUG,
-    ConfigError,
-    DataError,
-    FailedRowsError,
-    exit_code_for,
-    one_line,
-)
+from persona_gen.errors import EXIT_BUG, FailedRowsError, exit_code_for, one_line
 from persona_gen.log import bind_run, configure, get_logger
 from persona_gen.pipeline.chain import BlockResult, Chain
 from persona_gen.pipeline.engine_host import EngineHosts
@@ -40,7 +33,7 @@ from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import PipelineRunner
 from persona_gen.pipeline.stage import Bound, ModelStage
-from persona_gen.run import quality
+from persona_gen.run import preflight, quality
 from persona_gen.run import recipe as R
 from persona_gen.run.config import RunConfig
 from persona_gen.run.manifest import (
@@ -50,16 +43,13 @@ from persona_gen.run.manifest import (
     load_or_create,
     refuse_deterministic_retry,
 )
+from persona_gen.run.preflight import DONE_MARKER, Candidates
 from persona_gen.run.progress import StageProgress, Ticker
 from persona_gen.run.scan import tally
 from persona_gen.run.status import stage_status
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
-DONE_MARKER = ".done.json"
-"""Written last into a folder of driver-computed blocks: the folder is complete."""
-Candidates = tuple[pa.Table, dict[str, Any]]
-"""Prompts that passed the rule filters, and the filter counts."""
 DATASET_COLUMNS = ("pair_id", "persona_id", "prompt_id", "persona", "instruction", "original",
                    "critique", "data", "question_type")
 
@@ -99,7 +89,7 @@ class Attempt:
         self.cfg, self.run, self.manifest, self.bars = cfg, run, manifest, bars
         self.recipe = R.recipe(cfg)
         self.candidates = candidates
-        """Prompt candidates computed before the manifest was written (see _preflight)."""
+        """Prompt candidates read by the checks before the manifest was written."""
         self._stack = stack
         self._hosts: EngineHosts | None = None
         self._save_lock = threading.Lock()
@@ -332,24 +322,6 @@ if set(_RUNNERS) != set(R.PHASES):
 
 # ---- an attempt ----------------------------------------------------------------------------
 
-def _preflight(cfg: RunConfig, run: RunRef, phases: list[R.Phase]) -> Candidates | None:
-    """Check inputs before anything is written: a bad input leaves no run folder behind.
-    Returns the prompt candidates when the prompts phase will need them."""
-    if "personas" in phases and not objects.exists(run.child(R.PERSONAS)) \
-            and not cfg.census.sources:
-        raise ConfigError("no census files listed (PUMS psam_p*.csv / csv_p??.zip or NIST "
-                          "excerpt CSVs)", source="census.sources")
-    # What the first phase reads must exist, unless a phase of this attempt makes it.
-    for table in R.phase(phases[0]).needs:
-        if R.maker(table) not in phases and not objects.exists(run.child(table)):
-            raise DataError(f"not found; run `persona-gen run --until {R.maker(table)}` for "
-                            "this run first", source=run.child(table).uri)
-    if "prompts" in phases and not objects.exists(run.child(R.PROMPTS)) \
-            and not objects.exists(run.child(R.PROMPT_CANDIDATES, DONE_MARKER)):
-        return prompt_candidates(cfg)
-    return None
-
-
 def execute(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
             only: R.Phase | None = None, progress: bool | None = None,
             allow_template_change: bool = False) -> RunSummary:
@@ -367,7 +339,9 @@ def execute(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
     log = get_logger(stage="run")
     phases = phases_to_run(until, only)
     refuse_deterministic_retry(run, cfg.model_dump(mode="json"))  # before anything starts
-    candidates = _preflight(cfg, run, phases)
+    # Every check before anything starts; a failure raises, listing all of them.
+    candidates = preflight.before_run(cfg, run, phases,
+                                      allow_template_change=allow_template_change).candidates
     started = time.perf_counter()
     manifest = load_or_create(run, cfg, allow_template_change=allow_template_change)
     log.info("run_start", base=run.uri, attempt=manifest.attempts, phases=phases)

@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -107,6 +108,9 @@ class Manifest(BaseModel):
     """The config and the input files (census sources, prompt file: path, size, mtime) this
     attempt started from; a failure that rerunning cannot fix is not retried while it
     stays the same (`refuse_deterministic_retry`)."""
+    replaced: list[dict[str, Any]] = Field(default_factory=list)
+    """Earlier runs under this id that failed before committing anything and were replaced
+    by a changed config: when made, attempts, why they failed, what changed."""
 
     @classmethod
     def new(cls, run_id: str, cfg: RunConfig) -> Manifest:
@@ -157,45 +161,99 @@ def _changed(stored: RunConfig, cfg: RunConfig) -> list[str]:
     return changed
 
 
+@dataclass(frozen=True)
+class Stored:
+    """The run's stored manifest, compared with the config of a new attempt."""
+
+    manifest: Manifest | None
+    """None: a new run."""
+    changed: list[str] = field(default_factory=list)
+    """Config keys whose change makes the stored results wrong for the new config."""
+    moved: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Stages whose template text changed: (stored sha256, new sha256)."""
+    replaceable: bool = False
+    """It failed before committing anything (its checks failed, or it stopped before its
+    first write): a changed config replaces it instead of being refused."""
+
+    def problem(self, run_id: str, allow_template_change: bool) -> str | None:
+        """Why this attempt may not use the run, or None."""
+        if self.manifest is None or self.replaceable:
+            return None
+        if self.changed:
+            return (f"run '{run_id}' exists with a different configuration "
+                    f"({', '.join(self.changed)} changed); resume with the same config or use "
+                    "a new --run-id")
+        if self.moved and not allow_template_change:
+            return ("the prompt template of " + ", ".join(
+                f"stage {n} ({a[:12]} -> {b[:12]})" for n, (a, b) in self.moved.items())
+                + " changed since this run started; resume with the same template, or pass "
+                "--allow-template-change to keep going with the new text (recorded in the "
+                "manifest)")
+        return None
+
+
+def compare(run: RunRef, cfg: RunConfig) -> Stored:
+    """The run's stored manifest (if any) against `cfg`: what changed, and whether the
+    stored run may be replaced."""
+    if not objects.exists(run.manifest):
+        return Stored(None)
+    m = Manifest.model_validate(objects.read_json(run.manifest))
+    try:
+        changed = _changed(normalized(m.config), cfg)
+    except UserError:
+        if not _never_committed(run, m):
+            raise
+        changed = ["config (the stored one no longer loads)"]
+    templates = produced_by(cfg)[1]
+    moved = {n: (m.templates[n]["sha256"], t["sha256"]) for n, t in templates.items()
+             if n in m.templates and m.templates[n]["sha256"] != t["sha256"]}
+    # Listing the run is only needed (and only paid) when something changed.
+    replaceable = bool(changed or moved) and _never_committed(run, m)
+    return Stored(m, changed, moved, replaceable)
+
+
+def _never_committed(run: RunRef, m: Manifest) -> bool:
+    """Failed, and storage holds nothing of the run but its manifest (storage is the
+    truth: a phase that committed anything left a file)."""
+    if m.status != "failed":
+        return False
+    return all(path == run.manifest.path for path in objects.list_files(run.base))
+
+
 def load_or_create(run: RunRef, cfg: RunConfig, *,
                    allow_template_change: bool = False) -> Manifest:
     """Resume: the stored manifest must describe the same run; otherwise start a new one.
 
     A stage whose template text differs from the one recorded is refused unless
     `allow_template_change`: then the change is recorded, and the rows committed before it
-    keep the earlier text's answers.
+    keep the earlier text's answers. A run that failed before committing anything is
+    replaced by a changed config, with a warning line saying so.
     """
-    if not objects.exists(run.manifest):
+    stored = compare(run, cfg)
+    problem = stored.problem(run.run_id, allow_template_change)
+    if problem:
+        raise UserError(problem, source=run.manifest.uri)
+    if stored.manifest is None or stored.replaceable:
         m = Manifest.new(run.run_id, cfg)
         m.inputs_fingerprint = inputs_fingerprint(m.config)
+        if stored.manifest is not None:
+            m.replaced = [*stored.manifest.replaced, _replacement(stored)]
+            get_logger(stage="run").warning(
+                "run_replaced", run_id=run.run_id, changed=stored.changed + [
+                    f"stages.{n}.template" for n in stored.moved],
+                note="it failed before committing anything; this config replaces it",
+                failure=(stored.manifest.failure.reason if stored.manifest.failure else None))
         m.save(run)
         return m
-    m = Manifest.model_validate(objects.read_json(run.manifest))
-    changed = _changed(normalized(m.config), cfg)
-    if changed:
-        raise UserError(
-            f"run '{run.run_id}' exists with a different configuration ({', '.join(changed)} "
-            "changed); resume with the same config or use a new --run-id",
-            source=run.manifest.uri,
-        )
-    settings, templates = produced_by(cfg)
-    moved = {n: (m.templates[n]["sha256"], t["sha256"]) for n, t in templates.items()
-             if n in m.templates and m.templates[n]["sha256"] != t["sha256"]}
-    if moved and not allow_template_change:
-        raise UserError(
-            "the prompt template of " + ", ".join(
-                f"stage {n} ({a[:12]} -> {b[:12]})" for n, (a, b) in moved.items())
-            + " changed since this run started; resume with the same template, or pass "
-            "--allow-template-change to keep going with the new text (recorded in the "
-            "manifest)", source=run.manifest.uri)
+    m = stored.manifest
     m.attempts += 1
-    for n, (a, b) in moved.items():
+    for n, (a, b) in stored.moved.items():
         m.template_changes.append({"stage": n, "attempt": m.attempts, "from": a, "to": b})
         get_logger(stage="run").warning("template_changed", stage=n, old=a[:12], new=b[:12])
     m.status = "running"
     m.failure = None
     m.config = cfg.model_dump(mode="json")
-    m.settings, m.templates = settings, templates
+    m.settings, m.templates = produced_by(cfg)
     m.inputs_fingerprint = inputs_fingerprint(m.config)
     m.save(run)
     return m
@@ -254,6 +312,33 @@ def refuse_deterministic_retry(run: RunRef, config: dict[str, Any]) -> None:
         "to retry anyway", source=run.manifest.uri)
     error.exit_code = code
     raise error
+
+
+def _replacement(stored: Stored) -> dict[str, Any]:
+    assert stored.manifest is not None
+    failure = stored.manifest.failure
+    return {"created_at": stored.manifest.created_at, "attempts": stored.manifest.attempts,
+            "failure": failure.reason if failure else None,
+            "changed": stored.changed + [f"stages.{n}.template" for n in stored.moved]}
+
+
+def record_failed_start(run: RunRef, cfg: RunConfig, stored: Stored, failure: Failure) -> None:
+    """An attempt whose checks failed: the manifest says `failed` with the reason. A new
+    run (or one this attempt would replace) gets a manifest of its own, which pins nothing:
+    it holds no data, so the next attempt may change the config. Call only where
+    `stored.problem(...)` is None: a refused attempt leaves the run as it was."""
+    if stored.manifest is None or stored.replaceable:
+        m = Manifest.new(run.run_id, cfg)
+        if stored.manifest is not None:
+            m.replaced = [*stored.manifest.replaced, _replacement(stored)]
+    else:
+        m = stored.manifest
+        m.attempts += 1
+    m.status = "failed"
+    m.failure = failure
+    # No inputs fingerprint: the checks run again in seconds, before anything starts, and
+    # may pass after a fix outside the config (permissions, a bucket created).
+    m.save(run)
 
 
 def effective_status(manifest: dict[str, Any], stale_after_s: float,

@@ -150,6 +150,24 @@ def list_files(loc: Location, suffix: str = "") -> list[str]:
     return sorted(out)
 
 
+def sizes(loc: Location) -> dict[str, int]:
+    """Bytes of the file at `loc`, or of every file under the folder at `loc`, by path
+    ({} when nothing is there; hidden temp files are skipped). One HEAD, plus one LIST for a
+    folder: what preflight checks report for inputs."""
+    def stat() -> dict[str, int]:
+        info = loc.fs.get_file_info(loc.path)
+        if info.type == pafs.FileType.File:
+            return {info.path: int(info.size or 0)}
+        if info.type == pafs.FileType.NotFound:
+            return {}
+        found = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True,
+                                                       allow_not_found=True))
+        return {f.path: int(f.size or 0) for f in found
+                if f.type == pafs.FileType.File and not f.base_name.startswith(".")}
+
+    return retrying("LIST", loc, stat)
+
+
 def write_table_atomic(loc: Location, table: pa.Table) -> None:
     """One Parquet file, visible only once complete."""
     sink = pa.BufferOutputStream()
