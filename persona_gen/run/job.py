@@ -150,11 +150,12 @@ class Job:
             st = stage_status(self.run, s)
             old = self.manifest.stages.get(s.name, StageRecord())
             prompt, output = f"{s.name}_prompt_tokens", f"{s.name}_output_tokens"
-            tokens = sum_columns(self.run.child(s.writes), (prompt, output))
+            reasoning = f"{s.name}_reasoning_tokens"  # 0 where the stage does not think
+            tokens = sum_columns(self.run.child(s.writes), (prompt, output, reasoning))
             stages[s.name] = StageRecord(
                 planned=st.planned or 0, done=st.done, errors=st.errors,
                 prompt_tokens=tokens[prompt], output_tokens=tokens[output],
-                seconds=old.seconds)
+                reasoning_tokens=tokens[reasoning], seconds=old.seconds)
         self.manifest.stages = stages
         quality.record(self.manifest.counts, self.run, self.recipe)  # persona_gen.run.quality
         self.save()
