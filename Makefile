@@ -15,7 +15,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast lint demo bench clean help
+.PHONY: setup test test-fast test-families lint demo bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -47,10 +47,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 
 test: setup  ## set-up plus the whole suite (lint first: it takes a second)
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q --durations=15 -m "not families" tests
 
 test-fast: setup  ## the suite without the slow real-model tests
-	$(PY) -m pytest -q -m "not model" tests
+	$(PY) -m pytest -q -m "not model and not families" tests
+
+test-families: setup  ## tiny random-weight checkpoints of today's families through vLLM on CPU (minutes)
+	$(PY) -m pytest -q --durations=15 -m families tests
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
