@@ -71,7 +71,7 @@ def test_family_loads_and_answers_on_cpu(family: tuple[str, Path]) -> None:
     name, path = family
     spec = get_spec(name)
     written = yaml.safe_load(path.read_text())
-    engine = create_engine(spec)
+    engine = create_engine(spec)  # one load per family: every check below shares it
     try:
         # The prompt vLLM got is the family's template, rendered with thinking off.
         tok = engine.tokenizer
@@ -96,49 +96,33 @@ def test_family_loads_and_answers_on_cpu(family: tuple[str, Path]) -> None:
             assert js.reasoning == "" and "</think>" not in js.text
         else:
             assert not js.reasonings and not text.reasonings
+        if name == "tiny-qwen3":
+            qwen3_thinking(engine)
+        if name == "tiny-r1-distill":
+            r1_budget(engine)
     finally:
         engine.close()
 
 
-def test_qwen3_renders_the_no_thinking_form_in_vllm(models_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from persona_gen.engines.factory import create_engine
-
-    monkeypatch.setenv(MODELS_DIR_ENV, str(models_dir))
-    assert runner.invoke(app, ["models", "add", str(families.folder("tiny-qwen3")),
-                               "--force"]).exit_code == 0
-    engine = create_engine("tiny-qwen3")
-    try:
-        prompt = engine.tokenizer.decode(engine.render([SYSTEM, USER], Thinking()))
-        assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-        # Thinking on with a random model: it never writes <think>, so no reasoning split,
-        # and the answer is its whole text.
-        res = engine.generate([_requests(Thinking(on=True))[0]])[0]
-        assert res.ok and not res.reasonings and res.reasoning_tokens == 0
-    finally:
-        engine.close()
+def qwen3_thinking(engine) -> None:
+    """Thinking off renders the template's no-thinking form; thinking on with a random
+    model (which never writes <think>) splits nothing off."""
+    prompt = engine.tokenizer.decode(engine.render([SYSTEM, USER], Thinking()))
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    res = engine.generate([_requests(Thinking(on=True))[0]])[0]
+    assert res.ok and not res.reasonings and res.reasoning_tokens == 0
 
 
-def test_r1_thinking_budget_ends_reasoning_and_the_json_follows(
-        models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def r1_budget(engine) -> None:
     """vLLM forces </think> after the budget (its thinking_token_budget); the split takes
     the reasoning out; the JSON schema applies only after it (the reasoning parser)."""
-    from persona_gen.engines.factory import create_engine
-
-    monkeypatch.setenv(MODELS_DIR_ENV, str(models_dir))
-    assert runner.invoke(app, ["models", "add", str(families.folder("tiny-r1-distill")),
-                               "--force"]).exit_code == 0
-    engine = create_engine("tiny-r1-distill")
-    try:
-        on = Thinking(on=True, budget=6)
-        text, js, _ = engine.generate(_requests(on))
-        for res in (text, js):
-            assert res.ok, res.error
-            assert res.reasoning is not None and res.reasoning.strip()
-            # The budget counts from the prompt's open <think>; + the forced </think>.
-            assert 2 <= res.reasoning_tokens <= on.budget + 1
-            assert res.reasoning_tokens < res.output_tokens
-            assert "</think>" not in res.text and "</think>" not in res.reasoning
-        assert js.parsed[0]["preferred"] in ("A", "B")
-    finally:
-        engine.close()
+    on = Thinking(on=True, budget=6)
+    text, js, _ = engine.generate(_requests(on))
+    for res in (text, js):
+        assert res.ok, res.error
+        assert res.reasoning is not None and res.reasoning.strip()
+        # The budget counts from the prompt's open <think>; + the forced </think>.
+        assert 2 <= res.reasoning_tokens <= on.budget + 1
+        assert res.reasoning_tokens < res.output_tokens
+        assert "</think>" not in res.text and "</think>" not in res.reasoning
+    assert js.parsed[0]["preferred"] in ("A", "B")
