@@ -137,7 +137,11 @@ def test_thinking_budget_and_structured_output_reach_vllms_sampling_params():
     on = ChatRequest(id="a", messages=[USER], json_schema=schema,
                      thinking=Thinking(on=True, budget=64))
     off = on.model_copy(update={"thinking": Thinking()})
-    assert r1._params(Job(0, on, on.sampling), 500).thinking_token_budget == 64
+    with_budget = r1._params(Job(0, on, on.sampling), 500)
+    assert with_budget.thinking_token_budget == 64
+    # max_tokens sizes the answer; the budget comes on top (within the context left).
+    assert with_budget.max_tokens == on.sampling.max_tokens + 64
+    assert r1._params(Job(0, on, on.sampling), 300).max_tokens == 300
     # An always-reasoning family with thinking off: its think block closes at once.
     assert r1._params(Job(0, off, off.sampling), 500).thinking_token_budget == 0
     qwen = render_only("tiny-qwen3", QWEN3)
