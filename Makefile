@@ -15,7 +15,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast test-families lint demo bench clean help
+.PHONY: setup test test-fast test-cloud test-slurm test-families azurite lint demo bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,14 +45,35 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-test: setup  ## set-up plus the whole suite (lint first: it takes a second)
+test: setup  ## set-up plus the whole suite (lint first: it takes a second); not test-cloud/test-slurm
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
-	$(PY) -m pytest -q --durations=15 -m "not families" tests
+	$(PY) -m pytest -q --durations=15 -m "not cloud and not slurm and not families" tests
 
 test-fast: setup  ## the suite without the slow real-model tests
-	$(PY) -m pytest -q -m "not model and not families" tests
+	$(PY) -m pytest -q -m "not model and not cloud and not slurm and not families" tests
 
-test-families: setup  ## tiny random-weight checkpoints of today's families through vLLM on CPU (minutes)
+# Azure Blob's emulator comes from npm (Node.js 18+); pinned, into the venv's folder.
+AZURITE_VERSION := 3.37.0
+AZURITE := $(VENV)/azurite/node_modules/.bin/azurite-blob
+
+azurite: $(AZURITE)  ## Azurite (Azure Blob emulator, npm) into .venv/azurite, for test-cloud
+
+$(AZURITE):
+	command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; } || \
+	  { echo "Azurite needs npm (Node.js 18+): install it, then rerun"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@$(AZURITE_VERSION)
+
+test-cloud: setup azurite  ## an echo run killed and resumed on S3, GCS and Azure servers on 127.0.0.1 (~8 min)
+	$(PY) -m pytest -q -rs --durations=10 -m cloud tests
+
+test-slurm: setup  ## cluster/slurm's sbatch script on a one-node Slurm cluster here, scancel and resubmit (root; ~4 min)
+	[ "$$(id -u)" = 0 ] || { echo "make test-slurm needs root (it installs slurm-wlm and munge, and slurmd starts jobs)"; exit 1; }
+	command -v slurmd >/dev/null && command -v munged >/dev/null || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge; }
+	$(PY) -m pytest -q -rs -s --durations=5 -m slurm tests
+
+test-families: setup  ## tiny random-weight checkpoints of today's families through vLLM on CPU (~6 min)
 	$(PY) -m pytest -q --durations=15 -m families tests
 
 lint: setup  ## ruff
@@ -67,7 +88,7 @@ demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./
 	# The dataset as a Hugging Face folder with its card (datasets.load_dataset(FOLDER) loads it).
 	$(VENV)/bin/persona-gen export --run out/demo/demo --to out/demo/demo/export --format trl-dpo
 
-bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census, engine
+bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan, census, engine, storage
 	$(PY) benchmarks/plan_build.py
 	$(PY) benchmarks/census_sampling.py
 	$(PY) benchmarks/pipeline_overhead.py
@@ -75,3 +96,4 @@ bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census,
 	$(PY) benchmarks/export_scale.py
 	$(PY) benchmarks/engine_ceiling.py
 	$(PY) benchmarks/sim_scale.py
+	$(PY) benchmarks/storage_streaming.py

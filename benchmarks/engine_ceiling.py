@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_gen import log
-from persona_gen.config.run import RunConfig
+from persona_gen.run.config import RunConfig
 from persona_gen.storage.runref import RunRef
 
 MODEL = "smollm2-135m-instruct"
@@ -32,9 +32,9 @@ def measure(n_pairs: int, max_tokens: int, block: int, in_flight: int) -> dict:
     from persona_gen.engines.factory import create_engine
 
     cfg = RunConfig.model_validate({
-        "feedback": {"model": MODEL, "critique_max_tokens": max_tokens,
-                     # No retry of cut answers: both sides do the same calls.
-                     "critique_retry_max_tokens": 0, "temperature": 0.8},
+        # No retry of cut answers: both sides do the same calls.
+        "stages": {"critique": {"model": MODEL, "max_tokens": max_tokens,
+                                "retry_max_tokens": 0, "temperature": 0.8}},
         "pipeline": {"batch_size": block, "actors": 1, "num_cpus_per_actor": 1,
                      "blocks_in_flight": in_flight, "local_num_cpus": 2},
     })

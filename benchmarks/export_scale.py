@@ -114,8 +114,7 @@ def write_run(base: Path, n_personas: int, per_persona: int, block: int, seed: i
         "created_at": "synthetic", "stages": stages,
         "models": {"llama-3.1-8b-instruct": {"model": "meta-llama/Llama-3.1-8B-Instruct"}},
         "config": {"prompts": {"source": "prism/conversations.jsonl"},
-                   "feedback": {"model": "llama-3.1-8b-instruct",
-                                "judge_model": "llama-3.1-8b-instruct"}},
+                   "stages": {"defaults": {"model": "llama-3.1-8b-instruct"}}},
         "counts": {"plan": {"pairs": total}},
     }))
     return total

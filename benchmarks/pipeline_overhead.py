@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_gen import log
-from persona_gen.config.run import RunConfig
-from persona_gen.feedback.stages import CritiqueStage
 from persona_gen.pipeline.chain import Chain, LookupCache, Step
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.ray_session import ray_session
+from persona_gen.pipeline.stage import TextStage
 from persona_gen.run import recipe as R
+from persona_gen.run.config import RunConfig
 from persona_gen.run.synthetic import write_synthetic_inputs
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
@@ -62,7 +62,7 @@ class PeakMemory:
 
 def overhead(n_personas: int, n_prompts: int, block: int) -> dict:
     cfg = RunConfig.model_validate({
-        "feedback": {"model": "echo", "judge_model": "echo", "max_tokens": 64},
+        "stages": {"defaults": {"model": "echo", "max_tokens": 64}},
         "pipeline": {"batch_size": block, "actors": 2, "num_cpus_per_actor": 0.5,
                      "local_num_cpus": 2},
     })
@@ -82,7 +82,7 @@ def overhead(n_personas: int, n_prompts: int, block: int) -> dict:
 
 
 def critique_only(cfg: RunConfig, model: str, run: RunRef,
-                  n_pairs: int) -> tuple[Chain, CritiqueStage, list[pa.Table]]:
+                  n_pairs: int) -> tuple[Chain, TextStage, list[pa.Table]]:
     """The critique stage alone as a chain, over synthetic plan blocks of about n_pairs
     pairs (8 per persona: 6 train, 2 held-out, 40-word personas, 16 prompts), and those
     blocks joined as the pipeline joins them: one setup for every pipeline-against-engine
@@ -119,9 +119,9 @@ def model_ratio(n_pairs: int, max_tokens: int) -> dict:
 
     model = "smollm2-135m-instruct"
     cfg = RunConfig.model_validate({
-        "feedback": {"model": model, "critique_max_tokens": max_tokens,
-                     # No retry of cut answers: both sides do the same calls.
-                     "critique_retry_max_tokens": 0, "temperature": 0.0},
+        # No retry of cut answers: both sides do the same calls.
+        "stages": {"critique": {"model": model, "max_tokens": max_tokens,
+                                "retry_max_tokens": 0, "temperature": 0.0}},
         "pipeline": {"batch_size": n_pairs // 2, "actors": 1, "num_cpus_per_actor": 1,
                      "local_num_cpus": 2},
     })

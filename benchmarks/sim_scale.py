@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_overhead import PeakMemory
 
 from persona_gen import log
-from persona_gen.config.run import RunConfig
 from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.run import recipe as R
+from persona_gen.run.config import RunConfig
 from persona_gen.run.synthetic import write_synthetic_inputs
 from persona_gen.storage.runref import RunRef
 
@@ -55,7 +55,7 @@ def sim_models(folder: Path, time_scale: float) -> None:
 
 def rehearse(personas: int, prompts: int, block: int, engines: int, in_flight: int) -> dict:
     cfg = RunConfig.model_validate({
-        "feedback": {"model": "sim", "judge_model": "sim", "max_tokens": 512},
+        "stages": {"defaults": {"model": "sim", "max_tokens": 512}},
         "pipeline": {"batch_size": block, "actors": engines, "blocks_in_flight": in_flight,
                      "num_cpus_per_actor": 0.1, "num_cpus_per_worker": 0.1,
                      "local_num_cpus": 2},

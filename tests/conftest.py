@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -42,6 +42,38 @@ def s3_bucket(s3_server: LocalS3Server, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """gcp-storage-emulator on loopback, one per session; skipped, with the reason, when it
+    cannot start (never passed)."""
+    from persona_gen.storage.emulators import GcsEmulator
+
+    try:
+        server = GcsEmulator(tmp_path_factory.mktemp("gcs")).start()
+    except Exception as exc:
+        pytest.skip(f"GCS emulator did not start: {str(exc).splitlines()[0]}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Azurite's Blob service on loopback, one per session (`make azurite` installs it);
+    skipped, with the reason, when it cannot start (never passed)."""
+    from persona_gen.storage.emulators import AzuriteServer
+
+    try:
+        server = AzuriteServer(tmp_path_factory.mktemp("azurite")).start()
+    except Exception as exc:
+        pytest.skip(f"Azurite did not start: {str(exc).splitlines()[0]}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_local(s3_server: LocalS3Server) -> Iterator[None]:
     """A local Ray instance sized for a 2-core box; actors must ask for fractional CPUs.
 
@@ -67,9 +99,11 @@ def census_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_ambient_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never reach a real cloud: drop any AWS settings from the developer's shell."""
+    """Tests never reach a real cloud: drop any AWS, Google or Azure storage settings from
+    the developer's shell."""
     for key in list(os.environ):
-        if key.startswith("AWS_"):
+        if key.startswith(("AWS_", "AZURE_STORAGE_", "GOOGLE_")) \
+                or key == "STORAGE_EMULATOR_HOST":
             monkeypatch.delenv(key, raising=False)
 
 

@@ -15,6 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from persona_gen.engines.base import Engine
+from persona_gen.personas.build import build_personas
+from persona_gen.personas.config import PersonasConfig
+from persona_gen.personas.stats import PersonaStats
+from persona_gen.pipeline.stage import Bound, Runner
+from persona_gen.run import recipe as R
+from persona_gen.run.config import RunConfig
 from persona_gen.storage import objects
 from persona_gen.storage.uri import Location, resolve
 
@@ -38,16 +45,19 @@ def write_config(path: Path, census_file: Path, prompt_file: Path, output: str,
     cfg: dict[str, Any] = {
         "run": {"output": output, "seed": 11},
         "census": {"sources": [str(census_file)], "n": 8},
-        "personas": {"enrich_model": "echo", "judge_model": "echo",
-                     "model_consistency_check": False},
         "prompts": {"source": str(prompt_file), "text_column": "opening_prompt",
-                    "topic_column": "topic", "classifier_model": None},
-        "feedback": {"model": "echo", "judge_model": "echo", "max_tokens": 32},
+                    "topic_column": "topic"},
+        "stages": {"defaults": {"model": "echo", "max_tokens": 32},
+                   "consistency": {"enabled": False}, "controversy": {"enabled": False}},
         "pipeline": {"batch_size": 64, "actors": 1, "num_cpus_per_actor": 0.5,
                      "local_num_cpus": 2},
     }
     for key, value in sections.items():
-        cfg.setdefault(key, {}).update(value)
+        if key == "stages":  # per stage, so a test's stage keeps the others' settings
+            for name, settings in value.items():
+                cfg["stages"].setdefault(name, {}).update(settings)
+        else:
+            cfg.setdefault(key, {}).update(value)
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -81,3 +91,21 @@ def kill_tree(proc: subprocess.Popen) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     proc.wait(30)
+
+
+def personas_with(census: pa.Table, enrich: Engine | None, judge: Engine | None,
+                  cfg: PersonasConfig | None = None, seed: int = 0, resample: Any = None, *,
+                  stages: dict[str, Any] | None = None,
+                  runner: Runner | None = None) -> tuple[pa.Table, PersonaStats]:
+    """The persona build with the stages the recipe builds from `stages` (a config's
+    `stages` section), bound to the engines given (None, or a disabled stage: not run)."""
+    run = RunConfig.model_validate({"run": {"seed": seed}, "stages": stages or {}})
+
+    def bound(name: str, engine: Engine | None) -> Bound | None:
+        if engine is None or not R.stage(name).enabled(run):
+            return None
+        return Bound(R.build(run, name), engine)
+
+    return build_personas(census, cfg or PersonasConfig(), seed, resample,
+                          enrich=bound("enrich", enrich), consistency=bound("consistency", judge),
+                          runner=runner)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from persona_gen.bench.config import BenchConfig
+from persona_gen.bench.run import BenchStages
 from persona_gen.personas.attributes import PERSONA_ATTRIBUTES
 from persona_gen.personas.render import render_persona
 
@@ -46,3 +48,16 @@ def personas_table(n: int | None = None) -> pa.Table:
 def prompts_table() -> pa.Table:
     return pa.Table.from_pylist([{"prompt_id": i, "text": t, "topic": c, "split": s}
                                  for i, t, c, s in _PROMPTS])
+
+
+def bench_setup(judge: str = "j", stages: dict | None = None,
+                **bench: object) -> tuple[BenchConfig, BenchStages]:
+    """A `bench:` section and the bench's two stages as the recipe builds them from a config
+    with `stages.bench_judge.model: judge` and any other `stages` given."""
+    from persona_gen.run.bench import bench_stages
+    from persona_gen.run.config import RunConfig
+
+    sections = {name: dict(s) for name, s in (stages or {}).items()}
+    sections.setdefault("bench_judge", {}).setdefault("model", judge)
+    cfg = RunConfig.model_validate({"bench": bench, "stages": sections})
+    return cfg.bench, bench_stages(cfg)

@@ -10,11 +10,10 @@ from html.parser import HTMLParser
 
 import pyarrow as pa
 import pytest
-from test_bench_data import personas_table, prompts_table
+from test_bench_data import bench_setup, personas_table, prompts_table
 from typer.testing import CliRunner
 
 from persona_gen.bench import layout as L
-from persona_gen.bench.config import BenchConfig
 from persona_gen.bench.human import agreement, majority_vote, ratings_table, sheet_html
 from persona_gen.bench.layout import BenchLayout
 from persona_gen.bench.requests import build_requests
@@ -31,11 +30,11 @@ def bench_run(tmp_path) -> str:
     """A finished tiny bench (echo engine) in <tmp>/run/bench; returns the run URI."""
     from persona_gen.engines.factory import create_engine
 
-    cfg = BenchConfig(models=["echo"], judge_model="echo", modes=["baseline", "summary"], k=1,
-                      prompt_split=None, bootstrap_samples=50)
+    cfg, stages = bench_setup("echo", models=["echo"], modes=["baseline", "summary"], k=1,
+                              prompt_split=None, bootstrap_samples=50)
     requests = build_requests(personas_table(), prompts_table(), cfg, seed=0)
     engine = create_engine("echo")
-    out = run_bench(requests, cfg, lambda _n: engine, seed=0)
+    out = run_bench(requests, cfg, stages, lambda _n: engine, seed=0)
     run_uri = str(tmp_path / "run")
     write_outputs(BenchLayout(resolve(run_uri).child("bench")), out)
     return run_uri

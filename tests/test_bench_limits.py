@@ -5,24 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.compute as pc
-from test_bench_data import personas_table, prompts_table
+from test_bench_data import bench_setup, personas_table, prompts_table
 
 from persona_gen.bench.answer import CUT_BEFORE_MARKER, AnswerStage
 from persona_gen.bench.config import BenchConfig
 from persona_gen.bench.ids import judgment_id
-from persona_gen.bench.judge import JudgeStage
+from persona_gen.bench.judge import BenchJudgeStage
 from persona_gen.bench.requests import build_requests
-from persona_gen.bench.run import answer_stage, run_bench
+from persona_gen.bench.run import BenchStages, run_bench
 from persona_gen.engines.base import ChatRequest, ChatResult
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cfg(**kw: object) -> BenchConfig:
-    base: dict[str, object] = dict(models=["m"], judge_model="j", k=2, max_personas=1,
-                                   max_prompts=1, persona_split="test")
+def _cfg(stages: dict | None = None, **kw: object) -> tuple[BenchConfig, BenchStages]:
+    base: dict[str, object] = dict(models=["m"], k=2, max_personas=1, max_prompts=1,
+                                   persona_split="test")
     base.update(kw)
-    return BenchConfig(**base)
+    return bench_setup("j", stages, **base)
 
 
 class FixedEngine:
@@ -59,18 +59,19 @@ class FixedEngine:
 
 
 def test_defaults_give_reasoning_modes_768_tokens_and_overrides_merge():
-    cfg = BenchConfig()
-    assert cfg.max_tokens_for("cot") == cfg.max_tokens_for("summary") == 768
-    assert cfg.max_tokens_for("baseline") == cfg.max_tokens_for("output_only") == cfg.max_tokens
+    stage = _cfg()[1].answer
+    assert stage.max_tokens_for("cot") == stage.max_tokens_for("summary") == 768
+    assert stage.max_tokens_for("baseline") == stage.max_tokens_for("output_only") == 256
     # Naming one mode keeps the other's default.
-    assert BenchConfig(max_tokens_by_mode={"cot": 1024}).max_tokens_by_mode == \
-        {"cot": 1024, "summary": 768}
+    _, stages = _cfg({"bench_answer": {"max_tokens_by_mode": {"cot": 1024}}})
+    assert dict(stages.answer.max_tokens_by_mode) == {"cot": 1024, "summary": 768}
 
 
 def test_per_mode_limits_reach_the_requests():
-    cfg = _cfg(max_tokens=100, max_tokens_by_mode={"cot": 900, "summary": 800})
+    cfg, stages = _cfg({"bench_answer": {"max_tokens": 100,
+                                         "max_tokens_by_mode": {"cot": 900, "summary": 800}}})
     requests = build_requests(personas_table(), prompts_table(), cfg, seed=0)
-    chat = answer_stage(cfg).requests(requests)
+    chat = stages.answer.requests(requests)
     by_mode = {m: {c.sampling.max_tokens for c, mm in
                    zip(chat, requests.column("mode").to_pylist(), strict=True) if mm == m}
                for m in cfg.modes}
@@ -79,10 +80,10 @@ def test_per_mode_limits_reach_the_requests():
 
 
 def test_cut_cot_answer_before_its_marker_is_failed_and_not_judged():
-    cfg = _cfg(modes=["output_only", "cot"])
+    cfg, stages = _cfg(modes=["output_only", "cot"])
     requests = build_requests(personas_table(), prompts_table(), cfg, seed=0)
     engine = FixedEngine()
-    out = run_bench(requests, cfg, lambda _name: engine, seed=0)
+    out = run_bench(requests, cfg, stages, lambda _name: engine, seed=0)
     rows = {(r["mode"], r["sample_index"]): r for r in out.answers.to_pylist()}
     kept, cut = rows[("cot", 0)], rows[("cot", 1)]
     assert kept["answer_finish_reason"] == "length" and kept["answer_error"] is None
@@ -98,25 +99,27 @@ def test_cut_cot_answer_before_its_marker_is_failed_and_not_judged():
 
     # The cut is a final outcome: a resumed run does not ask again.
     engine.answered.clear()
-    run_bench(requests, cfg, lambda _name: engine, seed=0, done_answers=out.answers,
+    run_bench(requests, cfg, stages, lambda _name: engine, seed=0, done_answers=out.answers,
               done_judgments=out.judgments)
     assert engine.answered == []
 
 
 def test_paper_config_loads_with_k_16():
-    from persona_gen.config import load_config
+    from persona_gen.run.bench import bench_stages
+    from persona_gen.run.config import load_config
 
-    cfg = load_config(str(REPO / "jobs" / "configs" / "bench_paper.yaml"), []).bench
-    assert cfg.k == 16 and cfg.temperature > 0
+    run_cfg = load_config(str(REPO / "jobs" / "configs" / "bench_paper.yaml"), [])
+    cfg, answer = run_cfg.bench, bench_stages(run_cfg).answer
+    assert cfg.k == 16 and answer.temperature > 0
     assert cfg.prompt_split == "heldout" and cfg.persona_split == "test"
-    assert cfg.max_tokens_for("cot") >= 768 and cfg.max_tokens_for("summary") >= 768
+    assert answer.max_tokens_for("cot") >= 768 and answer.max_tokens_for("summary") >= 768
     assert cfg.loo_attributes
 
 
 def test_reduced_loo_judge_persona_reaches_the_judge():
-    full_cfg = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1, max_personas=2)
-    reduced_cfg = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1, max_personas=2,
-                       loo_judge_persona="reduced")
+    full_cfg, _ = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1, max_personas=2)
+    reduced_cfg, reduced_stages = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1,
+                                       max_personas=2, loo_judge_persona="reduced")
     assert full_cfg.loo_judge_persona == "full"
     full = build_requests(personas_table(), prompts_table(), full_cfg, seed=0).to_pylist()
     reduced = build_requests(personas_table(), prompts_table(), reduced_cfg, seed=0).to_pylist()
@@ -132,7 +135,7 @@ def test_reduced_loo_judge_persona_reaches_the_judge():
 
     engine = FixedEngine()
     out = run_bench(build_requests(personas_table(), prompts_table(), reduced_cfg, seed=0),
-                    reduced_cfg, lambda _name: engine, seed=0)
+                    reduced_cfg, reduced_stages, lambda _name: engine, seed=0)
     systems = {r.id: r.messages[0].content for r in engine.judged}
     judged = out.judgments.filter(pc.is_valid(out.judgments.column("ablated_attribute")))
     for row in judged.to_pylist():
@@ -140,5 +143,5 @@ def test_reduced_loo_judge_persona_reaches_the_judge():
         assert row["persona_text"] in systems[row["judgment_id"]]
         assert "religion:" not in systems[row["judgment_id"]]
     # Full-persona verdicts keep the ids they always had, so earlier runs resume.
-    assert JudgeStage(judge_model="j").row_key({"sample_id": "s", "judge_persona": "full"}) == \
+    assert BenchJudgeStage(judge_model="j").row_key({"sample_id": "s", "judge_persona": "full"}) == \
         judgment_id("s", "j")

@@ -8,7 +8,7 @@ from test_bench_data import personas_table, prompts_table
 
 from persona_gen.bench.answer import AnswerStage, explode_samples, judgeable
 from persona_gen.bench.config import BenchConfig
-from persona_gen.bench.judge import JUDGE_SCHEMA, JudgeStage, parse_verdict
+from persona_gen.bench.judge import JUDGE_SCHEMA, BenchJudgeStage, parse_verdict
 from persona_gen.bench.modes import build_messages, parse_answer, split_final_answer
 from persona_gen.bench.requests import build_requests
 from persona_gen.engines.base import ChatResult
@@ -51,21 +51,21 @@ def test_messages_put_the_persona_first_and_baseline_has_none():
 
 
 def test_config_rejects_unknown_attributes_and_baseline_loo():
-    from persona_gen.config import load_config
+    from persona_gen.run.config import load_config
 
     with pytest.raises(ConfigError, match="unknown persona attribute"):
         load_config(None, ["bench.loo_attributes=[shoe_size]"])
     with pytest.raises(ConfigError, match="loo_mode"):
         load_config(None, ["bench.loo_attributes=[age]", "bench.loo_mode=baseline"])
     with pytest.raises(ConfigError, match="temperature"):
-        load_config(None, ["bench.k=4", "bench.temperature=0"])
+        load_config(None, ["bench.k=4", "stages.bench_answer.temperature=0"])
 
 
 # ---- the request table ------------------------------------------------------------------
 
 
 def _cfg(**kw) -> BenchConfig:
-    base = dict(models=["m1"], judge_model="j", k=2, max_personas=2, max_prompts=2,
+    base = dict(models=["m1"], k=2, max_personas=2, max_prompts=2,
                 persona_split="test", prompt_split="heldout",
                 loo_attributes=["religion", "fertility"], loo_personas=2, loo_prompts=2)
     base.update(kw)
@@ -174,7 +174,7 @@ def test_judge_stage_columns():
     reqs = _requests().slice(0, 1)
     samples = explode_samples(AnswerStage().results(
         reqs, [ChatResult(id="r", texts=["a1", "a2"])]))
-    stage = JudgeStage(judge_model="j")
+    stage = BenchJudgeStage(judge_model="j")
     chat = stage.requests(samples.drop_columns(["answer_error"]))
     assert all(c.json_schema == JUDGE_SCHEMA and c.sampling.temperature == 0.0 for c in chat)
     assert "a1" in chat[0].messages[1].content and samples.column("persona_text")[0].as_py() \

@@ -6,12 +6,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import yaml
-from test_bench_data import personas_table, prompts_table
+from test_bench_data import bench_setup, personas_table, prompts_table
 from typer.testing import CliRunner
 
 from persona_gen.bench import layout as L
 from persona_gen.bench.answer import CUT_BEFORE_MARKER
-from persona_gen.bench.config import BenchConfig
 from persona_gen.bench.layout import BenchLayout
 from persona_gen.bench.report import write_report
 from persona_gen.bench.requests import build_requests
@@ -30,21 +29,22 @@ LOO = ["religion", "political_views"]
 
 
 def _bench_section(models: list[str], judge: str, **extra) -> dict:
-    section = {"models": models, "judge_model": judge, "k": 2, "max_personas": 2,
+    """A config's `bench` section and its judge (stages.bench_judge.model)."""
+    section = {"models": models, "k": 2, "max_personas": 2,
                "max_prompts": 2, "persona_split": "test", "loo_attributes": LOO,
                "loo_personas": 2, "loo_prompts": 2, "bootstrap_samples": 200}
     section.update(extra)
-    return section
+    return {"bench": section, "stages": {"bench_judge": {"model": judge}}}
 
 
-def _make_run(tmp_path, bench: dict) -> tuple[str, str]:
+def _make_run(tmp_path, sections: dict) -> tuple[str, str]:
     root = tmp_path / "runs"
     run = RunRef.at(str(root), "r1")
     write_table_atomic(run.child(PERSONAS), personas_table())
     write_table_atomic(run.child(PROMPTS), prompts_table())
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump({"run": {"output": str(root), "run_id": "r1", "seed": 5},
-                                   "bench": bench}))
+                                   **sections}))
     return str(cfg), run.uri
 
 
@@ -112,7 +112,8 @@ def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_mode
 def test_bench_run_without_personas_is_one_clear_error(tmp_path):
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump({"run": {"output": str(tmp_path / "runs"), "run_id": "none"},
-                                   "bench": {"models": ["echo"], "judge_model": "echo"}}))
+                                   "bench": {"models": ["echo"]},
+                                   "stages": {"bench_judge": {"model": "echo"}}}))
     res = runner.invoke(app, ["bench", "run", "--config", str(cfg)])
     assert res.exit_code != 0
     assert isinstance(res.exception, UserError) and "no personas here" in str(res.exception)
@@ -138,15 +139,16 @@ class CountingEngine:
 def test_rerun_skips_done_requests_and_retries_failures(tmp_path):
     from persona_gen.engines.factory import create_engine
 
-    cfg = BenchConfig(**_bench_section(["echo"], "echo", modes=["output_only", "cot"]))
+    cfg, stages = bench_setup("echo", **_bench_section(["echo"], "echo",
+                                                       modes=["output_only", "cot"])["bench"])
     requests = build_requests(personas_table(), prompts_table(), cfg, seed=0)
     engine = CountingEngine(create_engine("echo"))
-    first = run_bench(requests, cfg, lambda _name: engine, seed=0)
+    first = run_bench(requests, cfg, stages, lambda _name: engine, seed=0)
     n_first = len(engine.served)
     assert n_first == requests.num_rows + first.answers.num_rows  # answers + judgments
 
     engine.served.clear()
-    again = run_bench(requests, cfg, lambda _name: engine, seed=0,
+    again = run_bench(requests, cfg, stages, lambda _name: engine, seed=0,
                       done_answers=first.answers, done_judgments=first.judgments)
     assert engine.served == []
     assert sorted(again.judgments.column("judgment_id").to_pylist()) == \
@@ -160,7 +162,7 @@ def test_rerun_skips_done_requests_and_retries_failures(tmp_path):
                                       "answer_error", pa.array(errors, pa.string()))
     kept_judgments = first.judgments.filter(pc.not_equal(first.judgments.column("request_id"), failed_id))
     engine.served.clear()
-    third = run_bench(requests, cfg, lambda _name: engine, seed=0,
+    third = run_bench(requests, cfg, stages, lambda _name: engine, seed=0,
                       done_answers=broken, done_judgments=kept_judgments)
     assert len(engine.served) == 1 + cfg.k
     # Same rows in the same order as the uninterrupted run, so the same metrics.
@@ -178,13 +180,13 @@ def test_bench_run_with_the_bundled_model(tmp_path, bundled_engine):
     """The real SmolLM2-135M on vLLM CPU answers and judges a tiny bench end to end."""
     name = bundled_engine.name
     # One persona and one prompt keep it quick on 2 CPU cores; still 4 modes, k = 2, LOO.
-    cfg = BenchConfig(**_bench_section([name], name, max_tokens=32,
-                                       max_tokens_by_mode={"cot": 32, "summary": 32},
-                                       judge_max_tokens=64,
-                                       judge_critique_chars=40, max_personas=1, max_prompts=1,
-                                       loo_personas=1, loo_prompts=1))
+    bench = _bench_section([name], name, max_personas=1, max_prompts=1, loo_personas=1,
+                           loo_prompts=1)["bench"]
+    cfg, stages = bench_setup(name, {
+        "bench_answer": {"max_tokens": 32, "max_tokens_by_mode": {"cot": 32, "summary": 32}},
+        "bench_judge": {"max_tokens": 64, "critique_chars": 40}}, **bench)
     requests = build_requests(personas_table(), prompts_table(), cfg, seed=0)
-    out = run_bench(requests, cfg, lambda _name: bundled_engine, seed=0)
+    out = run_bench(requests, cfg, stages, lambda _name: bundled_engine, seed=0)
     assert out.answers.num_rows == 2 * requests.num_rows
     answered = out.answers.filter(pc.is_null(out.answers.column("answer_error")))
     # At 32 tokens a cot/summary sample may be cut before its marker: failed, by design.

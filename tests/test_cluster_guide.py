@@ -1,7 +1,7 @@
-"""The "Running on a cluster" guide: it names every command a user needs, every
-`persona-gen ...` command it shows parses with the real CLI, and every repo path exists.
-
-The guide is README.md's "Running on a cluster" section.
+"""The cluster guides: README.md's "Running on a cluster" section and docs/cluster/{aws,gcp,
+slurm}.md. Each names every command a user needs, every `persona-gen ...` command it shows
+(and the Slurm script's, which are `persona-gen run`'s) parses with the real CLI, and every
+repo path exists; each docs guide is end to end in at most 10 steps, ending with the export.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ REQUIRED = [
     "RAY_AUTH_TOKEN",
     "docker build -f infra/Dockerfile",
     "ray up cluster/aws.yaml",
-    "kubectl apply -f cluster/kuberay/rayjob.yaml",
-    "kubectl apply -f cluster/kuberay/raycluster.yaml",
+    "kubectl apply -k cluster/kuberay/overlays/eks",
+    "docs/cluster/aws.md",
+    "docs/cluster/gcp.md",
+    "docs/cluster/slurm.md",
     "ray job submit",
     "--runtime-env cluster/runtime_env.yaml",
     "python jobs/generate_feedback.py --config jobs/configs/paper_8xh100.yaml",
@@ -101,8 +103,13 @@ def cli_invocations(text: str) -> list[list[str]]:
     found = []
     for words in commands(text):
         for i, w in enumerate(words):
-            if w == "persona-gen":
+            # In command position only: `gcloud ... create persona-gen` names a resource.
+            first = i == 0 or words[i - 1] in (*SHELL_BREAKS, "--") \
+                or re.fullmatch(r"[A-Z_]+=\S*", words[i - 1]) is not None
+            if w == "persona-gen" and first:
                 found.append(after(words, i + 1))
+            elif w.endswith("cluster/slurm/persona-gen.sbatch"):
+                found.append(["run", *after(words, i + 1)])  # the script runs `persona-gen run`
             elif w.startswith("jobs/") and w.endswith(".py") and (ROOT / w).is_file():
                 m = re.search(r"main\(\[(.*?)\*sys\.argv", (ROOT / w).read_text())
                 if m:
@@ -158,8 +165,8 @@ def test_the_checker_catches_a_wrong_command() -> None:
 def test_the_paper_table_in_the_guide_is_current() -> None:
     """The guide's table must be what `plan-cost` prints today for the paper config."""
     from persona_gen.cli.cost_cmd import registry_engines
-    from persona_gen.config import load_config
     from persona_gen.cost import load_table, parse_cluster, plan_cost, workload_from_config
+    from persona_gen.run.config import load_config
 
     totals = re.search(r"^│ total\s+│\s+│\s+([\d,]+)\s+│.*?│\s+([\d.]+)\s+│[^│]+│\s+│$",
                        guide(), re.M)
@@ -171,3 +178,72 @@ def test_the_paper_table_in_the_guide_is_current() -> None:
     assert float(totals.group(2)) == round(plan.gpu_hours, 2), (
         "regenerate the table: persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml "
         "--cluster 8xH100")
+
+
+# ---- docs/cluster: one guide per place to run, each end to end in at most 10 steps --------
+
+GUIDES = {
+    "docs/cluster/aws.md": [
+        "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+        "terraform init && terraform apply",
+        "--to s3://persona-gen-runs/inputs/census",
+        "persona-gen storage check s3://persona-gen-runs/runs",
+        "docker build -f infra/Dockerfile --target gpu",
+        "localStorage: {strategy: RAID0}",
+        "KubeRay v1.5.1 or newer",
+        "kubectl apply -k cluster/kuberay/overlays/eks",
+        "persona-gen status --run s3://persona-gen-runs/runs/paper-8xh100-v1",
+    ],
+    "docs/cluster/gcp.md": [
+        "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+        "gcloud storage buckets create gs://persona-gen-runs",
+        "roles/iam.workloadIdentityUser",
+        "--to gs://persona-gen-runs/inputs/census",
+        "persona-gen storage check gs://persona-gen-runs/runs",
+        "--ephemeral-storage-local-ssd=count=16",
+        "--spot",
+        "KubeRay v1.5.1 or newer",
+        "kubectl apply -k cluster/kuberay/overlays/gke",
+        "persona-gen status --run gs://persona-gen-runs/runs/paper-8xh100-v1",
+    ],
+    "docs/cluster/slurm.md": [
+        "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+        "pip install -c constraints.txt '.[gpu]'",
+        "persona-gen storage check /shared/persona-gen/runs",
+        "sbatch cluster/slurm/persona-gen.sbatch --config jobs/configs/paper_8xh100.yaml",
+        "scancel",
+        "persona-gen status --run /shared/persona-gen/runs/paper-v1",
+        "make test-slurm",
+    ],
+}
+
+
+def steps(text: str) -> list[tuple[int, str]]:
+    """(number, body) of each `## N. Title` step."""
+    parts = re.split(r"^## (\d+)\. .*$", text, flags=re.M)
+    return [(int(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
+
+
+@pytest.mark.parametrize("rel", sorted(GUIDES))
+def test_each_docs_guide_is_end_to_end_in_ten_steps(rel: str) -> None:
+    text = (ROOT / rel).read_text()
+    found = steps(text)
+    assert 3 <= len(found) <= 10, f"{rel}: {len(found)} steps"
+    assert [n for n, _ in found] == list(range(1, len(found) + 1)), rel
+    last = [words for words in commands(found[-1][1]) if "persona-gen" in words]
+    assert last and last[-1][:2] == ["persona-gen", "export"], f"{rel} must end with the export"
+    missing = [c for c in GUIDES[rel] if c not in text]
+    assert not missing, f"{rel} does not mention: {missing}"
+
+
+@pytest.mark.parametrize("rel", sorted(GUIDES))
+def test_every_command_and_path_in_a_docs_guide_is_real(rel: str) -> None:
+    text = (ROOT / rel).read_text()
+    invocations = cli_invocations(text)
+    assert len(invocations) >= 4, rel
+    for argv in invocations:
+        parse(argv)
+    paths = set(re.findall(r"(?<![\w./-])((?:jobs|cluster|infra|persona_gen|docs)/[\w./-]*\w)",
+                           text))
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"{rel} names paths that do not exist: {missing}"

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from persona_gen.cli.main import main
-from persona_gen.config.run import RunConfig
 from persona_gen.cost.derive import derive_entry
 from persona_gen.cost.estimate import (
     Cluster,
@@ -23,17 +22,26 @@ from persona_gen.cost.estimate import (
 )
 from persona_gen.cost.tables import TABLE_PATH, load_table
 from persona_gen.errors import UserError
+from persona_gen.run.config import RunConfig
 
 PAPER = {
     "census": {"n": 1586},
-    "personas": {"enrich_model": "llama-3.1-8b-instruct", "judge_model": "llama-3.1-8b-instruct",
-                 "enrich_max_tokens": 400, "judge_max_tokens": 96, "max_resamples": 2},
-    "prompts": {"classifier_model": "llama-3.1-8b-instruct"},
+    "personas": {"max_resamples": 2},
     "plan": {"train_pairs_per_persona": 100, "seen_test_pairs_per_persona": 50,
              "heldout_test_pairs_per_persona": 50},
-    "feedback": {"model": "llama-3.1-8b-instruct", "judge_model": "llama-3.1-8b-instruct",
-                 "max_tokens": 512, "verify_max_tokens": 96},
+    "stages": {"defaults": {"model": "llama-3.1-8b-instruct"},
+               "enrich": {"max_tokens": 400}, "consistency": {"max_tokens": 96},
+               "original": {"max_tokens": 512}, "critique": {"max_tokens": 512},
+               "revision": {"max_tokens": 512}, "verify": {"max_tokens": 96}},
 }
+
+
+def paper(**stages: dict) -> RunConfig:
+    """The paper config with some stages' settings changed."""
+    merged = {k: dict(v) for k, v in PAPER["stages"].items()}
+    for name, settings in stages.items():
+        merged[name] = {**merged.get(name, {}), **settings}
+    return RunConfig.model_validate({**PAPER, "stages": merged})
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +143,12 @@ def test_cli_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     (["--cluster", "8xB200"], "error: --cluster: unknown GPU type 'B200'"),
     (["--cluster", "H100"], "error: --cluster: 'H100' should look like COUNTxGPU"),
     (["--cluster", "0xH100"], "error: --cluster: '0xH100' should look like COUNTxGPU"),
-    (["--set", "feedback.model=llama-9-zillion"],
-     "error: feedback.model: unknown model 'llama-9-zillion'"),
-    (["--cluster", "2xH100", "--set", "feedback.judge_model=llama-3.1-70b-instruct"],
-     "error: feedback.judge_model: 'llama-3.1-70b-instruct' needs 8 H100 GPUs per engine"),
-    (["--cluster", "8xL4", "--set", "feedback.model=llama-3.1-70b-instruct"],
-     "error: feedback.model: no throughput figure for 'llama-3.1-70b-instruct' on L4"),
+    (["--set", "stages.critique.model=llama-9-zillion"],
+     "error: stages.critique.model: unknown model 'llama-9-zillion'"),
+    (["--cluster", "2xH100", "--set", "stages.verify.model=llama-3.1-70b-instruct"],
+     "error: stages.verify.model: 'llama-3.1-70b-instruct' needs 8 H100 GPUs per engine"),
+    (["--cluster", "8xL4", "--set", "stages.original.model=llama-3.1-70b-instruct"],
+     "error: stages.original.model: no throughput figure for 'llama-3.1-70b-instruct' on L4"),
     (["--assume", "persona_tokenz=9"], "error: --assume: unknown key 'persona_tokenz'"),
 ])
 def test_cli_refuses_with_one_line(argv: list[str], expected: str,
@@ -164,8 +172,8 @@ def test_parse_cluster_forms() -> None:
 
 
 def test_hosted_and_no_model_engines_use_no_cluster_gpu() -> None:
-    cfg = RunConfig.model_validate({**PAPER, "feedback": {
-        **PAPER["feedback"], "judge_model": "gpt-4o-judge", "model": "echo"}})
+    cfg = paper(verify={"model": "gpt-4o-judge"}, original={"model": "echo"},
+                critique={"model": "echo"}, revision={"model": "echo"})
     engines = {"gpt-4o-judge": EngineInfo(kind="openai"), "echo": EngineInfo(kind="echo")}
     plan = plan_cost(workload_from_config(cfg), Cluster(gpu="H100", count=8), load_table(),
                      engines)
@@ -177,8 +185,8 @@ def test_hosted_and_no_model_engines_use_no_cluster_gpu() -> None:
 
 
 def test_registry_layout_differences_are_noted() -> None:
-    cfg = RunConfig.model_validate({**PAPER, "feedback": {
-        **PAPER["feedback"], "model": "llama-3.1-70b-instruct"}})
+    big = {"model": "llama-3.1-70b-instruct"}
+    cfg = paper(original=big, critique=big, revision=big)
     engines = {"llama-3.1-70b-instruct": EngineInfo(kind="vllm", tensor_parallel_size=8),
                "llama-3.1-8b-instruct": EngineInfo(kind="vllm", tensor_parallel_size=1)}
     plan = plan_cost(workload_from_config(cfg), Cluster(gpu="H100", count=8), load_table(),
@@ -192,10 +200,8 @@ def test_registry_layout_differences_are_noted() -> None:
 
 
 def test_switches_drop_stages_and_caching() -> None:
-    cfg = RunConfig.model_validate({**PAPER, "feedback": {**PAPER["feedback"], "verify": False},
-                                    "personas": {**PAPER["personas"],
-                                                 "model_consistency_check": False},
-                                    "prompts": {"classifier_model": None}})
+    off = {"enabled": False}
+    cfg = paper(verify=off, consistency=off, controversy=off)
     w = workload_from_config(cfg, tokens=TokenAssumptions(prefix_cache=False))
     plan = plan_cost(w, Cluster(gpu="H100", count=8), load_table())
     assert [s.stage for s in plan.stages] == ["enrich", "original", "critique", "revision"]
@@ -236,3 +242,23 @@ def test_every_registered_vllm_model_has_figures() -> None:
             assert any(e.model == name and e.gpu == "H100" for e in table.entries)
         elif reg.spec.engine == "echo":
             assert name in table.no_gpu_models
+
+
+def test_plan_cost_and_the_job_read_each_stages_limit_from_one_settings_value() -> None:
+    """The planner's output cap per stage is the cap the built stage runs with, for every
+    stage and whichever way the config sets it (own key, stages.defaults, built-in)."""
+    from persona_gen.run import recipe as R
+
+    for cfg in (paper(), paper(critique={"max_tokens": 384}),
+                RunConfig.model_validate({"stages": {"defaults": {"max_tokens": 77}}}),
+                RunConfig.model_validate({})):
+        planned = {s.stage: s.output_tokens for s in workload_from_config(cfg).stages}
+        assert list(planned) == R.recipe(cfg).names
+        for name, tokens in planned.items():
+            built = R.build(cfg, name)
+            if R.stage(name).role == "classifier":
+                assert tokens is None  # sized by the assumptions, not by its cap
+                continue
+            assert tokens == built.sampling.max_tokens == R.settings(cfg, name).max_tokens, name
+    assert workload_from_config(paper(critique={"max_tokens": 384})).text_tokens == {
+        "original": 512, "critique": 384, "revision": 512}

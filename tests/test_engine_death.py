@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
-from persona_gen.config import load_config
-from persona_gen.run.job import run_job
+from persona_gen.run.config import load_config
+from persona_gen.run.execute import execute
 from persona_gen.storage.runref import RunRef
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
 
@@ -47,8 +47,9 @@ def test_sigkill_engine_core_mid_run_heals_and_every_pair_lands_once(tmp_path, c
         plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 0,
               "heldout_test_pairs_per_persona": 1},
         prompts={"heldout_fraction": 0.5},
-        feedback={"model": MODEL, "judge_model": MODEL, "max_tokens": 16,
-                  "verify_max_tokens": 32},
+        stages={**{s: {"model": MODEL, "max_tokens": 16}
+                   for s in ("original", "critique", "revision")},
+                "verify": {"model": MODEL, "max_tokens": 32}},
         # The 135M judge writes invalid JSON now and then; this test is about healing, and
         # checks failed rows itself.
         pipeline={"batch_size": 2, "blocks_in_flight": 2, "num_cpus_per_actor": 1,
@@ -74,7 +75,7 @@ def test_sigkill_engine_core_mid_run_heals_and_every_pair_lands_once(tmp_path, c
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        summary = run_job(cfg, RunRef.at(cfg.run.output, "heal"), progress=False)
+        summary = execute(cfg, RunRef.at(cfg.run.output, "heal"), progress=False)
     finally:
         stop.set()
         watcher.join(5)

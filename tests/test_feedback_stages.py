@@ -6,14 +6,12 @@ import pyarrow as pa
 import pytest
 
 from persona_gen.engines.base import ChatRequest, ChatResult, Sampling
-from persona_gen.feedback.stages import (
-    CritiqueStage,
-    OriginalStage,
-    RevisionStage,
-    VerifyStage,
-    revision_first,
-)
-from persona_gen.pipeline.stage import run_in_process
+from persona_gen.feedback.stages import CRITIQUE, ORIGINAL, REVISION, VerifyStage, revision_first
+from persona_gen.pipeline.stage import TextKind, TextStage, run_in_process
+
+
+def text_stage(kind: TextKind, sampling: Sampling, retry: int | None = None) -> TextStage:
+    return TextStage(sampling=sampling, kind=kind, retry_max_tokens=retry)
 
 
 class AlwaysAEngine:
@@ -43,7 +41,8 @@ def _pairs(n: int = 6) -> pa.Table:
 
 def test_persona_leads_every_persona_prompt_for_prefix_caching():
     s = Sampling(max_tokens=8, seed=1)
-    for stage in (CritiqueStage(s), RevisionStage(s), VerifyStage(s, "j")):
+    for stage in (text_stage(CRITIQUE, s), text_stage(REVISION, s),
+                  VerifyStage(sampling=s, judge_model="j")):
         reqs = stage.requests(_pairs())
         assert all(r.messages[0].role == "system" for r in reqs)
         assert all(r.messages[0].content.startswith("About the person:\nage: 40\nsex: Female")
@@ -53,21 +52,21 @@ def test_persona_leads_every_persona_prompt_for_prefix_caching():
 
 
 def test_revision_prompt_carries_original_and_critique():
-    req = RevisionStage(Sampling()).requests(_pairs(1))[0]
+    req = text_stage(REVISION, Sampling()).requests(_pairs(1))[0]
     text = req.messages[1].content
     assert "original 0" in text and "critique 0" in text and "Question 0?" in text
 
 
 def test_original_prompt_has_no_persona():
     t = pa.table({"prompt_id": ["q1"], "text": ["Is honesty always right?"]})
-    req = OriginalStage(Sampling()).requests(t)[0]
+    req = text_stage(ORIGINAL, Sampling()).requests(t)[0]
     assert req.id == "q1" and "role-playing" not in req.messages[0].content
     assert req.messages[1].content == "Is honesty always right?"
 
 
 def test_verify_maps_the_letter_back_to_the_answer_shown():
     pairs = _pairs(12)
-    out = run_in_process(VerifyStage(Sampling(), "always-a"), AlwaysAEngine(), pairs)
+    out = run_in_process(VerifyStage(judge_model="always-a"), AlwaysAEngine(), pairs)
     for pid, pref in zip(out.column("pair_id").to_pylist(), out.column("preferred").to_pylist(),
                          strict=True):
         assert pref == ("revision" if revision_first(pid) else "original")
@@ -79,8 +78,8 @@ def test_verify_maps_the_letter_back_to_the_answer_shown():
 
 def test_revision_is_the_assistant_answering_the_persona_while_the_critique_is_the_persona():
     s = Sampling(max_tokens=8, seed=1)
-    critique = CritiqueStage(s).requests(_pairs(1))[0].messages
-    revision = RevisionStage(s).requests(_pairs(1))[0].messages
+    critique = text_stage(CRITIQUE, s).requests(_pairs(1))[0].messages
+    revision = text_stage(REVISION, s).requests(_pairs(1))[0].messages
     # Same persona block first (one cached prefix per persona), different speaker after it.
     block = "About the person:\nage: 40\nsex: Female\n\n"
     assert critique[0].content.startswith(block) and revision[0].content.startswith(block)
@@ -122,7 +121,7 @@ class CutAtEightEngine:
 def test_rows_cut_by_length_are_retried_once_with_the_retry_limit():
     engine = CutAtEightEngine()
     pairs = _pairs(3)
-    fixed = run_in_process(CritiqueStage(Sampling(max_tokens=4, seed=1), retry_max_tokens=16),
+    fixed = run_in_process(text_stage(CRITIQUE, Sampling(max_tokens=4, seed=1), 16),
                            engine, pairs)
     assert engine.calls == [[4, 4, 4], [16, 16, 16]]
     assert fixed.column("critique_finish_reason").to_pylist() == ["stop"] * 3
@@ -130,7 +129,7 @@ def test_rows_cut_by_length_are_retried_once_with_the_retry_limit():
     assert fixed.column("critique_output_tokens").to_pylist() == [12] * 3  # both calls
     # Retry too small: one retry only, then the row is kept and flagged.
     engine = CutAtEightEngine()
-    still = run_in_process(CritiqueStage(Sampling(max_tokens=4, seed=1), retry_max_tokens=6),
+    still = run_in_process(text_stage(CRITIQUE, Sampling(max_tokens=4, seed=1), 6),
                            engine, pairs)
     assert engine.calls == [[4, 4, 4], [6, 6, 6]]
     assert still.column("critique_finish_reason").to_pylist() == ["length"] * 3
@@ -138,7 +137,7 @@ def test_rows_cut_by_length_are_retried_once_with_the_retry_limit():
     assert still.column("error").null_count == 3
     # No retry configured: flagged, asked once.
     engine = CutAtEightEngine()
-    once = run_in_process(CritiqueStage(Sampling(max_tokens=4, seed=1)), engine, pairs)
+    once = run_in_process(text_stage(CRITIQUE, Sampling(max_tokens=4, seed=1)), engine, pairs)
     assert engine.calls == [[4, 4, 4]]
     assert once.column("critique_retried").to_pylist() == [False] * 3
 
@@ -146,14 +145,14 @@ def test_rows_cut_by_length_are_retried_once_with_the_retry_limit():
 @pytest.mark.model
 def test_bundled_model_at_four_tokens_reports_length_retries_once_then_flags(bundled_engine):
     pairs = _pairs(2)
-    stage = RevisionStage(Sampling(max_tokens=4, temperature=0.0, seed=1), retry_max_tokens=6)
+    stage = text_stage(REVISION, Sampling(max_tokens=4, temperature=0.0, seed=1), 6)
     out = run_in_process(stage, bundled_engine, pairs)
     # A rewrite never fits in 4 (or 6) tokens: cut, retried once, still cut, kept, flagged.
     assert out.column("revision_finish_reason").to_pylist() == ["length", "length"]
     assert out.column("revision_retried").to_pylist() == [True, True]
     assert out.column("error").null_count == 2
     assert all(n > 6 for n in out.column("revision_output_tokens").to_pylist())  # 4 + 6
-    first = run_in_process(RevisionStage(Sampling(max_tokens=4, temperature=0.0, seed=1)),
+    first = run_in_process(text_stage(REVISION, Sampling(max_tokens=4, temperature=0.0, seed=1)),
                            bundled_engine, pairs)
     assert first.column("revision_finish_reason").to_pylist() == ["length", "length"]
     assert first.column("revision_retried").to_pylist() == [False, False]

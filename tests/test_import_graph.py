@@ -1,4 +1,5 @@
-"""The layout reads as the method: no import cycles, and the machinery imports no method.
+"""The layout reads as the method: no import cycles, and no module imports from a layer
+above its own (the layers are declared once, in persona_gen/layers.py).
 
 Every import counts, at module level or inside a function (a lazy import is still a
 dependency); imports under `if TYPE_CHECKING:` are left out, since they never run.
@@ -9,10 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from persona_gen.layers import LAYERS, layer_of
+
 PACKAGE = Path(__file__).resolve().parents[1] / "persona_gen"
-METHOD = ("census", "personas", "prompts", "plan", "feedback", "bench")
-ABOVE = ("run", "cli", "cost", "export")
-BENEATH = ("pipeline", "engines", "storage")
 
 
 def _modules() -> dict[str, Path]:
@@ -92,22 +92,32 @@ def test_no_import_cycles() -> None:
     assert cycle is None, " -> ".join(cycle or [])
 
 
-def test_the_machinery_imports_no_method_package() -> None:
-    bad = sorted(
-        f"{mod} imports {dep}"
-        for mod, deps in import_graph().items() if _package(mod) in BENEATH
-        for dep in deps if _package(dep) in METHOD + ABOVE
-    )
-    assert bad == []
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a layer above its own."""
+    return sorted(f"{mod} imports {dep}" for mod, deps in graph.items()
+                  for dep in deps if layer_of(_package(dep)) > layer_of(_package(mod)))
 
 
-def test_method_packages_import_nothing_above_them() -> None:
-    bad = sorted(
-        f"{mod} imports {dep}"
-        for mod, deps in import_graph().items() if _package(mod) in METHOD
-        for dep in deps if _package(dep) in ABOVE
-    )
-    assert bad == []
+def test_no_module_imports_from_a_layer_above_its_own() -> None:
+    assert upward(import_graph()) == []
+
+
+def test_every_package_has_a_layer_and_the_method_reads_in_order() -> None:
+    packages = {_package(m) for m in import_graph()}
+    for p in packages:
+        layer_of(p)  # raises for a package missing from persona_gen/layers.py
+    method = ("census", "personas", "prompts", "plan", "feedback", "bench")
+    assert [layer_of(p) for p in method] == sorted(layer_of(p) for p in method)
+    assert max(layer_of(p) for p in ("storage", "engines", "pipeline")) < layer_of("census")
+    assert layer_of("run") > layer_of("bench") and LAYERS[-1] == ("cli",)
+
+
+def test_the_layer_check_catches_an_import_running_back_up() -> None:
+    graph = {"persona_gen.census.x": {"persona_gen.personas.y", "persona_gen.storage.z"},
+             "persona_gen.pipeline.a": {"persona_gen.run.config"},
+             "persona_gen.bench.b": {"persona_gen.personas.y"}}
+    assert upward(graph) == ["persona_gen.census.x imports persona_gen.personas.y",
+                             "persona_gen.pipeline.a imports persona_gen.run.config"]
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

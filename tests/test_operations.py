@@ -107,8 +107,10 @@ def test_progress_lines_then_sigkill_shows_stale_then_resume_completes(tmp_path,
 
 
 def test_error_rows_over_the_limit_commit_everything_then_fail(tmp_path, census_dir,
-                                                               ray_local, capsys):
-    """2 poisoned prompts of 14 (14%) against the default limit of 5%."""
+                                                               ray_local, capsys, monkeypatch):
+    """2 poisoned prompts of 14 (14%) against the default limit of 5%. A scheduler's retry
+    (KubeRay's backoffLimit) of that run exits at once, with the same code, before Ray or any
+    engine starts; a changed config runs."""
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 12, extra=[POISON, POISON + "?"])
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "job.yaml", census_dir / CENSUS, prompts, str(out),
@@ -143,6 +145,41 @@ def test_error_rows_over_the_limit_commit_everything_then_fail(tmp_path, census_
     watch = subprocess.run([*EXE, "status", "--run", str(run), "--watch"],
                            capture_output=True, text=True, timeout=120)
     assert watch.returncode == EXIT_FAILED_ROWS  # a script waiting on the run sees its code
+
+    # The same command again: refused at once, nothing started, the manifest untouched.
+    import persona_gen.run.execute as job_module
+
+    argv = ["run", "--config", str(cfg), "--run-id", "bad", "--no-progress"]
+    capsys.readouterr()
+    manifest = run / "manifest.json"
+    before = manifest.read_text()
+
+    started: list[str] = []
+
+    def spy(name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started.append(name)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(job_module, "ray_session", spy("ray", job_module.ray_session))
+    monkeypatch.setattr(job_module, "EngineHosts", spy("engines", job_module.EngineHosts))
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+    took = time.perf_counter() - t0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert ex.value.code == EXIT_FAILED_ROWS and started == [] and took < 10, (started, took)
+    assert len(err) == 1 and "neither its config nor its input files changed" in err[0], err
+    assert "PERSONA_GEN_RETRY_FAILED=1" in err[0]
+    assert manifest.read_text() == before, "a refused retry must not touch the manifest"
+
+    # The fix (a higher error limit) is a config change: the retry runs, resumes, completes.
+    with pytest.raises(SystemExit) as ex:
+        main([*argv, "--set", "pipeline.max_error_fraction=0.5"])
+    assert ex.value.code in (0, None), capsys.readouterr().err[-2000:]
+    m = json.loads(manifest.read_text())
+    assert m["status"] == "complete" and m["attempts"] == 2
 
 
 def test_a_run_that_dies_shows_failed_with_its_reason(tmp_path, census_dir, ray_local):
@@ -234,3 +271,4 @@ def test_generate_json_schema_stdout_is_json_with_the_bundled_model(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "answer" in json.loads(res.stdout)
     assert "INFO" in res.stderr or "tokens" in res.stderr  # the logs went somewhere: stderr
+

@@ -17,12 +17,14 @@ from persona_gen.engines.base import ChatRequest, ChatResult, Engine
 from persona_gen.errors import DataError, UserError
 from persona_gen.hashing import stable_seed
 from persona_gen.personas.attributes import CENSUS_EXTRAS, LLM_ATTRIBUTES, PERSONA_ATTRIBUTES
-from persona_gen.personas.build import build_personas
 from persona_gen.personas.config import PersonasConfig
+from persona_gen.personas.consistency import ConsistencyStage
 from persona_gen.personas.enrich import EnrichStage
-from persona_gen.personas.judge import JudgeStage
 from persona_gen.personas.record import Persona
 from persona_gen.pipeline.stage import ModelStage, run_in_process
+from persona_gen.run import recipe as R
+from persona_gen.run.config import RunConfig
+from tests.pipeline_helpers import personas_with
 
 
 class ScriptedJsonEngine:
@@ -93,12 +95,13 @@ def census_rows(rows: list[dict[str, Any]], source: str = "test.csv") -> pa.Tabl
 
 
 def test_enrich_requests_carry_the_schema_and_the_rendered_persona() -> None:
-    cfg = PersonasConfig(enrich_field_max_chars=90, enrich_max_tokens=150)
+    cfg = RunConfig.model_validate({"stages": {"enrich": {"field_max_chars": 90,
+                                                          "max_tokens": 150}}})
     people = census_rows([{}, {"age": 70}])
     people = people.append_column("core_values", pa.array([["Thrift", "Faith"], ["Humor"]]))
     people = people.append_column("categories", pa.array([["Travel", "Music"], ["Sports"]]))
     people = people.append_column("persona_seed", pa.array([123, 456], pa.int64()))
-    reqs = EnrichStage.from_config(cfg).requests(people)
+    reqs = R.build(cfg, "enrich").requests(people)
     assert [r.id for r in reqs] == ["enrich:p0:0", "enrich:p1:0"]
     schema = reqs[0].json_schema
     assert schema is not None and list(schema["properties"]) == list(LLM_ATTRIBUTES)
@@ -138,7 +141,7 @@ def test_enrich_results_turn_bad_answers_into_row_errors() -> None:
 
 
 def test_judge_stage_reads_verdicts_and_errors() -> None:
-    stage = JudgeStage(reason_max_chars=30)
+    stage = ConsistencyStage(reason_max_chars=30)
     answers = [
         ChatResult(id="a", texts=['{"consistent": true, "reason": "fits"}']),
         ChatResult(id="b", texts=['{"consistent": false, "reason": "a minor with a big salary"}']),
@@ -156,7 +159,7 @@ def test_judge_stage_reads_verdicts_and_errors() -> None:
 
 
 def test_stages_are_model_stages_that_travel_to_workers() -> None:
-    for stage in (EnrichStage(), JudgeStage()):
+    for stage in (EnrichStage(), ConsistencyStage()):
         assert isinstance(stage, ModelStage)
         assert pickle.loads(pickle.dumps(stage)) == stage
     empty = run_in_process(EnrichStage(), ScriptedJsonEngine(), census_rows([{}]).slice(0, 0))
@@ -170,7 +173,7 @@ def test_stages_are_model_stages_that_travel_to_workers() -> None:
 def test_build_without_models_applies_rules_splits_and_renders() -> None:
     census = census_rows([{}, {"age": 16, "income": 150_000, "education": "Grade 10"},
                           {"age": 44}, {"age": 19, "education": "Doctorate degree"}, {"age": 61}])
-    out, stats = build_personas(census, None, None, PersonasConfig(test_fraction=0.5), seed=3)
+    out, stats = personas_with(census, None, None, PersonasConfig(test_fraction=0.5), seed=3)
     assert out.column("persona_id").to_pylist() == ["p0", "p2", "p4"]
     assert stats.rejections == {"minor_high_income": 1, "degree_too_young": 1}
     # No resample function: census-only failures cannot be fixed, so they are dropped at once.
@@ -198,7 +201,7 @@ def test_build_with_models_counts_invalid_outputs_and_judge_rejections() -> None
     )
     judge = ScriptedJsonEngine("judge", inconsistent={"p3"}, parsed=False)
     cfg = PersonasConfig(max_resamples=2)
-    out, stats = build_personas(census, enrich, judge, cfg, seed=5)
+    out, stats = personas_with(census, enrich, judge, cfg, seed=5)
 
     assert out.column("persona_id").to_pylist() == ["p0", "p1", "p2"]
     assert out.column("attempt").to_pylist() == [0, 1, 1]
@@ -237,7 +240,7 @@ def test_on_inconsistent_drop_drops_rejected_personas_and_keeps_their_count() ->
         return census_rows([{"age": 50}] * n)
 
     cfg = PersonasConfig(max_resamples=2, on_inconsistent="drop")
-    out, stats = build_personas(census, enrich, judge, cfg, seed=5, resample=resample)
+    out, stats = personas_with(census, enrich, judge, cfg, seed=5, resample=resample)
     assert draws == []  # never a new census person: the draw stays the census draw
     assert out.column("persona_id").to_pylist() == ["p0", "p2", "p4"]
     assert out.column("age").to_pylist() == [38, 38, 38]
@@ -248,7 +251,7 @@ def test_on_inconsistent_drop_drops_rejected_personas_and_keeps_their_count() ->
     assert (first.personas, first.rejected_by_rule, first.judged, first.rejected_by_judge,
             first.unusable_output) == (5, 1, 3, 1, 1)
     # The same slots with `replace`: p1 and p3 get fresh census draws instead.
-    _, stats2 = build_personas(census, ScriptedJsonEngine("enricher", overrides={
+    _, stats2 = personas_with(census, ScriptedJsonEngine("enricher", overrides={
         "enrich:p1:0": {**{a: "Plain text." for a in LLM_ATTRIBUTES},
                         "detailed_job_description": "Retired after 30 years of mining."}}),
         ScriptedJsonEngine("judge", inconsistent={"p3"}), PersonasConfig(max_resamples=1),
@@ -265,7 +268,7 @@ def test_build_resamples_census_rows_for_census_failures() -> None:
         draws.append(n)
         return census_rows([{"age": 50}] * n, source=f"draw{len(draws)}.csv")
 
-    out, stats = build_personas(census, None, None, PersonasConfig(), seed=1, resample=resample)
+    out, stats = personas_with(census, None, None, PersonasConfig(), seed=1, resample=resample)
     assert draws == [1]
     assert out.column("persona_id").to_pylist() == ["p0", "p1"]  # the slot keeps its id
     replaced = out.to_pylist()[1]
@@ -277,25 +280,25 @@ def test_build_resamples_census_rows_for_census_failures() -> None:
 def test_build_is_reproducible_from_the_seed() -> None:
     census = census_rows([{}, {"age": 30}, {"age": 52}, {"age": 77}])
     cfg = PersonasConfig()
-    a, _ = build_personas(census, ScriptedJsonEngine(), ScriptedJsonEngine(), cfg, seed=9)
-    b, _ = build_personas(census, ScriptedJsonEngine(), ScriptedJsonEngine(), cfg, seed=9)
-    c, _ = build_personas(census, ScriptedJsonEngine(), ScriptedJsonEngine(), cfg, seed=10)
+    a, _ = personas_with(census, ScriptedJsonEngine(), ScriptedJsonEngine(), cfg, seed=9)
+    b, _ = personas_with(census, ScriptedJsonEngine(), ScriptedJsonEngine(), cfg, seed=9)
+    c, _ = personas_with(census, ScriptedJsonEngine(), ScriptedJsonEngine(), cfg, seed=10)
     assert a.equals(b)
     assert a.column("big_five_scores").to_pylist() != c.column("big_five_scores").to_pylist()
 
 
 def test_build_rejects_a_census_table_it_cannot_use() -> None:
     with pytest.raises(DataError, match="unique"):
-        build_personas(census_rows([{"persona_id": "x"}, {"persona_id": "x"}]), None, None,
+        personas_with(census_rows([{"persona_id": "x"}, {"persona_id": "x"}]), None, None,
                        PersonasConfig(), seed=1)
     with pytest.raises(DataError, match="age"):
-        build_personas(pa.table({"persona_id": ["a"]}), None, None, PersonasConfig(), seed=1)
+        personas_with(pa.table({"persona_id": ["a"]}), None, None, PersonasConfig(), seed=1)
 
 
 def test_build_skips_the_judge_when_configured_off() -> None:
     judge = ScriptedJsonEngine("judge", inconsistent={"p0"})
-    cfg = PersonasConfig(model_consistency_check=False)
-    out, stats = build_personas(census_rows([{}]), None, judge, cfg, seed=1)
+    out, stats = personas_with(census_rows([{}]), None, judge, PersonasConfig(), seed=1,
+                               stages={"consistency": {"enabled": False}})
     assert out.num_rows == 1 and judge.seen == [] and "consistency" not in stats.model_calls
     assert out.column("judge_model").to_pylist() == [None]
 
@@ -307,8 +310,8 @@ def test_a_runs_census_draw_and_resampling_build_the_personas(census_dir: Path,
                                                               tmp_path: Path) -> None:
     """The persona phase's method in-process: the run's census draw, a judge that rejects
     one persona's first draw, and a fresh census draw for that slot."""
-    from persona_gen.config import load_config
-    from persona_gen.personas.job import census_sampler, census_seed, resampler
+    from persona_gen.run.config import load_config
+    from persona_gen.run.draws import census_sampler, census_seed, resampler
 
     source = str(census_dir / "nist-acs-2019" / "ma2019.csv")
     cfg = load_config(None, [f"run.output={tmp_path}", "run.seed=4", f"census.sources=[{source}]",
@@ -317,7 +320,7 @@ def test_a_runs_census_draw_and_resampling_build_the_personas(census_dir: Path,
     third = census.column("persona_id")[2].as_py()
     verdict = {"consistent": False, "reason": "contradiction"}
     engine = ScriptedJsonEngine("writer", overrides={f"consistency:{third}:0": verdict})
-    table, stats = build_personas(census, engine, engine, cfg.personas, cfg.run.seed,
+    table, stats = personas_with(census, engine, engine, cfg.personas, cfg.run.seed,
                                   resampler(cfg, census_sampler))
     assert table.num_rows == stats.kept == 12  # the rejected slot was resampled
     assert stats.rejections == {"model_judge": 1} and stats.resampled == 1
@@ -354,7 +357,7 @@ def test_cli_builds_personas_with_the_echo_engine(census_dir: Path, tmp_path: Pa
     source = census_dir / "nist-acs-2019" / "tx2019.csv"
     args = ["personas", "build", "--set", f"run.output={tmp_path}", "--set", "run.run_id=cli",
             "--set", f"census.sources=[{source}]", "--set", "census.n=10",
-            "--set", "personas.enrich_model=echo", "--set", "personas.judge_model=echo"]
+            "--set", "stages.enrich.model=echo", "--set", "stages.consistency.model=echo"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     run = RunRef.at(str(tmp_path), "cli")
@@ -378,12 +381,12 @@ def test_build_copes_with_a_runner_that_returns_only_failed_rows() -> None:
     """A pipeline runner hands back failed rows as its inputs plus `error`, without the
     stage's own columns (persona_gen.feedback.persona_phase does so)."""
 
-    def failing_runner(stage: ModelStage, engine: Engine, table: pa.Table, _bs: int) -> pa.Table:
+    def failing_runner(stage: ModelStage, engine: Engine, table: pa.Table) -> pa.Table:
         if stage.name == "enrich":
             return run_in_process(stage, engine, table)
         return table.append_column("error", pa.array(["worker died"] * table.num_rows))
 
-    out, stats = build_personas(census_rows([{}, {}]), ScriptedJsonEngine(), ScriptedJsonEngine(),
+    out, stats = personas_with(census_rows([{}, {}]), ScriptedJsonEngine(), ScriptedJsonEngine(),
                                 PersonasConfig(max_resamples=1), seed=2, runner=failing_runner)
     assert out.num_rows == 0
     assert stats.invalid_outputs == {"consistency": 4} and stats.dropped == 2

@@ -14,9 +14,10 @@ import pytest
 
 from persona_gen.engines.base import Engine
 from persona_gen.personas.attributes import LLM_ATTRIBUTES
-from persona_gen.personas.build import build_personas
 from persona_gen.personas.config import PersonasConfig
 from persona_gen.personas.record import Persona
+from persona_gen.pipeline.stage import in_process
+from tests.pipeline_helpers import personas_with
 
 pytestmark = pytest.mark.model
 
@@ -35,10 +36,11 @@ def test_personas_end_to_end_with_the_bundled_model(
         return sample_people([source], n=n, seed=1000 + len(draws))
 
     # Small answers: CPU decoding is slow and the JSON must fit in max_tokens.
-    cfg = PersonasConfig(max_resamples=1, enrich_max_tokens=160, enrich_field_max_chars=60,
-                         judge_max_tokens=64, judge_reason_max_chars=80, batch_size=16)
-    table, stats = build_personas(census, bundled_engine, bundled_engine, cfg, seed=21,
-                                  resample=resample)
+    stages = {"enrich": {"max_tokens": 160, "field_max_chars": 60},
+              "consistency": {"max_tokens": 64, "reason_max_chars": 80}}
+    table, stats = personas_with(census, bundled_engine, bundled_engine,
+                                 PersonasConfig(max_resamples=1), seed=21, resample=resample,
+                                 stages=stages, runner=in_process(16))
     print("persona stats:", stats.model_dump_json())
 
     assert stats.kept + stats.dropped == stats.requested == 5
@@ -66,8 +68,9 @@ def test_unusable_model_answers_are_counted_not_fatal(
     from persona_gen.census.sample import sample_people
 
     census = sample_people([str(census_dir / "nist-acs-2019" / "ma2019.csv")], n=2, seed=5)
-    cfg = PersonasConfig(max_resamples=1, enrich_max_tokens=16, enrich_field_max_chars=60)
-    table, stats = build_personas(census, bundled_engine, bundled_engine, cfg, seed=5)
+    table, stats = personas_with(census, bundled_engine, bundled_engine,
+                                 PersonasConfig(max_resamples=1), seed=5,
+                                 stages={"enrich": {"max_tokens": 16, "field_max_chars": 60}})
     print("persona stats:", stats.model_dump_json())
     assert table.num_rows == 0
     assert (stats.kept, stats.dropped, stats.rounds) == (0, 2, 2)

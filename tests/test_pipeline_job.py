@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from persona_gen.cli.main import app, main
-from persona_gen.config import load_config
-from persona_gen.run.job import run_job
+from persona_gen.run.config import load_config
+from persona_gen.run.execute import execute
 from persona_gen.storage.runref import RunRef
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
 
@@ -30,7 +30,7 @@ def poisoned_run(tmp_path_factory, census_dir, ray_local):
                             # completes (tests/test_operations.py fails one over the limit).
                             pipeline={"max_error_fraction": 0.1})
     cfg = load_config(cfg_path)
-    summary = run_job(cfg, RunRef.at(cfg.run.output, "p1"), progress=False)
+    summary = execute(cfg, RunRef.at(cfg.run.output, "p1"), progress=False)
     return tmp, cfg_path, summary
 
 
@@ -75,7 +75,7 @@ def test_rerun_of_a_complete_run_generates_nothing(poisoned_run):
     tmp, cfg_path, _ = poisoned_run
     before = {p: p.stat().st_mtime_ns for p in (tmp / "out" / "p1" / "feedback").rglob("*.parquet")}
     cfg = load_config(cfg_path)
-    summary = run_job(cfg, RunRef.at(cfg.run.output, "p1"), progress=False)
+    summary = execute(cfg, RunRef.at(cfg.run.output, "p1"), progress=False)
     after = {p: p.stat().st_mtime_ns for p in (tmp / "out" / "p1" / "feedback").rglob("*.parquet")}
     assert before == after
     assert summary.stages["revision"].done > 0
@@ -138,3 +138,37 @@ def test_manifest_lists_exactly_the_stages_the_config_enables(poisoned_run):
     # No consistency judge, no classifier in this config: those stages are not there.
     assert set(m["stages"]) == {"enrich", "original", "critique", "revision", "verify"}
     assert all(m["stages"][s]["output_tokens"] > 0 for s in m["stages"])
+
+
+def test_resume_with_a_changed_template_is_refused_unless_allowed(poisoned_run, capsys,
+                                                                   tmp_path):
+    """Kept last: it records a template change in the shared run's manifest."""
+    from persona_gen.pipeline.template import shipped
+
+    _, cfg_path, _ = poisoned_run
+    manifest = cfg_path.parent / "out" / "p1" / "manifest.json"
+    before = json.loads(manifest.read_text())["templates"]["critique"]
+    assert before["sha256"] == shipped("critique").sha256
+    args = ["run", "--config", str(cfg_path), "--run-id", "p1", "--no-progress"]
+    # The same text from another file is the same template: it resumes.
+    same = tmp_path / "same.jinja"
+    same.write_text(shipped("critique").text)
+    res = runner.invoke(app, [*args, "--set", f"stages.critique.template={same}"])
+    assert res.exit_code == 0, res.output
+
+    edited = tmp_path / "critique.jinja"
+    edited.write_text(shipped("critique").text.replace("Be specific and brief.", "Be brief."))
+    with pytest.raises(SystemExit) as ex:
+        main([*args, "--set", f"stages.critique.template={edited}"])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "prompt template of stage critique" in err and "--allow-template-change" in err
+    assert json.loads(manifest.read_text())["templates"]["critique"]["sha256"] == before["sha256"]
+
+    res = runner.invoke(app, [*args, "--set", f"stages.critique.template={edited}",
+                              "--allow-template-change"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(manifest.read_text())
+    assert m["templates"]["critique"]["text"] == edited.read_text()
+    (change,) = m["template_changes"]
+    assert change["stage"] == "critique" and change["from"] == before["sha256"]

@@ -8,8 +8,8 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-from persona_gen.config import load_config
-from persona_gen.run.job import DATASET_COLUMNS, run_job
+from persona_gen.run.config import load_config
+from persona_gen.run.execute import DATASET_COLUMNS, execute
 from persona_gen.storage.runref import RunRef
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
 
@@ -25,13 +25,18 @@ def _config(tmp_path, census_dir, output: str, **sections):
         "plan": {"train_pairs_per_persona": 1, "seen_test_pairs_per_persona": 0,
                  "heldout_test_pairs_per_persona": 1},
         "prompts": {"heldout_fraction": 0.5},
-        "feedback": {"model": MODEL, "judge_model": MODEL, "max_tokens": 32,
-                     "verify_max_tokens": 48},
+        "stages": {"defaults": {"model": MODEL, "max_tokens": 32},
+                   "verify": {"max_tokens": 48},
+                   "enrich": {"max_tokens": 200, "field_max_chars": 60}},
         # The 135M model's JSON fails now and then; _check_dataset accounts for every row.
         "pipeline": {"num_cpus_per_actor": 1, "max_error_fraction": 1.0},
     }
     for key, value in sections.items():
-        base.setdefault(key, {}).update(value)
+        if key == "stages":
+            for name, settings in value.items():
+                base["stages"].setdefault(name, {}).update(settings)
+        else:
+            base.setdefault(key, {}).update(value)
     return load_config(write_config(tmp_path / "job.yaml",
                                     census_dir / "nist-acs-2019" / "national2019.csv",
                                     prompts, output, **base))
@@ -63,11 +68,9 @@ def test_model_run_to_a_local_folder(tmp_path, census_dir, ray_local):
     # "Unrealistic" (which ones depends on the CPU's kernels), so with it on, a small run can
     # keep nobody. The judge's own run is the next test.
     cfg = _config(tmp_path, census_dir, str(tmp_path / "out"),
-                  personas={"enrich_model": MODEL, "model_consistency_check": False,
-                            "max_resamples": 1, "enrich_max_tokens": 200,
-                            "enrich_field_max_chars": 60},
-                  prompts={"classifier_model": MODEL})
-    summary = run_job(cfg, RunRef.at(cfg.run.output, "local"), progress=False)
+                  personas={"max_resamples": 1},
+                  stages={"controversy": {"enabled": True}})
+    summary = execute(cfg, RunRef.at(cfg.run.output, "local"), progress=False)
     _check_dataset(str(tmp_path / "out" / "local"))
     assert summary.stages["enrich"].done >= 1
     assert summary.stages["controversy"].done == 4
@@ -82,10 +85,8 @@ def test_model_consistency_judge_in_the_job(tmp_path, census_dir, ray_local):
     """The persona phase with the model judge on: every judged slot is kept or dropped, and
     the judge's tokens reach the run's summary (whatever its verdicts were)."""
     cfg = _config(tmp_path, census_dir, str(tmp_path / "out"), census={"n": 2},
-                  personas={"enrich_model": MODEL, "judge_model": MODEL,
-                            "model_consistency_check": True, "max_resamples": 0,
-                            "enrich_max_tokens": 200, "enrich_field_max_chars": 60})
-    summary = run_job(cfg, RunRef.at(cfg.run.output, "judged"), until="personas",
+                  personas={"max_resamples": 0}, stages={"consistency": {"enabled": True}})
+    summary = execute(cfg, RunRef.at(cfg.run.output, "judged"), until="personas",
                       progress=False)
     judge = summary.stages["consistency"]
     assert judge.prompt_tokens > 0 and judge.output_tokens > 0
@@ -100,6 +101,6 @@ def test_model_consistency_judge_in_the_job(tmp_path, census_dir, ray_local):
 def test_model_run_to_s3(tmp_path, census_dir, ray_local, s3_bucket):
     uri = f"s3://{s3_bucket}/runs"
     cfg = _config(tmp_path, census_dir, uri)
-    summary = run_job(cfg, RunRef.at(uri, "s3run", cfg.storage), progress=False)
+    summary = execute(cfg, RunRef.at(uri, "s3run", cfg.storage), progress=False)
     _check_dataset(f"{uri}/s3run")
     assert summary.dataset_uri == f"{uri}/s3run/feedback/pairs"

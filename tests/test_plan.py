@@ -172,22 +172,22 @@ def test_plan_command_with_synthetic_ids(tmp_path, capsys):
 @pytest.mark.ray
 def test_plan_command_from_a_run(tmp_path, capsys, ray_local):
     root = tmp_path / "runs"
-    echo = ["--set", "feedback.model=echo", "--set", "feedback.judge_model=echo"]
-    assert _cli(["prompts", "build", "--set", "prompts.classifier_model=null", *echo,
+    echo = ["--set", "stages.defaults.model=echo"]
+    assert _cli(["prompts", "build", "--set", "stages.controversy.enabled=false", *echo,
                  "--output", str(root), "--run-id", "r1"]) == 0
     personas = [f"pp{i}" for i in range(12)]
     (root / "r1" / "personas").mkdir()
     pq.write_table(pa.table({"persona_id": personas, "age": list(range(12))}),
                    root / "r1" / "personas" / "personas.parquet")
     code = _cli(["plan", "--output", str(root), "--run-id", "r1", *echo,
-                 "--set", "prompts.classifier_model=null",
+                 "--set", "stages.controversy.enabled=false",
                  "--set", "plan.train_pairs_per_persona=10",
                  "--set", "plan.seen_test_pairs_per_persona=5",
                  "--set", "plan.heldout_test_pairs_per_persona=5"])
     assert code == 2  # the plan is part of the run, so a changed plan config is refused
     assert "different configuration (plan changed)" in capsys.readouterr().err
     code = _cli(["plan", "--output", str(root), "--run-id", "r1", *echo,
-                 "--set", "prompts.classifier_model=null"])
+                 "--set", "stages.controversy.enabled=false"])
     assert code == 0, capsys.readouterr().err
     plan = pq.read_table(root / "r1" / "plan")
     prompts = pq.read_table(root / "r1" / "prompts" / "prompts.parquet")

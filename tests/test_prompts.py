@@ -15,14 +15,13 @@ import pytest
 from persona_gen.cli.main import main
 from persona_gen.engines.base import ChatRequest, ChatResult, Engine
 from persona_gen.errors import DataError
-from persona_gen.pipeline.stage import ModelStage
+from persona_gen.pipeline.stage import Bound, ModelStage
 from persona_gen.prompts.build import build_prompts, finalize_prompts, select_prompts
 from persona_gen.prompts.classify import (
-    ANSWERS,
     CONTROVERSIAL,
+    INSTRUCTIONS,
     NOT_CONTROVERSIAL,
     ControversyStage,
-    for_model,
     parse_label,
 )
 from persona_gen.prompts.config import PromptsConfig
@@ -32,7 +31,22 @@ from persona_gen.prompts.ids import normalize_text, prompt_id
 from persona_gen.prompts.load import load_prompts
 from persona_gen.prompts.split import HELDOUT, heldout_quotas, stratified_split
 
-NO_MODEL = PromptsConfig(classifier_model=None)
+NO_MODEL = PromptsConfig()
+ANSWERS = INSTRUCTIONS["debatable"]
+
+
+def for_model(model: str) -> ControversyStage:
+    """The controversy stage as the recipe builds it for a config naming `model`."""
+    from persona_gen.run import recipe as R
+    from persona_gen.run.config import RunConfig
+
+    cfg = RunConfig.model_validate({"stages": {"controversy": {"model": model}}})
+    return R.build(cfg, "controversy")  # type: ignore[return-value]
+
+
+def classify(model: str | None, engine: Engine) -> Bound | None:
+    """The classifier stage for `model` bound to `engine` (None: no classifier)."""
+    return None if model is None else Bound(for_model(model), engine)
 
 
 def bundled_rows() -> list[dict]:
@@ -90,7 +104,7 @@ def test_bundled_set_has_enough_questions_topics_and_planted_rejects():
 
 def test_rule_filters_reject_exactly_the_planted_rows_with_their_reason():
     expect = {r["opening_prompt"].strip(): r.get("expect") for r in bundled_rows()}
-    sel = select_prompts(NO_MODEL, engine=None)
+    sel = select_prompts(NO_MODEL)
     for row in sel.rejected.to_pylist():
         assert expect[row["text"]] == f"reject:{row['reason']}", row
     for text in sel.kept.column("text").to_pylist():
@@ -115,13 +129,13 @@ def test_controversy_filter_rejects_what_the_model_calls_not_controversial():
     factual = {r["opening_prompt"] for r in rows if r.get("expect") == "reject:controversy"}
     engine = ScriptedClassifierEngine({q: "factual" for q in factual})
     # The bundled model's family asks "debatable or factual" (its YAML's classifier_instruction).
-    table, stats = build_prompts(PromptsConfig(classifier_model=SMALL), engine, seed=0)
+    table, stats = build_prompts(PromptsConfig(), classify(SMALL, engine), seed=0)
     keepers = {r["opening_prompt"] for r in rows if "expect" not in r}
     assert set(table.column("text").to_pylist()) == keepers
     step = stats.step("controversy")
     assert (step.seen, step.rejected, step.errors) == (len(keepers) + len(factual),
                                                        len(factual), 0)
-    assert stats.classifier == SMALL
+    assert stats.classifier == engine.name
     # Every request offered the model exactly the two answers.
     assert engine.requests and all(r.choices == list(ANSWERS) for r in engine.requests)
     assert all(r.sampling.temperature == 0.0 for r in engine.requests)
@@ -132,7 +146,7 @@ def test_classifier_failures_and_off_label_answers_become_errors_not_crashes():
     failed, rambling = keepers[0], keepers[1]
     engine = ScriptedClassifierEngine({rambling: "Well, it depends."},
                                       fail=frozenset({failed}))
-    sel = select_prompts(PromptsConfig(classifier_model=SMALL), engine)
+    sel = select_prompts(PromptsConfig(), classify(SMALL, engine))
     assert sel.stats.step("controversy").errors == 2
     errors = {r["text"]: r["error"] for r in sel.rejected.to_pylist() if r["reason"] == "controversy"}
     assert errors[failed] == "controversy: engine error: engine: request failed"
@@ -158,11 +172,11 @@ def test_classifier_stage_is_a_model_stage_and_reads_lenient_labels():
 
 
 def test_classifier_skipped_without_an_engine_or_without_a_model():
-    _, stats = build_prompts(PromptsConfig(), engine=None, seed=0)
+    _, stats = build_prompts(PromptsConfig(), None, seed=0)
     assert stats.classifier is None
     assert "controversy" not in [s.name for s in stats.steps]
     engine = ScriptedClassifierEngine({}, default="factual")
-    table, stats = build_prompts(NO_MODEL, engine, seed=0)
+    table, stats = build_prompts(NO_MODEL, classify(None, engine), seed=0)
     assert engine.requests == [] and stats.classifier is None and table.num_rows > 0
 
 
@@ -232,7 +246,7 @@ def test_kmeans_topics_are_seeded_labelled_by_top_terms_and_order_free():
               "Do grammar school systems widen inequality?",
               "Should school homework be banned for children?"]
     rows = [{"prompt_id": prompt_id(t), "text": t, "topic": None} for t in tax + school]
-    cfg = PromptsConfig(classifier_model=None, topic_column=None, n_topics=2,
+    cfg = PromptsConfig(topic_column=None, n_topics=2,
                         heldout_fraction=0.5)
     table, stats = finalize_prompts(pa.Table.from_pylist(rows), cfg, seed=1)
     by_text = dict(zip(table.column("text").to_pylist(), table.column("topic").to_pylist(),
@@ -329,7 +343,7 @@ def test_prompts_load_from_s3_and_write_the_build_back(s3_bucket, capsys, ray_lo
     body = "".join(json.dumps(r) + "\n" for r in rows).encode()
     objects.write_bytes_atomic(resolve(f"s3://{s3_bucket}/in/prism.jsonl"), body)
     code = _cli(["prompts", "build", "--set", f"prompts.source=s3://{s3_bucket}/in/prism.jsonl",
-                 "--set", "prompts.classifier_model=null", "--set", "prompts.n_topics=2",
+                 "--set", "stages.controversy.enabled=false", "--set", "prompts.n_topics=2",
                  *ECHO, "--output", f"s3://{s3_bucket}/runs", "--run-id", "r1"])
     assert code == 0, capsys.readouterr().err
     table = objects.read_table(resolve(f"s3://{s3_bucket}/runs/r1/prompts/prompts.parquet"))
@@ -351,7 +365,7 @@ def _cli(args: list[str]) -> int:
 
 # `prompts build` is the job's prompts phase: it answers each kept prompt once (the
 # original), so these runs use the no-model engine on a local Ray.
-ECHO = ["--set", "feedback.model=echo", "--set", "feedback.judge_model=echo"]
+ECHO = ["--set", "stages.defaults.model=echo"]
 
 
 def _run_folder(root, run_id: str):
@@ -360,7 +374,7 @@ def _run_folder(root, run_id: str):
 
 @pytest.mark.ray
 def test_prompts_build_writes_prompts_and_stats(tmp_path, capsys, ray_local):
-    code = _cli(["prompts", "build", "--set", "prompts.classifier_model=null", "--set",
+    code = _cli(["prompts", "build", "--set", "stages.controversy.enabled=false", "--set",
                  "run.seed=5", *ECHO, "--output", str(tmp_path), "--run-id", "r5"])
     assert code == 0, capsys.readouterr().err
     out = _run_folder(tmp_path, "r5")
@@ -386,7 +400,7 @@ def test_prompts_build_bad_input_exits_non_zero_with_one_line_and_writes_nothing
     src.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
     code = _cli(["prompts", "build", "--set", f"prompts.source={src}",
-                 "--set", "prompts.classifier_model=null", "--output", str(out)])
+                 "--set", "stages.controversy.enabled=false", "--output", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and str(src) in err and message in err
@@ -398,7 +412,7 @@ def test_prompts_build_runs_the_classifier_through_a_registered_engine(tmp_path,
                                                                          ray_local):
     # `echo` is the registry's no-model engine: it picks one of the offered choices, so
     # every row must come back labelled and the counts must add up.
-    code = _cli(["prompts", "build", "--set", "prompts.classifier_model=echo", *ECHO,
+    code = _cli(["prompts", "build", "--set", "stages.controversy.model=echo", *ECHO,
                  "--output", str(tmp_path), "--run-id", "c1"])
     assert code == 0, capsys.readouterr().err
     out = _run_folder(tmp_path, "c1")
@@ -419,6 +433,6 @@ def test_classifier_wording_comes_from_the_model_family():
     # A model the registry does not know gets the paper's wording.
     assert for_model("not-registered").instruction == "controversial"
     # Each stage reads only its own offered words.
-    assert parse_label("factual", big._instruction.answers) is None
+    assert parse_label("factual", INSTRUCTIONS[big.instruction]) is None
     with pytest.raises(ValueError, match="unknown classifier instruction"):
         ControversyStage(instruction="spicy")

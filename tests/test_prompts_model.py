@@ -14,7 +14,7 @@ from persona_gen.prompts.config import PromptsConfig
 def test_bundled_model_labels_every_prompt_or_records_an_error(bundled_engine):
     # The whole rule-filtered bundled set (about a hundred prompts) in batches of 64, as
     # `prompts build` sends it: batches this size make vLLM split prefills across steps.
-    batch = select_prompts(PromptsConfig(classifier_model=None), engine=None).kept
+    batch = select_prompts(PromptsConfig()).kept
     out = run_in_process(ControversyStage(), bundled_engine, batch, batch_size=64)
     assert out.column("prompt_id").to_pylist() == batch.column("prompt_id").to_pylist()
     labels = out.column(LABEL_COLUMN).to_pylist()

@@ -9,11 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from persona_gen.cli.main import app
-from persona_gen.config import load_config
-from persona_gen.config.run import RunConfig
 from persona_gen.run import quality
 from persona_gen.run import recipe as R
-from persona_gen.run.job import run_job
+from persona_gen.run.config import RunConfig, load_config
+from persona_gen.run.execute import execute
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
@@ -63,13 +62,13 @@ def echo_run(tmp_path_factory, census_dir, ray_local):
     cfg_path = write_config(
         tmp / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv", prompts,
         str(tmp / "out"), census={"n": 6},
-        personas={"model_consistency_check": True, "on_inconsistent": "drop"},
-        prompts={"classifier_model": "echo"},
-        feedback={"critique_max_tokens": 24, "revision_max_tokens": 16},
+        personas={"on_inconsistent": "drop"},
+        stages={"consistency": {"enabled": True}, "controversy": {"enabled": True},
+                "critique": {"max_tokens": 24}, "revision": {"max_tokens": 16}},
         plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 1,
               "heldout_test_pairs_per_persona": 1})
     cfg = load_config(cfg_path)
-    run_job(cfg, RunRef.at(cfg.run.output, "q1"), progress=False)
+    execute(cfg, RunRef.at(cfg.run.output, "q1"), progress=False)
     return tmp, cfg
 
 
@@ -97,7 +96,8 @@ def test_every_model_stage_stores_its_finish_reason_and_the_manifest_its_figures
     assert c["rate"] == round((c["rejected_by_rule"] + c["rejected_by_judge"]) / 6, 4)
     assert q["classifier"]["candidates"] == 12 and q["classifier"]["paper_share"] == 0.4828
     # The limits a stage ran with are the configured ones, its retry twice that.
-    assert (cfg.feedback.critique_max_tokens, cfg.feedback.critique_retry_max_tokens) == (24, 48)
+    assert (R.stage("critique").max_tokens(cfg), R.stage("critique").retry_max_tokens(cfg)) \
+        == (24, 48)
     assert R.stage("revision").retry_max_tokens(cfg) == 32
 
 
@@ -114,9 +114,10 @@ def test_status_prints_the_quality_summary(echo_run):
 
 
 def test_retry_zero_turns_the_retry_off():
-    cfg = RunConfig.model_validate({"feedback": {"max_tokens": 40, "original_retry_max_tokens": 0},
-                                    "personas": {"enrich_max_tokens": 100}})
-    assert (cfg.feedback.original_max_tokens, cfg.feedback.critique_max_tokens) == (40, 40)
+    cfg = RunConfig.model_validate({"stages": {
+        "defaults": {"max_tokens": 40}, "original": {"retry_max_tokens": 0},
+        "enrich": {"max_tokens": 100}}})
+    assert (R.stage("original").max_tokens(cfg), R.stage("critique").max_tokens(cfg)) == (40, 40)
     assert R.stage("original").retry_max_tokens(cfg) is None
     assert R.stage("critique").retry_max_tokens(cfg) == 80
     assert R.stage("enrich").retry_max_tokens(cfg) == 200

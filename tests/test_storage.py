@@ -27,8 +27,43 @@ def test_local_uri_forms_resolve_to_the_same_place(tmp_path):
 
 
 def test_unknown_scheme_is_a_clear_error():
-    with pytest.raises(StorageError, match="unsupported scheme 'gs://'"):
-        resolve("gs://bucket/x")
+    with pytest.raises(StorageError, match="unsupported scheme 'hdfs://'"):
+        resolve("hdfs://bucket/x")
+    with pytest.raises(StorageError, match="a gs:// URI needs a bucket"):
+        resolve("gs://")
+
+
+def test_every_store_scheme_resolves_to_its_pyarrow_filesystem(monkeypatch):
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:1")
+    for uri, fs, scheme in (("s3://b/p", pafs.S3FileSystem, "s3"),
+                            ("gs://b/p", pafs.GcsFileSystem, "gs"),
+                            ("gcs://b/p", pafs.GcsFileSystem, "gs"),
+                            ("az://c/p", pafs.AzureFileSystem, "az")):
+        loc = resolve(uri)
+        assert isinstance(loc.fs, fs) and loc.scheme == scheme and loc.is_object_store
+        assert loc.child("x").uri == f"{scheme}://b/p/x".replace("b/", "c/" if scheme == "az"
+                                                                 else "b/")
+        assert loc.at(loc.path + "/y").uri == f"{loc.uri}/y"
+    assert resolve("gs://b/p").endpoint == "http://127.0.0.1:1"
+
+
+def test_azure_without_an_account_is_one_line(monkeypatch):
+    for key in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT",
+                "AZURE_STORAGE_CONNECTION_STRING"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(StorageError, match="az:// needs a storage account"):
+        resolve("az://container/x")
+
+
+def test_secrets_are_refused_in_the_storage_config():
+    from persona_gen.storage import StorageSettings
+
+    for key in ("account_key", "sas_token", "connection_string", "secret_key"):
+        with pytest.raises(ValueError, match="never read from config files"):
+            StorageSettings.model_validate({key: "x"})
 
 
 def test_arrow_round_trip_local(tmp_path):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from persona_gen.config.run import RunConfig
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.run import recipe as R
+from persona_gen.run.config import RunConfig
 from persona_gen.run.synthetic import write_synthetic_inputs
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 def test_synthetic_inputs_go_through_the_pairs_chain(tmp_path, ray_local):
     cfg = RunConfig.model_validate({
-        "feedback": {"model": "echo", "judge_model": "echo", "max_tokens": 16},
+        "stages": {"defaults": {"model": "echo", "max_tokens": 16}},
         "pipeline": {"batch_size": 4, "actors": 1, "num_cpus_per_actor": 0.5},
     })
     plan = cfg.plan.model_copy(update={"train_pairs_per_persona": 2,

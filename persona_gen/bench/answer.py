@@ -23,12 +23,55 @@ from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field, field_validator, model_validator
 
-from persona_gen.bench.config import ALL_MODES, DEFAULT_MAX_TOKENS_BY_MODE, Mode
+from persona_gen.bench.config import ALL_MODES, Mode
 from persona_gen.bench.ids import sample_id
 from persona_gen.bench.modes import build_messages, parse_answer, uses_marker
 from persona_gen.engines.base import ChatRequest, ChatResult, Sampling
 from persona_gen.pipeline.columns import column, with_columns
+from persona_gen.pipeline.settings import StageSettings
+from persona_gen.pipeline.template import PromptTemplate, shipped
+
+DEFAULT_MAX_TOKENS_BY_MODE: dict[Mode, int] = {"cot": 768, "summary": 768}
+"""Reasoning modes write notes before their final answer; at the plain `max_tokens` (256)
+a capable model is often cut before the marker, and such a sample cannot be judged. 768 is
+our choice (the paper does not state its limits)."""
+
+
+class BenchAnswerSettings(StageSettings):
+    """`stages.bench_answer`: the models under test are `bench.models` and the samples per
+    request are `bench.k`, so `model` and `n` are not set here; answers cut before their
+    marker are a final outcome, so there is no retry."""
+
+    max_tokens_by_mode: dict[Mode, int] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_TOKENS_BY_MODE))
+    """Per-mode answer limits. Given modes replace the defaults one by one, so setting only
+    `cot` keeps summary's default; a mode absent here uses `max_tokens`."""
+
+    @field_validator("max_tokens_by_mode", mode="before")
+    @classmethod
+    def _merge_mode_limits(cls, value: object) -> object:
+        # A config naming one mode should not silently drop the other mode's default.
+        if isinstance(value, dict):
+            return {**DEFAULT_MAX_TOKENS_BY_MODE, **value}
+        return value
+
+    @field_validator("max_tokens_by_mode")
+    @classmethod
+    def _positive_limits(cls, value: dict[Mode, int]) -> dict[Mode, int]:
+        bad = {m: n for m, n in value.items() if n < 1}
+        if bad:
+            raise ValueError(f"token limits must be >= 1, got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _not_here(self) -> BenchAnswerSettings:
+        if self.n not in (None, 1):
+            raise ValueError("set the samples per request with bench.k, not n")
+        if self.retry_max_tokens:
+            raise ValueError("bench answers are not retried (retry_max_tokens must be 0)")
+        return self
 
 _LIST = pa.list_(pa.string())
 
@@ -49,14 +92,30 @@ def is_cut_before_marker(mode: str, finish_reason: str | None, parse_kind: str |
 @dataclass(frozen=True)
 class AnswerStage:
     temperature: float = 0.7
+    top_p: float = 1.0
     max_tokens: int = 256
     """Limit for modes not in max_tokens_by_mode."""
     max_tokens_by_mode: tuple[tuple[str, int], ...] = mode_limits(DEFAULT_MAX_TOKENS_BY_MODE)
     modes: tuple[Mode, ...] = ALL_MODES
+    template: PromptTemplate | None = None
+    """None: templates/bench_answer.jinja."""
     name: ClassVar[str] = "bench_answer"
     id_column: ClassVar[str] = "request_id"
     needs: ClassVar[tuple[str, ...]] = ("request_id", "mode", "question", "answer_persona_text",
                                         "k", "seed")
+    variables: ClassVar[tuple[str, ...]] = ("mode", "persona", "question", "final_marker")
+    prompt_parts: ClassVar[tuple[str, ...]] = ("persona", "prompt")
+    settings_type: ClassVar[type[StageSettings]] = BenchAnswerSettings
+
+    @classmethod
+    def build(cls, settings: StageSettings, template: PromptTemplate | None,
+              seed: int | None = None) -> AnswerStage:
+        # Seeds are per request (the request table's `seed`), derived from the run seed.
+        assert isinstance(settings, BenchAnswerSettings)
+        return cls(temperature=settings.temperature or 0.0, top_p=settings.top_p or 1.0,
+                   max_tokens=settings.max_tokens or 1,
+                   max_tokens_by_mode=mode_limits(settings.max_tokens_by_mode),
+                   template=template)
 
     @classmethod
     def adds(cls) -> tuple[str, ...]:
@@ -65,6 +124,9 @@ class AnswerStage:
         return ("raw_answers", "answers", "answer_preambles", "answer_parse",
                 "answer_finish_reasons", f"{cls.name}_prompt_tokens",
                 f"{cls.name}_output_tokens")
+
+    def prompt(self) -> PromptTemplate:
+        return self.template or shipped("bench_answer")
 
     def max_tokens_for(self, mode: str) -> int:
         return dict(self.max_tokens_by_mode).get(mode, self.max_tokens)
@@ -79,8 +141,8 @@ class AnswerStage:
                 raise ValueError(f"stage {self.name} handles {self.modes}, got a {mode!r} row")
             out.append(ChatRequest(
                 id=rid,
-                messages=build_messages(mode, question, persona_text),
-                sampling=Sampling(temperature=self.temperature,
+                messages=build_messages(mode, question, persona_text, self.template),
+                sampling=Sampling(temperature=self.temperature, top_p=self.top_p,
                                   max_tokens=self.max_tokens_for(mode), seed=seed, n=k),
             ))
         return out

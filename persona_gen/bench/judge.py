@@ -5,7 +5,7 @@ personalization critic against a helpfulness critic and scores 1 when the answer
 revision for that persona. The judge answers in the public persona-bench package's five
 fields, in its order: chain_of_thought, personalization_critic, helpfulness_critic,
 conclusion, needs_revision. The schema fixes that order, so the verdict is decoded last,
-conditioned on everything before it. Stored columns: `verdict` (1 = no revision needed),
+conditioned on everything before it. The words are in persona_gen/templates/bench_judge.jinja. Stored columns: `verdict` (1 = no revision needed),
 the two critiques, the reasoning and the conclusion. The judge role-plays the row's
 `persona_text`: the full persona, or for leave-one-out rows under
 `loo_judge_persona: reduced` the ablated one (see ablation.py, requests.py).
@@ -14,15 +14,18 @@ the two critiques, the reasoning and the conclusion. The judge role-plays the ro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
+from pydantic import Field
 
 from persona_gen.bench.ids import judgment_id
-from persona_gen.engines.base import ChatResult, Message, Sampling
+from persona_gen.engines.base import ChatResult, Sampling
 from persona_gen.pipeline.columns import with_columns
+from persona_gen.pipeline.settings import StageSettings
 from persona_gen.pipeline.stage import DeclaredStage, OutputError
+from persona_gen.pipeline.template import PromptTemplate
 
 JUDGE_FIELDS = ("chain_of_thought", "personalization_critic", "helpfulness_critic",
                 "conclusion", "needs_revision")
@@ -47,36 +50,6 @@ def judge_schema(critique_chars: int = 600) -> dict[str, Any]:
 
 
 JUDGE_SCHEMA = judge_schema()
-
-JUDGE_SYSTEM = (
-    "You are the person described below. Stay in character: judge as they would, from "
-    "their background, values and circumstances.\n\nAbout you:\n{persona}"
-)
-
-JUDGE_USER = (
-    "You asked an assistant this question:\n{question}\n\n"
-    "It replied:\n{answer}\n\n"
-    "Decide whether this reply already works for you or should be revised.\n"
-    "1. chain_of_thought: think through who you are and what you need from this reply.\n"
-    "2. personalization_critic: from your own point of view, what in the reply fits or "
-    "ignores your situation, values and needs, and what you would want changed.\n"
-    "3. helpfulness_critic: setting your own profile aside, is the reply accurate, clear "
-    "and actually useful?\n"
-    "4. conclusion: weigh the two critiques. A reply that is helpful in general but wrong "
-    "for you needs revision, and so does one that flatters you but does not help.\n"
-    "5. needs_revision: true if the reply should be revised for you, false if it already "
-    "works for you.\n"
-    "Reply with a JSON object with exactly these five fields, in this order."
-)
-
-
-def judge_messages(persona_text: str, question: str, answer: str) -> list[Message]:
-    return [
-        Message(role="system", content=JUDGE_SYSTEM.format(persona=persona_text.strip())),
-        Message(role="user", content=JUDGE_USER.format(question=question.strip(),
-                                                        answer=answer.strip())),
-    ]
-
 
 def parse_verdict(result: ChatResult) -> tuple[dict[str, Any] | None, str | None]:
     """(judgment, None) or (None, why not). Uses the engine's parsed JSON, else the text."""
@@ -113,27 +86,39 @@ def judgment_ids(samples: pa.Table, judge_model: str) -> list[str]:
             for s, p in zip(samples.column("sample_id").to_pylist(), personas, strict=True)]
 
 
+class BenchJudgeSettings(StageSettings):
+    critique_chars: int = Field(default=600, ge=20)
+    """Cap per critique in the schema, so the verdict after them fits in max_tokens."""
+
+
 @dataclass(frozen=True)
-class JudgeStage(DeclaredStage):
+class BenchJudgeStage(DeclaredStage):
     """Input rows: one per sample (sample_id, persona_text, question, answer)."""
 
-    judge_model: str
-    temperature: float = 0.0
-    max_tokens: int = 384
+    # Greedy by default so a verdict depends on the answer, not on judge sampling noise.
+    sampling: Sampling = field(
+        default_factory=lambda: Sampling(temperature=0.0, max_tokens=384, seed=0))
+    judge_model: str = ""
     critique_chars: int = 600
-    seed: int = 0
     name: ClassVar[str] = "bench_judge"
     id_column: ClassVar[str] = "sample_id"
     needs: ClassVar[tuple[str, ...]] = ("sample_id", "persona_text", "question", "answer")
+    variables: ClassVar[tuple[str, ...]] = ("persona", "question", "answer")
+    prompt_parts: ClassVar[tuple[str, ...]] = ("persona", "prompt", "original")
+    settings_type: ClassVar[type[StageSettings]] = BenchJudgeSettings
     outputs: ClassVar[pa.Schema] = pa.schema([
         ("judgment_id", pa.string()), ("judge_model", pa.string()),
         ("judge_reasoning", pa.string()), ("personalization_critique", pa.string()),
         ("helpfulness_critique", pa.string()), ("judge_conclusion", pa.string()),
         ("verdict", pa.int8())])
 
-    @property
-    def sampling(self) -> Sampling:  # type: ignore[override]
-        return Sampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+    @classmethod
+    def build(cls, settings: StageSettings, template: PromptTemplate,
+              seed: int) -> BenchJudgeStage:
+        assert isinstance(settings, BenchJudgeSettings)
+        return cls(sampling=settings.sampling(seed), retry_max_tokens=settings.retry_limit(),
+                   template=template, judge_model=settings.model or "",
+                   critique_chars=settings.critique_chars)
 
     def row_key(self, row: dict[str, Any]) -> str:
         return judgment_id(row["sample_id"], self.judge_model, row.get("judge_persona"))
@@ -141,8 +126,9 @@ class JudgeStage(DeclaredStage):
     def json_schema(self) -> dict[str, Any]:
         return judge_schema(self.critique_chars)
 
-    def messages(self, row: dict[str, Any]) -> list[Message]:
-        return judge_messages(row["persona_text"], row["question"], row["answer"] or "")
+    def template_vars(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"persona": row["persona_text"].strip(), "question": row["question"].strip(),
+                "answer": (row["answer"] or "").strip()}
 
     def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
         judgment, err = parse_verdict(result)

@@ -2,7 +2,7 @@
 
 Every persona-bearing mode puts the persona text first in the system message, so all
 requests for one persona share a prompt prefix (vLLM prefix caching) whatever the mode
-or question.
+or question. The words of each mode are in persona_gen/templates/bench_answer.jinja.
 
 `summary` is one request in two marked steps (relevant-profile notes, then the answer),
 not two chained stages: it halves the requests, keeps the notes in context for free, and
@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from persona_gen.bench.config import Mode
+from persona_gen.bench.config import ALL_MODES, Mode
 from persona_gen.engines.base import Message
+from persona_gen.pipeline.template import PromptTemplate, shipped
 
 ParseKind = Literal["direct", "marker", "fallback"]
 """How the judged answer was obtained: the whole text (direct modes), the text after the
@@ -26,34 +27,6 @@ final-answer marker, or the whole text because the marker was missing or empty."
 FINAL_MARKER = "Final answer:"
 # Tolerates case, markdown emphasis and a missing colon: "**Final Answer**:", "final answer -".
 _MARKER_RE = re.compile(r"(?:\*\*|__)?\s*final\s+answer\s*(?:\*\*|__)?\s*[:\-]?(?:\*\*|__)?", re.I)
-
-_PERSONA_HEAD = "About the person you are answering:\n{persona}\n\n"
-
-_SYSTEM: dict[Mode, str] = {
-    "baseline": "You are a helpful assistant. Answer the user's question clearly and concisely.",
-    "output_only": (
-        _PERSONA_HEAD
-        + "Answer the question in the way that best serves this person: their circumstances, "
-        "values and needs. Do not list or name their attributes; let them shape the answer."
-    ),
-    "cot": (
-        _PERSONA_HEAD
-        + "Before answering, reason step by step about what this person needs from the answer "
-        "and which parts of their profile matter. Then write a line that starts with "
-        f"'{FINAL_MARKER}' followed by the answer itself. Only the text after "
-        f"'{FINAL_MARKER}' reaches the person, so it must stand on its own and must not "
-        "name their attributes."
-    ),
-    "summary": (
-        _PERSONA_HEAD
-        + "Work in two steps. Step 1: under the heading 'Relevant about this person:', note "
-        "in a few short bullet points only the parts of the profile that bear on the "
-        f"question. Step 2: write a line that starts with '{FINAL_MARKER}' followed by an "
-        "answer tailored to those points. Only the text after the marker reaches the "
-        "person, so it must stand on its own and must not name their attributes."
-    ),
-}
-
 
 @dataclass(frozen=True)
 class ParsedAnswer:
@@ -72,16 +45,17 @@ def uses_marker(mode: Mode) -> bool:
     return mode in ("cot", "summary")
 
 
-def build_messages(mode: Mode, question: str, persona_text: str | None) -> list[Message]:
-    """Chat messages for one request; persona-bearing modes require the persona text."""
-    if mode not in _SYSTEM:
+def build_messages(mode: Mode, question: str, persona_text: str | None,
+                   template: PromptTemplate | None = None) -> list[Message]:
+    """Chat messages for one request (templates/bench_answer.jinja unless another is given);
+    persona-bearing modes require the persona text."""
+    if mode not in ALL_MODES:
         raise ValueError(f"unknown bench mode {mode!r}")
-    system = _SYSTEM[mode]
-    if uses_persona(mode):
-        if not persona_text:
-            raise ValueError(f"mode {mode!r} needs a persona text")
-        system = system.format(persona=persona_text.strip())
-    return [Message(role="system", content=system), Message(role="user", content=question.strip())]
+    if uses_persona(mode) and not persona_text:
+        raise ValueError(f"mode {mode!r} needs a persona text")
+    return (template or shipped("bench_answer")).render({
+        "mode": mode, "persona": (persona_text or "").strip(), "question": question.strip(),
+        "final_marker": FINAL_MARKER})
 
 
 def split_final_answer(text: str) -> ParsedAnswer:

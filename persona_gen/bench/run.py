@@ -2,8 +2,9 @@
 
     build_requests (pure) -> answer stage -> explode_samples -> judge stage -> metrics -> write
 
-`run_answers` and `run_judge` are the two places that call engines; the distributed
-pipeline replaces them (same stages, same tables), everything else stays. Both skip work
+`run_answers` and `run_judge` are the two places that call engines; they receive their
+stages built (the recipe builds them from `stages.bench_answer` and `stages.bench_judge`)
+and a runner: in-process, or the distributed pipeline (same stages, same tables). Both skip work
 whose ids are already done (`request_id` for answers, `judgment_id` for verdicts), which is
 the resumption contract the pipeline keeps too.
 """
@@ -18,24 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from persona_gen.bench import layout as L
-from persona_gen.bench.answer import (
-    CUT_BEFORE_MARKER,
-    AnswerStage,
-    explode_samples,
-    judgeable,
-    mode_limits,
-)
+from persona_gen.bench.answer import CUT_BEFORE_MARKER, AnswerStage, explode_samples, judgeable
 from persona_gen.bench.config import BenchConfig
-from persona_gen.bench.judge import JudgeStage, judgment_ids
+from persona_gen.bench.judge import BenchJudgeStage, judgment_ids
 from persona_gen.bench.layout import BenchLayout
 from persona_gen.bench.metrics import loo_kappas, loo_table, mode_scores, scores_table
 from persona_gen.engines.base import Engine
 from persona_gen.log import get_logger
-from persona_gen.pipeline.stage import ModelStage, run_in_process
+from persona_gen.pipeline.stage import Runner, in_process
 
-Runner = Callable[[ModelStage, Engine, pa.Table, int], pa.Table]
-"""(stage, engine, rows, batch size) -> rows with the stage's columns: in-process, or the
-Ray Data pipeline (persona_gen.pipeline.runner)."""
 EngineFor = Callable[[str], Engine]
 """Model registry name -> a ready engine (the caller owns its lifetime)."""
 
@@ -53,15 +45,12 @@ class BenchOutputs:
     loo_kappa: pa.Table
 
 
-def answer_stage(cfg: BenchConfig) -> AnswerStage:
-    return AnswerStage(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                       max_tokens_by_mode=mode_limits(cfg.max_tokens_by_mode))
+@dataclass(frozen=True)
+class BenchStages:
+    """The bench's two model stages, built."""
 
-
-def judge_stage(cfg: BenchConfig, seed: int) -> JudgeStage:
-    return JudgeStage(judge_model=cfg.judge_model, temperature=cfg.judge_temperature,
-                      max_tokens=cfg.judge_max_tokens, critique_chars=cfg.judge_critique_chars,
-                      seed=seed)
+    answer: AnswerStage
+    judge: BenchJudgeStage
 
 
 def _done_ids(done: pa.Table | None, id_column: str, error_column: str) -> set[str]:
@@ -82,10 +71,11 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(parts, promote_options="permissive")
 
 
-def run_answers(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor,
-                done: pa.Table | None = None, batch_size: int = 64,
-                runner: Runner = run_in_process) -> pa.Table:
+def run_answers(requests: pa.Table, cfg: BenchConfig, stage: AnswerStage,
+                engine_for: EngineFor, done: pa.Table | None = None,
+                runner: Runner | None = None) -> pa.Table:
     """Answer every request not already done; one row per sample out."""
+    runner = runner or in_process()
     done_ids: set[str] = set()
     if done is not None and done.num_rows and "request_id" in done.column_names:
         # A request counts as done only if none of its samples failed. A sample cut before
@@ -100,29 +90,27 @@ def run_answers(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor,
     todo = requests.filter(pc.invert(pc.is_in(requests.column("request_id"),
                                              pa.array(sorted(done_ids), pa.string()))))
     parts = [t for t in [_keep_done(done, "request_id", done_ids)] if t is not None]
-    stage = answer_stage(cfg)
     for model in dict.fromkeys(todo.column("model").to_pylist()):
         rows = todo.filter(pc.equal(todo.column("model"), model))
         log.info("answering", model=model, requests=rows.num_rows, samples=rows.num_rows * cfg.k)
-        answered = runner(stage, engine_for(model), rows, batch_size)
+        answered = runner(stage, engine_for(model), rows)
         parts.append(explode_samples(answered))
     if not parts:
         return explode_samples(stage.results(requests.slice(0, 0), []))
     return _in_request_order(_concat(parts), requests)
 
 
-def run_judge(answers: pa.Table, cfg: BenchConfig, engine_for: EngineFor, seed: int,
-              done: pa.Table | None = None, batch_size: int = 64,
-              runner: Runner = run_in_process) -> pa.Table:
+def run_judge(answers: pa.Table, stage: BenchJudgeStage, engine_for: EngineFor,
+              done: pa.Table | None = None, runner: Runner | None = None) -> pa.Table:
     """Judge every answered sample not already judged by this judge model."""
+    runner = runner or in_process()
     samples = judgeable(answers).drop_columns(["answer_error"])
-    ids = judgment_ids(samples, cfg.judge_model)
+    ids = judgment_ids(samples, stage.judge_model)
     done_ids = _done_ids(done, "judgment_id", "error") & set(ids)
     todo = samples.filter(pa.array([i not in done_ids for i in ids], pa.bool_()))
-    stage = judge_stage(cfg, seed)
-    log.info("judging", judge=cfg.judge_model, samples=todo.num_rows, reused=len(done_ids))
+    log.info("judging", judge=stage.judge_model, samples=todo.num_rows, reused=len(done_ids))
     if todo.num_rows:
-        judged = runner(stage, engine_for(cfg.judge_model), todo, batch_size)
+        judged = runner(stage, engine_for(stage.judge_model), todo)
     else:  # nothing left: do not load the judge at all
         judged = stage.results(todo, [])
     kept = _keep_done(done, "judgment_id", done_ids)
@@ -163,12 +151,12 @@ def compute_metrics(answers: pa.Table, judgments: pa.Table, cfg: BenchConfig,
     return accuracy, loo
 
 
-def run_bench(requests: pa.Table, cfg: BenchConfig, engine_for: EngineFor, seed: int,
-              done_answers: pa.Table | None = None,
-              done_judgments: pa.Table | None = None, batch_size: int = 64,
-              runner: Runner = run_in_process) -> BenchOutputs:
-    answers = run_answers(requests, cfg, engine_for, done_answers, batch_size, runner)
-    judgments = run_judge(answers, cfg, engine_for, seed, done_judgments, batch_size, runner)
+def run_bench(requests: pa.Table, cfg: BenchConfig, stages: BenchStages, engine_for: EngineFor,
+              seed: int, done_answers: pa.Table | None = None,
+              done_judgments: pa.Table | None = None,
+              runner: Runner | None = None) -> BenchOutputs:
+    answers = run_answers(requests, cfg, stages.answer, engine_for, done_answers, runner)
+    judgments = run_judge(answers, stages.judge, engine_for, done_judgments, runner)
     accuracy, loo = compute_metrics(answers, judgments, cfg, seed)
     return BenchOutputs(requests, answers, judgments, accuracy, loo)
 
@@ -212,5 +200,5 @@ def engine_pool(factory: Callable[[str], Engine] | None = None) -> Iterator[Engi
         pool.close()
 
 
-__all__ = ["BenchOutputs", "EngineFor", "EnginePool", "compute_metrics",
+__all__ = ["BenchOutputs", "BenchStages", "EngineFor", "EnginePool", "compute_metrics",
            "engine_pool", "run_answers", "run_bench", "run_judge", "write_outputs"]

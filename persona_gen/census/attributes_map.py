@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from persona_gen.census import codebook
+from persona_gen.census.attributes import CENSUS_ATTRIBUTES, CENSUS_EXTRAS
 from persona_gen.census.codes import normalize_codes
-from persona_gen.personas.attributes import CENSUS_ATTRIBUTES, CENSUS_EXTRAS
 
 # Attributes that are numbers rather than labels; built by the sampler itself.
 NUMERIC_ATTRIBUTES: tuple[str, ...] = ("age", "income", "income_decile")

@@ -17,7 +17,7 @@ class DownloadConfig(StrictModel):
     dest: str = "data/census"
     """Local folder the archives download into (resumable staging when `to` is set)."""
     to: str | None = None
-    """Also copy the archives here: a path, file:// or s3://bucket/prefix URI (files land at
+    """Also copy the archives here: a path, file://, s3://, gs:// or az://bucket/prefix URI (files land at
     TO/YEAR/PERIOD/csv_p{st}.zip, what census.sources then names)."""
     base_url: str | None = None
     """Mirror of the Bureau's PUMS folder; default: $PERSONA_GEN_PUMS_BASE_URL, else

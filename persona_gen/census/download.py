@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 
 from persona_gen.census import codebook
 from persona_gen.errors import StorageError, UserError
+from persona_gen.storage import objects
 from persona_gen.storage.settings import S3Settings
 from persona_gen.storage.uri import resolve
 
@@ -184,8 +185,8 @@ def publish(files: Sequence[Downloaded], staging: str | os.PathLike[str], to: st
             s3: S3Settings | None = None) -> list[Published]:
     """Copy downloaded archives to `to` (a path or URI), at their path under `staging`.
 
-    An S3 upload becomes visible only once complete (a single PUT or a completed multipart
-    upload), so readers never see half an archive; a failed copy is re-sent by the next run.
+    Each archive becomes visible only once complete (`objects.upload_file`, on every store),
+    so readers never see half an archive; a failed copy is re-sent by the next run.
     """
     root = Path(staging).resolve()
     dest = resolve(to, s3)
@@ -198,11 +199,7 @@ def publish(files: Sequence[Downloaded], staging: str | os.PathLike[str], to: st
             if info.type == pafs.FileType.File and info.size == f.size:
                 out.append(Published(target.uri, f.size, skipped=True))
                 continue
-            if dest.is_local:
-                target.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
-            pafs.copy_files(str(f.path), target.path,
-                            source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=target.fs)
+            objects.upload_file(f.path, target)
         except OSError as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise StorageError(f"could not write the archive there ({first}); check the URI "

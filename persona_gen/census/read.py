@@ -1,6 +1,6 @@
 """Stream census person records from CSV files and the Bureau's zip archives, on any storage.
 
-Sources are paths, file:// or s3:// URIs, resolved by persona_gen.storage; plain CSVs may be
+Sources are paths, file://, s3://, gs:// or az:// URIs, resolved by persona_gen.storage; plain CSVs may be
 gzip/bz2/zstd-compressed (by extension).
 
 Memory stays bounded: pyarrow parses one block at a time and only the columns asked for
@@ -36,7 +36,7 @@ _HEADER_MAX_BYTES = 1 << 20
 @dataclass(frozen=True)
 class Part:
     """One CSV to read: a plain (or gzip/bz2/zstd-compressed) file, or one member of a zip
-    archive, on any storage the storage module resolves (a path, file://, s3://)."""
+    archive, on any storage the storage module resolves (a path, file://, s3://, gs://, az://)."""
 
     path: str
     """The source as the user gave it (a path or URI): errors name it so."""
@@ -119,8 +119,8 @@ _FOLDER_PATTERNS = ("psam_p*.csv", "csv_p*.zip")
 def expand(sources: Sequence[str], s3: S3Settings | None = None) -> list[Part]:
     """Files, archives and folders (their psam_p*.csv and csv_p*.zip) -> parts to read.
 
-    Each source is a path, file:// or s3:// URI, read through persona_gen.storage (S3
-    settings: `s3`, else the AWS_* environment).
+    Each source is a path, file://, s3://, gs:// or az:// URI, read through
+    persona_gen.storage (storage settings: `s3`, else the environment).
     """
     if not sources:
         raise DataError("no census source given (pass --source PATH)", source="--source")

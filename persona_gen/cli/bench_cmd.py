@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from persona_gen.bench.layout import BenchLayout
-    from persona_gen.config.run import RunConfig
+    from persona_gen.run.config import RunConfig
 
 app = typer.Typer(help="PERSONA Bench: answer modes, judge, metrics, human agreement.",
                   no_args_is_help=True)
@@ -22,7 +22,7 @@ app = typer.Typer(help="PERSONA Bench: answer modes, judge, metrics, human agree
 def _bench_at(config: ConfigOpt, set_: SetOpt, output: str | None, run_id: str | None,
               run: str | None) -> tuple[BenchLayout, RunConfig]:
     from persona_gen.bench.layout import BenchLayout
-    from persona_gen.config import load_config
+    from persona_gen.run.config import load_config
 
     cfg = load_config(config, set_ or [])
     return BenchLayout.of(run_ref(cfg, output, run_id, run)), cfg
@@ -65,7 +65,9 @@ def run(
     from persona_gen.bench.report import rich_tables, write_report
     from persona_gen.bench.requests import build_requests
     from persona_gen.bench.run import engine_pool, run_bench, write_outputs
-    from persona_gen.config import load_config
+    from persona_gen.pipeline.stage import in_process as in_process_runner
+    from persona_gen.run.bench import bench_stages
+    from persona_gen.run.config import load_config
     from persona_gen.run.recipe import PERSONAS, PROMPTS
 
     cfg = load_config(config, set_ or [])
@@ -75,17 +77,18 @@ def run(
     requests = build_requests(persona_table, prompt_table, cfg.bench, cfg.run.seed)
     bench = BenchLayout.of(ref)
     console = Console()
+    stages = bench_stages(cfg)
     console.print(f"bench: {requests.num_rows} requests x {cfg.bench.k} samples "
-                  f"({len(cfg.bench.models)} model(s), judge {cfg.bench.judge_model})")
+                  f"({len(cfg.bench.models)} model(s), judge {stages.judge.judge_model})")
     if in_process:
         with engine_pool() as engines:
-            out = run_bench(requests, cfg.bench, engines, cfg.run.seed,
+            out = run_bench(requests, cfg.bench, stages, engines, cfg.run.seed,
                             done_answers=bench.read(ANSWERS), done_judgments=bench.read(JUDGMENTS),
-                            batch_size=cfg.pipeline.batch_size)
+                            runner=in_process_runner(cfg.pipeline.batch_size))
     else:
         from persona_gen.run.bench import run_bench_on_pipeline
 
-        out = run_bench_on_pipeline(requests, cfg, ref, bench.read(ANSWERS),
+        out = run_bench_on_pipeline(requests, cfg, stages, ref, bench.read(ANSWERS),
                                     bench.read(JUDGMENTS))
     write_outputs(bench, out)
     rep = write_report(bench)
@@ -167,13 +170,15 @@ def roleplay(
     set_: SetOpt = None,
 ) -> None:
     """Let each model role-play the personas and choose A or B on the exported sheet items."""
+    from dataclasses import replace
+
     import pyarrow as pa
 
     from persona_gen.bench.layout import HUMAN_ITEMS, ROLEPLAY
-    from persona_gen.bench.roleplay import RoleplayChoiceStage
     from persona_gen.bench.run import engine_pool
     from persona_gen.errors import UserError
     from persona_gen.pipeline.stage import run_in_process
+    from persona_gen.run.recipe import build
 
     bench, cfg = _bench_at(config, set_, output, run_id, run)
     items = bench.read(HUMAN_ITEMS)
@@ -183,7 +188,7 @@ def roleplay(
     parts = []
     with engine_pool() as engines:
         for m in models:
-            stage = RoleplayChoiceStage(model=m, seed=cfg.run.seed)
+            stage = replace(build(cfg, "bench_roleplay"), model=m)
             parts.append(run_in_process(stage, engines(m), items, batch_size=cfg.pipeline.batch_size))
     bench.write(ROLEPLAY, pa.concat_tables(parts, promote_options="default"))
     typer.echo(f"{items.num_rows} items x {len(models)} role-player(s) -> {bench.file(ROLEPLAY).uri}")

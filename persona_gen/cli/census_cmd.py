@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from persona_gen.cli.options import ConfigOpt, SetOpt
-from persona_gen.config import load_config
 from persona_gen.errors import DataError
+from persona_gen.run.config import load_config
 
 app = typer.Typer(help="ACS PUMS census microdata: download, sample people, check fidelity.",
                   no_args_is_help=True)
@@ -41,7 +41,7 @@ def sample_cmd(
     n: Annotated[int | None, typer.Option("--n", help="People to draw (default 1586).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: run.seed).")] = None,
     out: Annotated[str | None, typer.Option("--out",
-                                            help="Parquet file: a path or s3://bucket/key.")] = None,
+                                            help="Parquet file: a path or s3://, gs://, az://bucket/key.")] = None,
     states: StatesOpt = None,
     min_age: Annotated[int | None, typer.Option("--min-age", help="Youngest age kept (18).")] = None,
     max_age: Annotated[int | None, typer.Option("--max-age", help="Oldest age kept.")] = None,
@@ -146,7 +146,7 @@ def download_cmd(
     dest: Annotated[Path | None, typer.Option(
         "--dest", help="Folder; files land in DEST/YEAR/PERIOD/csv_p{st}.zip.")] = None,
     to: Annotated[str | None, typer.Option(
-        "--to", help="Then copy them to this path or URI (s3://bucket/inputs/census), at "
+        "--to", help="Then copy them to this path or URI (s3://, gs://, az://bucket/inputs/census), at "
         "TO/YEAR/PERIOD/csv_p{st}.zip; DEST is the resumable staging folder.")] = None,
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="Mirror of the Bureau's PUMS folder (env PERSONA_GEN_PUMS_BASE_URL).",

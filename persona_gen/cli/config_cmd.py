@@ -8,8 +8,8 @@ import typer
 import yaml
 
 from persona_gen.cli.options import ConfigOpt, SetOpt
-from persona_gen.config import load_config
 from persona_gen.log import mask
+from persona_gen.run.config import load_config
 
 app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 

@@ -1,4 +1,4 @@
-"""`persona-gen plan-cost`: what a job will cost on a given cluster, before it runs."""
+"""`persona-gen plan-cost`: what a run will cost on a given cluster, before it runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 
 from persona_gen.cli.options import ConfigOpt, SetOpt
-from persona_gen.config import load_config
 from persona_gen.config.loader import apply_overrides, validate_model
 from persona_gen.cost.estimate import (
     PAPER_PROMPTS,
@@ -23,6 +22,7 @@ from persona_gen.cost.model_files import with_model_files
 from persona_gen.cost.model_size import note as model_note
 from persona_gen.cost.render import print_plan
 from persona_gen.cost.tables import ThroughputTable, load_table
+from persona_gen.run.config import load_config
 
 
 def registry_engines() -> dict[str, EngineInfo]:

@@ -12,7 +12,7 @@ from persona_gen.export.rows import DataFormat
 
 def export(
     to: Annotated[str, typer.Option(
-        "--to", help="Folder to write (a path or s3://bucket/prefix); must be empty or new.")],
+        "--to", help="Folder to write (a path or s3://, gs://, az://bucket/prefix); must be empty or new.")],
     fmt: Annotated[DataFormat, typer.Option(
         "--format", help="paper: the paper's columns plus ids, splits and the verdict; "
         "trl-dpo: those plus TRL's conversational prompt/chosen/rejected; trl-dpo-only: ids, "
@@ -37,12 +37,12 @@ def export(
 ) -> None:
     """Write a folder that `datasets.load_dataset(FOLDER)` loads: data/ with train and test (the paper's question_type) and persona/prompt split columns, a `personas` config, and a README.md dataset card (counts, models, seed, census fidelity, verification, licences, citation).
 
-    Reads and writes block by block; checks every block's schema before writing; the folder appears only when complete (on s3://, the card is uploaded last). Upload it with `hf upload <namespace>/<name> FOLDER . --repo-type dataset`.
+    Reads and writes block by block; checks every block's schema before writing; the folder appears only when complete (on an object store, the card is uploaded last). Upload it with `hf upload <namespace>/<name> FOLDER . --repo-type dataset`.
     """  # typer keeps line breaks: one line per paragraph
-    from persona_gen.config import load_config
     from persona_gen.export import ExportOptions, export_run
     from persona_gen.export.target import Target
     from persona_gen.log import configure
+    from persona_gen.run.config import load_config
     from persona_gen.storage.uri import resolve
 
     cfg = load_config(config, set_ or [])

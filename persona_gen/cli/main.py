@@ -33,7 +33,7 @@ app = typer.Typer(
     name="persona-gen",
     help=(
         "Census-grounded personas and persona-specific preference data (the PERSONA "
-        "testbed), generated as a resumable Ray Data + vLLM batch job."
+        "testbed), generated as a resumable Ray Data + vLLM batch run."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -52,7 +52,7 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    """Census-grounded personas and persona-specific preference data (the PERSONA testbed), generated as a resumable Ray Data + vLLM batch job."""
+    """Census-grounded personas and persona-specific preference data (the PERSONA testbed), generated as a resumable Ray Data + vLLM batch run."""
 
 
 app.add_typer(config_cmd.app, name="config")

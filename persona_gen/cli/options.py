@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from persona_gen.config.run import RunConfig
+    from persona_gen.run.config import RunConfig
     from persona_gen.storage.runref import RunRef
 
 ConfigOpt = Annotated[
@@ -29,7 +29,7 @@ SetOpt = Annotated[
 # and `--set run.output=` are the config keys these options override.
 OutputOpt = Annotated[
     str | None,
-    typer.Option("--output", "-o", help="Root URI for runs (path, file:// or s3://bucket/prefix); "
+    typer.Option("--output", "-o", help="Root URI for runs (path, file://, s3://, gs:// or az://bucket/prefix); "
                  "overrides run.output."),
 ]
 RunIdOpt = Annotated[

@@ -12,7 +12,7 @@ app = typer.Typer(help="Build and inspect personas.", no_args_is_help=True)
 @app.command("build")
 def build(config: ConfigOpt = None, set_: SetOpt = None, output: OutputOpt = None,
           run_id: RunIdOpt = None) -> None:
-    """The job's personas phase (`persona-gen run --only personas`): sample census people, add traits, enrich and check them, and write <output>/<run_id>/personas/personas.parquet (plus stats.json). A later `persona-gen run` with the same run id carries on from it."""
+    """The run's personas phase (`persona-gen run --only personas`): sample census people, add traits, enrich and check them, and write <output>/<run_id>/personas/personas.parquet (plus stats.json). A later `persona-gen run` with the same run id carries on from it."""
     from persona_gen.cli.run_cmd import run_view
     from persona_gen.personas.stats import PersonaStats
     from persona_gen.run.recipe import PERSONA_STATS, PERSONAS

@@ -34,14 +34,14 @@ def plan(
     seed: Annotated[int | None, typer.Option("--seed", help="Overrides run.seed.")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="With --personas/--prompts: the folder to write plan.parquet into "
-        "(path, file:// or s3://).")] = None,
+        "(path, file://, s3://, gs:// or az://).")] = None,
 ) -> None:
     """Assign prompts to personas, with stable pair ids.
 
-    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs from the held-out prompts (PERSONA, arXiv 2407.17387). For a run (--run-id): the job's plan phase (`persona-gen run --only plan`), from its personas and prompts, written where the whole run writes it. With --personas N --prompts M: over synthetic ids, for sizing, into --out.
+    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs from the held-out prompts (PERSONA, arXiv 2407.17387). For a run (--run-id): the run's plan phase (`persona-gen run --only plan`), from its personas and prompts, written where the whole run writes it. With --personas N --prompts M: over synthetic ids, for sizing, into --out.
     """  # typer keeps line breaks: one line per paragraph
-    from persona_gen.config import load_config
     from persona_gen.errors import ConfigError
+    from persona_gen.run.config import load_config
 
     if (personas is None) != (prompts is None):
         raise ConfigError("--personas and --prompts go together", source="plan")

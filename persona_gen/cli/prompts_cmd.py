@@ -16,7 +16,7 @@ app = typer.Typer(help="Value-laden prompts: load, filter, topics, train/held-ou
 @app.command("build")
 def build(config: ConfigOpt = None, set_: SetOpt = None, output: OutputOpt = None,
           run_id: RunIdOpt = None) -> None:
-    """The job's prompts phase (`persona-gen run --only prompts`): load the prompt file, filter it (question mark, length, `prompts.limit`, controversy classifier), answer each kept prompt once without a persona (the original), assign topics and split train / held-out; write <output>/<run_id>/prompts/prompts.parquet (prompt_id, text, topic, split) and stats.json. Prompts whose original answer failed are left out, as in the whole run."""
+    """The run's prompts phase (`persona-gen run --only prompts`): load the prompt file, filter it (question mark, length, `prompts.limit`, controversy classifier), answer each kept prompt once without a persona (the original), assign topics and split train / held-out; write <output>/<run_id>/prompts/prompts.parquet (prompt_id, text, topic, split) and stats.json. Prompts whose original answer failed are left out, as in the whole run."""
     from persona_gen.cli.run_cmd import run_view
     from persona_gen.prompts.stats import PromptStats
     from persona_gen.run.recipe import PROMPT_STATS, PROMPTS

@@ -11,13 +11,13 @@ from rich.table import Table
 from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt, run_ref
 
 if TYPE_CHECKING:
-    from persona_gen.run.job import JobSummary
+    from persona_gen.run.execute import RunSummary
     from persona_gen.storage.runref import RunRef
 
 PhaseOpt = Annotated[
     str | None,
     typer.Option("--until", help="Stop after this phase: personas, prompts, plan or pairs "
-                 "(default: pairs, the whole job). A later run with the same --run-id carries on."),
+                 "(default: pairs, the whole run). A later run with the same --run-id carries on."),
 ]
 OnlyOpt = Annotated[
     str | None,
@@ -27,6 +27,12 @@ OnlyOpt = Annotated[
 ProgressOpt = Annotated[
     bool | None,
     typer.Option("--progress/--no-progress", help="Progress bars (default: on a terminal)."),
+]
+TemplateChangeOpt = Annotated[
+    bool,
+    typer.Option("--allow-template-change", help="Resume although a stage's prompt template "
+                 "changed since the run started (the change is recorded in the manifest; "
+                 "rows committed before keep the earlier text's answers)."),
 ]
 
 
@@ -42,16 +48,17 @@ def _phase(value: str | None, option: str) -> str | None:
 
 def run_view(config: ConfigOpt, set_: SetOpt, output: str | None, run_id: str | None,
              run: str | None = None, *, until: str | None = None, only: str | None = None,
-             progress: bool | None = None) -> JobSummary:
-    """The job, whole or a part of it: what `run` and the per-phase commands all call."""
-    from persona_gen.config import load_config
-    from persona_gen.run.job import run_job
+             progress: bool | None = None, allow_template_change: bool = False) -> RunSummary:
+    """The run, whole or a part of it: what `run` and the per-phase commands all call."""
+    from persona_gen.run.config import load_config
+    from persona_gen.run.execute import execute
 
     cfg = load_config(config, set_ or [])
     ref = run_ref(cfg, output, run_id, run, new=only not in ("plan", "pairs"))
     _interrupt_on_sigterm()
-    return run_job(cfg, ref, until=_phase(until, "--until") or "pairs",
-                   only=_phase(only, "--only"), progress=progress)
+    return execute(cfg, ref, until=_phase(until, "--until") or "pairs",
+                   only=_phase(only, "--only"), progress=progress,
+                   allow_template_change=allow_template_change)
 
 
 def _interrupt_on_sigterm() -> None:
@@ -76,13 +83,14 @@ def run(
     until: PhaseOpt = None,
     only: OnlyOpt = None,
     progress: ProgressOpt = None,
+    allow_template_change: TemplateChangeOpt = False,
 ) -> None:
-    """Run the job (census sample, personas, prompts, plan, originals, critiques, revisions, verification) into OUTPUT/RUN_ID/.
+    """Run (or resume) a run (census sample, personas, prompts, plan, originals, critiques, revisions, verification) into OUTPUT/RUN_ID/.
 
     Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed blocks are never generated again, and nothing is written twice. --until PHASE stops after a phase and writes exactly what the whole run writes there, so the whole run carries on from it.
     """  # typer keeps line breaks: one line per paragraph
     summary = run_view(config, set_, output, run_id, run_uri, until=until, only=only,
-                       progress=progress)
+                       progress=progress, allow_template_change=allow_template_change)
     console = Console()
     console.print(summary_table(summary))
     if summary.example:
@@ -96,7 +104,7 @@ def run(
                       f"-> {summary.base_uri}")
 
 
-def summary_table(summary: JobSummary) -> Table:
+def summary_table(summary: RunSummary) -> Table:
     table = Table(title=f"run {summary.run_id} ({summary.seconds:.0f} s) -> {summary.base_uri}")
     for col in ("stage", "done", "planned", "errors", "prompt tok", "output tok", "model s"):
         table.add_column(col, justify="left" if col == "stage" else "right")
@@ -112,8 +120,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout inst
 def run_state(ref: RunRef, stale_after_s: float | None = None) -> dict[str, Any]:
     """A run's state from storage alone: the manifest's status (`stale` when a running
     run's heartbeat is older than run.stale_after_s) and rows per stage."""
-    from persona_gen.config.run import RunConfig
     from persona_gen.errors import UserError
+    from persona_gen.run.config import normalized
     from persona_gen.run.manifest import effective_status, heartbeat_age_s
     from persona_gen.run.quality import summary as quality_summary
     from persona_gen.run.recipe import recipe
@@ -124,10 +132,10 @@ def run_state(ref: RunRef, stale_after_s: float | None = None) -> dict[str, Any]
         raise UserError(f"no run '{ref.run_id}' here (no manifest.json)", source=ref.uri)
     manifest = objects.read_json(ref.manifest)
     try:
-        run_cfg = RunConfig.model_validate(manifest.get("config", {}))
-    except ValueError as exc:
-        raise UserError(f"the stored config does not validate ({exc.__class__.__name__}); "
-                        "was it written by another version?", source=ref.manifest.uri) from None
+        run_cfg = normalized(manifest.get("config", {}))
+    except UserError as exc:
+        raise UserError(f"{exc}; was it written by another version?",
+                        source=ref.manifest.uri) from None
     limit = stale_after_s if stale_after_s is not None else run_cfg.run.stale_after_s
     age = heartbeat_age_s(manifest)
     stages = []
@@ -192,7 +200,7 @@ def status(
     import json
     import time
 
-    from persona_gen.config import load_config
+    from persona_gen.run.config import load_config
     from persona_gen.run.quality import lines as quality_lines
 
     ref = run_ref(load_config(config, set_ or []), output, run_id, run)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from persona_gen.cli.options import ConfigOpt, SetOpt
-from persona_gen.config import load_config
+from persona_gen.run.config import load_config
 from persona_gen.storage.check import check
 
 app = typer.Typer(help="Object storage utilities.", no_args_is_help=True)
@@ -15,7 +15,7 @@ app = typer.Typer(help="Object storage utilities.", no_args_is_help=True)
 
 @app.command("check")
 def check_cmd(
-    uri: Annotated[str, typer.Argument(help="A path, file://path or s3://bucket/prefix.")],
+    uri: Annotated[str, typer.Argument(help="A path, file://path, s3://, gs:// or az://bucket/prefix.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:

@@ -93,6 +93,8 @@ def validate_model(model: type[M], data: dict[str, Any], source: str) -> M:
         return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
+    except ConfigError as err:  # raised by a validator that names its own key
+        raise ConfigError(str(err), source=source) from None
 
 
 def load_yaml_model(model: type[M], path: str | Path, overrides: list[str] | None = None) -> M:
@@ -100,12 +102,3 @@ def load_yaml_model(model: type[M], path: str | Path, overrides: list[str] | Non
     data = apply_overrides(read_yaml(path), overrides or [])
     source = str(path) + (" (with --set overrides)" if overrides else "")
     return validate_model(model, data, source)
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None):  # -> RunConfig
-    """Load the job configuration (RunConfig); with no path, the defaults plus overrides."""
-    from persona_gen.config.run import RunConfig
-
-    if path is None:
-        return validate_model(RunConfig, apply_overrides({}, overrides or []), "--set")
-    return load_yaml_model(RunConfig, path, overrides)

@@ -1,4 +1,4 @@
-"""Plan a job's cost before any GPU hour is spent: calls, tokens, GPU-hours, wall time, bytes."""
+"""Plan a run's cost before any GPU hour is spent: calls, tokens, GPU-hours, wall time, bytes."""
 
 from persona_gen.cost.estimate import (
     Cluster,

@@ -1,4 +1,4 @@
-"""The cost plan: model calls, tokens, GPU-hours, wall time and storage for one job.
+"""The cost plan: model calls, tokens, GPU-hours, wall time and storage for one run.
 
 Pure functions over pydantic models. The stages, their models and their switches come
 from the run's recipe (persona_gen.run.recipe); each stage's calls follow from its unit
@@ -17,11 +17,11 @@ from typing import Literal
 from pydantic import Field
 
 from persona_gen.config.base import StrictModel
-from persona_gen.config.run import RunConfig
 from persona_gen.cost.derive import at_gpus
 from persona_gen.cost.model_size import does_not_fit
 from persona_gen.cost.tables import ThroughputTable
 from persona_gen.errors import UserError
+from persona_gen.run.config import RunConfig
 
 PAPER_PROMPTS = 3868
 PRISM_SOURCE_PROMPTS = 8011
@@ -68,7 +68,7 @@ class TokenAssumptions(StrictModel):
     inconsistency_rate: float = Field(0.085, ge=0, lt=1)
     """Share of profiles judged inconsistent (the paper dropped about 8.5%)."""
     prefix_cache: bool = True
-    """The job orders requests so one persona's prefix is computed once per stage."""
+    """The run orders requests so one persona's prefix is computed once per stage."""
     bytes_per_token: float = Field(4.0, gt=0)
     """UTF-8 bytes per token of English text (about four characters a token)."""
     plan_row_bytes: int = Field(64, ge=0)
@@ -96,13 +96,14 @@ class Workload(StrictModel):
     personas: int = Field(ge=0)
     prompts: int = Field(ge=0)
     pairs_per_persona: int = Field(ge=0)
-    max_tokens: int = Field(ge=1)
-    """feedback.max_tokens: the length of originals, critiques and revisions."""
+    text_tokens: dict[str, int]
+    """Output caps of the original, the critique and the revision (stages.<name>.max_tokens,
+    resolved): the length each has where a later prompt quotes it."""
     max_resamples: int = Field(0, ge=0)
     source_prompts: int = Field(0, ge=0)
     """Prompts the controversy classifier reads (0 without a classifier)."""
     stages: list[StagePlan]
-    """The enabled stages, in the order the job runs them."""
+    """The enabled stages, in the order a run runs them."""
     stored: list[str] = Field(default_factory=list)
     """Folders of stored text outputs (prompt and pair stages), enabled or not."""
     tokens: TokenAssumptions = Field(default_factory=TokenAssumptions)
@@ -115,11 +116,14 @@ class Workload(StrictModel):
 def workload_from_config(cfg: RunConfig, prompts: int = PAPER_PROMPTS,
                          tokens: TokenAssumptions | None = None,
                          source_prompts: int = PRISM_SOURCE_PROMPTS) -> Workload:
-    from persona_gen.run.recipe import all_stages, recipe
+    from persona_gen.run.recipe import all_stages, recipe, settings
 
     plan = cfg.plan
+    # Each stage's output cap is its resolved StageSettings.max_tokens, as the run builds it;
+    # the classifier's one-word answer is sized by the assumptions instead of its cap.
     stages = [StagePlan(stage=s.name, model=s.model(cfg), model_field=s.model_key, unit=s.unit,
-                        prompt_parts=s.kind.prompt_parts, output_tokens=s.max_tokens(cfg),
+                        prompt_parts=s.kind.prompt_parts,
+                        output_tokens=None if s.role == "classifier" else s.max_tokens(cfg),
                         persona_prefix=s.persona_prefix, writes=s.writes)
               for s in recipe(cfg)]
     return Workload(
@@ -127,7 +131,9 @@ def workload_from_config(cfg: RunConfig, prompts: int = PAPER_PROMPTS,
         prompts=prompts,
         pairs_per_persona=(plan.train_pairs_per_persona + plan.seen_test_pairs_per_persona
                            + plan.heldout_test_pairs_per_persona),
-        max_tokens=cfg.feedback.max_tokens,
+        text_tokens={"original": settings(cfg, "original").max_tokens or 0,
+                     "critique": settings(cfg, "critique").max_tokens or 0,
+                     "revision": settings(cfg, "revision").max_tokens or 0},
         max_resamples=cfg.personas.max_resamples,
         source_prompts=source_prompts if any(s.stage == "controversy" for s in stages) else 0,
         stages=stages,
@@ -155,7 +161,7 @@ def expected_attempts(rate: float, max_resamples: int) -> float:
 
 
 def stage_volumes(w: Workload) -> list[StageVolume]:
-    t, m = w.tokens, w.max_tokens
+    t = w.tokens
     pairs = w.pairs
     calls_per_unit = {
         "persona_attempt": math.ceil(w.personas * expected_attempts(t.inconsistency_rate,
@@ -165,7 +171,7 @@ def stage_volumes(w: Workload) -> list[StageVolume]:
         "pair": pairs,
     }
     part_tokens = {"demographics": t.demographics_tokens, "persona": t.persona_tokens,
-                   "prompt": t.prompt_tokens, "original": m, "critique": m, "revision": m}
+                   "prompt": t.prompt_tokens, **w.text_tokens}
     # Per-pair requests start with system + persona; with prefix caching only the first
     # request of each persona in a stage computes that prefix.
     cached = (pairs - w.personas) * (t.system_tokens + t.persona_tokens) if (
@@ -215,7 +221,7 @@ def estimate_stage(v: StageVolume, cluster: Cluster, table: ThroughputTable,
     e = table.entry(v.model, cluster.gpu, field=v.model_field)
     gpus, out_s, pre_s, basis = e.gpus_per_replica, e.output_tok_s, e.prefill_tok_s, e.basis
     if engine and engine.kind == "vllm" and engine.tensor_parallel_size != gpus:
-        # The job places each engine on the GPUs its model file asks for
+        # The run places each engine on the GPUs its model file asks for
         # (pipeline.engine_host.engine_layout): plan with that layout, not the table's.
         scaled = at_gpus(table, e, engine.tensor_parallel_size)
         if scaled is None:
@@ -275,7 +281,7 @@ def storage_volume(w: Workload) -> StorageEstimate:
         writes = next(s.writes for s in w.stages if s.stage == v.stage)
         if writes in parts:
             parts[writes] = round(v.output_tokens * b)
-    export = round(pairs * (t.persona_tokens + t.prompt_tokens + 3 * w.max_tokens) * b)
+    export = round(pairs * (t.persona_tokens + t.prompt_tokens + sum(w.text_tokens.values())) * b)
     return StorageEstimate(parts=parts, total_bytes=sum(parts.values()), export_bytes=export)
 
 

@@ -41,7 +41,7 @@ def plan_tables(plan: CostPlan) -> Group:
     w = plan.workload
     title = (f"Cost plan on {plan.cluster.label}: {w.personas:,} personas x "
              f"{w.pairs_per_persona} prompts = {w.pairs:,} pairs over {w.prompts:,} prompts, "
-             f"max_tokens {w.max_tokens}")
+             "max_tokens " + "/".join(f"{k} {v}" for k, v in w.text_tokens.items()))
     t = Table(title=title, title_justify="left")
     # Reasoning tokens (stages with thinking on) get their own column, only when planned.
     thinks = plan.reasoning_tokens > 0

@@ -1,5 +1,6 @@
-"""Where a model's weights come from: bundled:NAME, a local folder, s3://bucket/prefix, or a
-Hugging Face id (left to vLLM, which downloads and caches it)."""
+"""Where a model's weights come from: bundled:NAME, a local or shared-filesystem folder, an
+object-store folder (s3://, gs:// or az://bucket/prefix), or a Hugging Face id (left to
+vLLM, which downloads and caches it)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlparse
 from persona_gen.engines import bundled
 from persona_gen.errors import ConfigError, StorageError
 from persona_gen.storage.settings import S3Settings
+from persona_gen.storage.uri import SCHEMES, store_endpoint
 
 _DONE = ".persona-gen-complete"
 
@@ -21,22 +23,22 @@ _DONE = ".persona-gen-complete"
 @dataclass(frozen=True)
 class Source:
     kind: str
-    """'bundled', 'local', 's3' or 'hf'."""
+    """'bundled', 'local', 'store' (s3://, gs://, az://) or 'hf'."""
     value: str
 
 
 def classify(source: str) -> Source:
     if source.startswith("bundled:"):
         return Source("bundled", source.split(":", 1)[1])
-    if source.startswith("s3://"):
-        return Source("s3", source)
+    if source.split("://", 1)[0] in SCHEMES and "://" in source:
+        return Source("store", source)
     if source.startswith("file://"):
         return Source("local", source[len("file://"):])
     if source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().is_dir():
         return Source("local", source)
     if "://" in source:
         raise ConfigError(f"unsupported source scheme in '{source}' (use an HF id, a folder, "
-                          f"s3:// or bundled:NAME)", source="source")
+                          f"s3://, gs://, az:// or bundled:NAME)", source="source")
     return Source("hf", source)
 
 
@@ -59,18 +61,20 @@ def materialise(source: str, s3: S3Settings | None = None) -> str:
             raise ConfigError(f"'{folder}' is not a Hugging Face model folder (no config.json)",
                               source="source")
         return str(folder)
-    if src.kind == "s3":
+    if src.kind == "store":
         return str(fetch_s3(src.value, s3)[0])
     return src.value
 
 
 def s3_cache_folder(uri: str, s3: S3Settings | None = None) -> Path:
-    """Where an s3:// model folder is copied on this node: one folder per endpoint and path,
-    so two S3 services with the same bucket name never share a copy."""
-    endpoint = (s3 or S3Settings()).resolved_endpoint() or "aws"
+    """Where an object-store model folder is copied on this node: one folder per store,
+    endpoint and path, so two services with the same bucket name never share a copy."""
+    scheme, path = uri.split("://", 1)
+    # S3 keeps the folder name it always had (.../s3/aws/...), so existing copies stay valid.
+    endpoint = store_endpoint(uri, s3) if scheme != "s3" else (
+        (s3 or S3Settings()).resolved_endpoint() or "aws")
     host = re.sub(r"[^A-Za-z0-9.-]+", "_", urlparse(endpoint).netloc or endpoint)
-    path = uri[len("s3://"):].strip("/")
-    return bundled.cache_dir() / "models" / "s3" / host / path
+    return bundled.cache_dir() / "models" / SCHEMES[scheme] / host / path.strip("/")
 
 
 def fetch_s3(uri: str, s3: S3Settings | None = None) -> tuple[Path, bool]:

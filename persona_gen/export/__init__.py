@@ -6,6 +6,6 @@ dataset card, optionally with TRL's conversational preference columns.
 folder into place only when it is complete.
 """
 
-from persona_gen.export.job import ExportOptions, ExportResult, export_run
+from persona_gen.export.writer import ExportOptions, ExportResult, export_run
 
 __all__ = ["ExportOptions", "ExportResult", "export_run"]

@@ -47,7 +47,7 @@ class BlockSet:
         return sum(b.rows for b in self.blocks)
 
     def tables(self, columns: list[str] | None = None) -> Iterator[tuple[Block, pa.Table]]:
-        """Each block, read whole (a block is one job batch) and cast to the agreed schema."""
+        """Each block, read whole (a block is one committed batch) and cast to the agreed schema."""
         schema = self.schema if columns is None else pa.schema(
             [self.schema.field(c) for c in columns])
         for block in self.blocks:

@@ -1,6 +1,6 @@
 """What the dataset card says about a run, read from its manifest and files.
 
-Every fact is optional: a run made by an older or newer version of the job may lack a
+Every fact is optional: a run made by an older or newer version of persona-gen may lack a
 count, a report or a column, and the card then says so rather than guessing.
 """
 
@@ -40,15 +40,14 @@ def stage_models(manifest: dict[str, Any]) -> list[StageModel]:
     """The model each stage of the run used, in the order the manifest lists stages."""
     models = manifest.get("models") or {}
     stages = manifest.get("stages") or {}
-    known = list(S.STAGE_MODEL_KEYS)
-    # The job's order (manifests store stages sorted by name); unknown stages last.
+    known = list(S.JOB_STAGES)
+    # The run's order (manifests store stages sorted by name); unknown stages last.
     order = sorted(stages, key=lambda s: (known.index(s) if s in known else len(known), s))
     out = []
     for stage in order:
         info = stages[stage]
         info = info if isinstance(info, dict) else {}
-        name = info.get("model") or (dig(manifest.get("config"), S.STAGE_MODEL_KEYS[stage])
-                                     if stage in S.STAGE_MODEL_KEYS else None)
+        name = info.get("model") or S.stage_model(manifest, stage)
         spec = models.get(name) or {}
         out.append(StageModel(stage, str(name or "not recorded"),
                               str(spec.get("model") or spec.get("source") or "-"),

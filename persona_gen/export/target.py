@@ -1,9 +1,9 @@
 """Where an export goes, and how it gets there without ever being seen half-written.
 
 Everything is staged in a local folder first. A local target is then one rename (the
-staging folder sits beside it, on the same filesystem); an `s3://` target is uploaded
-file by file, data first and the README card last, so a reader that finds the card
-finds every file it names.
+staging folder sits beside it, on the same filesystem); an object-store target (s3://,
+gs://, az://) is uploaded file by file, each visible only once whole, data first and the
+README card last, so a reader that finds the card finds every file it names.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow.fs as pafs
 
 from persona_gen.errors import StorageError
 from persona_gen.log import get_logger
@@ -33,7 +31,7 @@ class Target:
 
     def check(self) -> None:
         """Refuse to replace an existing export unless asked to; fail before any work."""
-        if self.loc.is_s3:
+        if self.loc.is_object_store:
             taken = bool(objects.list_files(self.loc))
         else:
             path = Path(self.loc.path)
@@ -48,7 +46,7 @@ class Target:
     def staging(self) -> Iterator[Path]:
         """A fresh local folder for the export; removed on failure and after publishing."""
         made = None
-        if self.loc.is_s3:
+        if self.loc.is_object_store:
             stage = Path(tempfile.mkdtemp(prefix="persona-gen-export-"))
         else:
             final = Path(self.loc.path)
@@ -60,14 +58,14 @@ class Target:
             yield stage
         except BaseException:
             # A failed export leaves no trace, not even the folders made to hold it.
-            if not self.loc.is_s3 and made is not None:
+            if not self.loc.is_object_store and made is not None:
                 shutil.rmtree(made, ignore_errors=True)
             raise
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
     def publish(self, stage: Path) -> None:
-        if self.loc.is_s3:
+        if self.loc.is_object_store:
             self._upload(stage)
         else:
             self._move(stage)
@@ -87,9 +85,7 @@ class Target:
                 self.loc.fs.delete_file(path)
         files = sorted(p for p in stage.rglob("*") if p.is_file())
         ordered = [p for p in files if p.name != CARD] + [p for p in files if p.name == CARD]
-        local = pafs.LocalFileSystem()
         for path in ordered:
             rel = path.relative_to(stage).as_posix()
-            pafs.copy_files(str(path), self.loc.child(rel).path, source_filesystem=local,
-                            destination_filesystem=self.loc.fs)
+            objects.upload_file(path, self.loc.child(rel))
             get_logger(stage="export").debug("uploaded", file=self.loc.child(rel).uri)

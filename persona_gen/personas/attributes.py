@@ -6,14 +6,8 @@ The order here is the render order of `key: value` persona text, used by every p
 from __future__ import annotations
 
 # Drawn from census microdata (persona_gen.census maps each layout onto these names).
-CENSUS_ATTRIBUTES: tuple[str, ...] = (
-    "age", "sex", "race", "ancestry", "household_language", "education",
-    "employment_status", "class_of_worker", "industry_category", "occupation_category",
-    "income", "marital_status", "household_type", "family_presence_and_age",
-    "place_of_birth", "citizenship", "veteran_status", "disability", "health_insurance",
-    "cognitive_difficulty", "ability_to_speak_english", "vision_difficulty", "fertility",
-    "hearing_difficulty",
-)
+from persona_gen.census.attributes import CENSUS_ATTRIBUTES, CENSUS_EXTRAS
+
 # Sampled procedurally (population norms, curated lists).
 PROCEDURAL_ATTRIBUTES: tuple[str, ...] = ("big_five_scores", "defining_quirks", "mannerisms")
 # Written by a language model, conditioned on the rest.
@@ -34,10 +28,10 @@ PERSONA_ATTRIBUTES: tuple[str, ...] = (
     "hearing_difficulty",
 )
 
-# Census extras kept for fidelity reports and rule checks, not rendered.
-CENSUS_EXTRAS: tuple[str, ...] = ("hispanic_origin", "state", "income_decile")
-
 assert len(PERSONA_ATTRIBUTES) == 33
 assert set(PERSONA_ATTRIBUTES) == set(CENSUS_ATTRIBUTES) | set(PROCEDURAL_ATTRIBUTES) | set(
     LLM_ATTRIBUTES
 )
+
+__all__ = ["CENSUS_ATTRIBUTES", "CENSUS_EXTRAS", "LLM_ATTRIBUTES", "PERSONA_ATTRIBUTES",
+           "PROCEDURAL_ATTRIBUTES"]

@@ -3,8 +3,9 @@
 Each round works on the persona slots still open. A slot keeps the persona id of the
 census row it started with (so ids are unique and stable across resamples); its census
 record may be replaced by a fresh draw (`resample`), and its traits are redrawn with the
-round number as `attempt`. Model stages run through `runner` (in-process by default; the
-pipeline package can pass a Ray Data runner) and are ordinary ModelStage objects.
+round number as `attempt`. The model stages arrive built (the recipe builds them from the
+config's `stages` section), each with its engine, and run through `runner` (in-process by
+default; the run passes the Ray Data runner).
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from persona_gen.engines.base import Engine
 from persona_gen.errors import DataError
 from persona_gen.log import get_logger
 from persona_gen.personas.attributes import CENSUS_ATTRIBUTES, CENSUS_EXTRAS
 from persona_gen.personas.config import PersonasConfig
-from persona_gen.personas.enrich import EnrichStage
-from persona_gen.personas.judge import JudgeStage
 from persona_gen.personas.lists import CuratedLists, load_lists
 from persona_gen.personas.procedural import add_procedural
 from persona_gen.personas.record import Persona, extra_fields, persona_schema
@@ -29,10 +27,10 @@ from persona_gen.personas.render import render_persona
 from persona_gen.personas.rules import RULES_BY_NAME, violations
 from persona_gen.personas.split import assign_splits
 from persona_gen.personas.stats import PersonaStats
-from persona_gen.personas.tables import ensure_string_columns, take_rows, with_columns
-from persona_gen.pipeline.stage import ModelStage, run_in_process
+from persona_gen.personas.tables import ensure_string_columns, take_rows
+from persona_gen.pipeline.columns import with_columns
+from persona_gen.pipeline.stage import Bound, Runner, in_process
 
-Runner = Callable[[ModelStage, Engine, pa.Table, int], pa.Table]
 Resample = Callable[[int], pa.Table]
 """Given a count, that many fresh census rows (same columns as the census table)."""
 
@@ -146,31 +144,26 @@ def _output_row(row: dict[str, Any], split: str) -> dict[str, Any]:
 
 def build_personas(
     census: pa.Table,
-    engine_enrich: Engine | None,
-    engine_judge: Engine | None,
     cfg: PersonasConfig,
     seed: int,
     resample: Resample | None = None,
     *,
+    enrich: Bound | None = None,
+    consistency: Bound | None = None,
     lists: CuratedLists | None = None,
-    runner: Runner = run_in_process,
+    runner: Runner | None = None,
 ) -> tuple[pa.Table, PersonaStats]:
     """Personas for the census rows given (one slot each), and what happened on the way.
 
-    engine_enrich None: the six open-ended attributes stay empty. engine_judge None (or
-    cfg.model_consistency_check false): only the named rules check consistency.
+    enrich None: the six open-ended attributes stay empty. consistency None: only the named
+    rules check consistency.
     """
     log = get_logger(stage="personas")
+    runner = runner or in_process()
     lists = lists or load_lists()
     census = prepare_census(census)
     order = census.column("persona_id").to_pylist()
     stats = PersonaStats(requested=len(order))
-    enrich = EnrichStage.from_config(cfg, seed) if engine_enrich is not None else None
-    judge = (
-        JudgeStage.from_config(cfg, seed)
-        if engine_judge is not None and cfg.model_consistency_check
-        else None
-    )
     drop = cfg.on_inconsistent == "drop"
     stats.on_inconsistent = cfg.on_inconsistent
     # Only `replace` draws new census people; with `drop`, a slot goes round again only for
@@ -188,19 +181,20 @@ def build_personas(
         seen = people.num_rows
         people = _screen(people, stats, fresh is not None, rnd, drop)
         unusable = 0
-        if enrich is not None and engine_enrich is not None and people.num_rows:
-            stats.count("model_calls", enrich.name, people.num_rows)
-            people = runner(enrich, engine_enrich, people, cfg.batch_size)
+        if enrich is not None and people.num_rows:
+            stats.count("model_calls", enrich.stage.name, people.num_rows)
+            people = runner(enrich.stage, enrich.engine, people)
             before = people.num_rows
-            people = _split_errors(people, enrich.name, stats, rnd)
+            people = _split_errors(people, enrich.stage.name, stats, rnd)
             unusable += before - people.num_rows
-            people = _stamp(people, "enrich_model", engine_enrich.name)
+            people = _stamp(people, "enrich_model", enrich.engine.name)
             people = _screen(people, stats, fresh is not None, rnd, drop)  # rules on model text
         by_rule = seen - unusable - people.num_rows
         judged, by_judge = people.num_rows, 0
-        if judge is not None and engine_judge is not None and people.num_rows:
+        if consistency is not None and people.num_rows:
+            judge = consistency.stage
             stats.count("model_calls", judge.name, people.num_rows)
-            people = runner(judge, engine_judge, people, cfg.batch_size)
+            people = runner(judge, consistency.engine, people)
             before = people.num_rows
             people = _split_errors(people, judge.name, stats, rnd)
             unusable += before - people.num_rows
@@ -211,10 +205,10 @@ def build_personas(
             stats.count("rejections", "model_judge", by_judge)
             (rnd.lost if drop else rnd.retry).extend(inconsistent)
             people = take_rows(people, [bool(v) for v in verdicts])
-            people = _stamp(people, "judge_model", engine_judge.name)
+            people = _stamp(people, "judge_model", consistency.engine.name)
         if attempt == 0:
             first.personas, first.rejected_by_rule = seen, by_rule
-            first.judged = judged if judge is not None else 0
+            first.judged = judged if consistency is not None else 0
             first.rejected_by_judge, first.unusable_output = by_judge, unusable
         kept.append(people)
         stats.dropped += len(rnd.lost)

@@ -15,12 +15,12 @@ import pyarrow as pa
 from pydantic import Field, StringConstraints, create_model
 
 from persona_gen.config.base import StrictModel
-from persona_gen.engines.base import Message, Sampling
+from persona_gen.engines.base import Sampling
 from persona_gen.personas.attributes import LLM_ATTRIBUTES
-from persona_gen.personas.config import PersonasConfig
-from persona_gen.personas.lists import ITEM_SEPARATOR
 from persona_gen.personas.render import render_persona
 from persona_gen.personas.structured import PersonaJsonStage
+from persona_gen.pipeline.settings import StageSettings
+from persona_gen.pipeline.template import PromptTemplate
 
 # What each field asks for; shown in the prompt and carried as schema descriptions.
 FIELD_GUIDE: dict[str, str] = {
@@ -35,11 +35,12 @@ FIELD_GUIDE: dict[str, str] = {
 }
 assert tuple(FIELD_GUIDE) == LLM_ATTRIBUTES
 
-SYSTEM_PROMPT = (
-    "You invent realistic details for a fictional person built from US census records. "
-    "Reply with one JSON object and nothing else. Each value is one or two short, plain "
-    "sentences that agree with every fact you are given."
-)
+
+
+class EnrichSettings(StageSettings):
+    field_max_chars: int = Field(default=240, ge=8)
+    """Upper bound on each written attribute, put into the JSON schema so that a
+    constrained decoder stops in time and the answer fits in max_tokens."""
 
 
 @lru_cache(maxsize=8)
@@ -52,21 +53,6 @@ def enriched_attributes_model(max_chars: int) -> type[StrictModel]:
     return create_model("EnrichedAttributes", __base__=StrictModel, **fields)
 
 
-def enrich_messages(row: dict[str, Any]) -> list[Message]:
-    """The prompt for one persona: its rendered facts, sampled values and focus areas."""
-    lines = ["Facts about the person:", render_persona(row)]
-    if row.get("core_values"):
-        lines.append(f"core values: {ITEM_SEPARATOR.join(row['core_values'])}")
-    if row.get("categories"):
-        lines.append(f"\nParts of life to bring out: {', '.join(row['categories'])}.")
-    lines.append("\nWrite these fields as JSON:")
-    lines += [f"- {name}: {guide}" for name, guide in FIELD_GUIDE.items()]
-    return [
-        Message(role="system", content=SYSTEM_PROMPT),
-        Message(role="user", content="\n".join(lines)),
-    ]
-
-
 @dataclass(frozen=True)
 class EnrichStage(PersonaJsonStage):
     """ModelStage 'enrich': the six open-ended attributes of one persona."""
@@ -77,21 +63,24 @@ class EnrichStage(PersonaJsonStage):
     name: ClassVar[str] = "enrich"
     needs: ClassVar[tuple[str, ...]] = ("persona_id", "attempt")
     """Plus the census and procedural attributes the persona text renders."""
+    variables: ClassVar[tuple[str, ...]] = ("persona", "core_values", "categories", "fields")
     prompt_parts: ClassVar[tuple[str, ...]] = ("demographics",)
     outputs: ClassVar[pa.Schema] = pa.schema([(name, pa.string()) for name in LLM_ATTRIBUTES])
+    settings_type: ClassVar[type[StageSettings]] = EnrichSettings
 
     @classmethod
-    def from_config(cls, cfg: PersonasConfig, seed: int | None = 0) -> EnrichStage:
-        return cls(sampling=Sampling(temperature=cfg.enrich_temperature,
-                                     max_tokens=cfg.enrich_max_tokens, seed=seed),
-                   max_chars=cfg.enrich_field_max_chars,
-                   retry_max_tokens=cfg.enrich_retry_max_tokens or None)
+    def build(cls, settings: StageSettings, template: PromptTemplate, seed: int) -> EnrichStage:
+        assert isinstance(settings, EnrichSettings)
+        return cls(sampling=settings.sampling(seed), retry_max_tokens=settings.retry_limit(),
+                   template=template, max_chars=settings.field_max_chars)
 
     def answer_model(self) -> type[StrictModel]:
         return enriched_attributes_model(self.max_chars)
 
-    def messages(self, row: dict[str, Any]) -> list[Message]:
-        return enrich_messages(row)
+    def template_vars(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The rendered facts, sampled values and focus areas of one persona."""
+        return {"persona": render_persona(row), "core_values": row.get("core_values") or [],
+                "categories": row.get("categories") or [], "fields": FIELD_GUIDE}
 
     def columns(self, answer: Any) -> dict[str, Any]:
         return {name: getattr(answer, name) for name in LLM_ATTRIBUTES}

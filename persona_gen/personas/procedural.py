@@ -16,7 +16,7 @@ from persona_gen.personas.big_five import sample_big_five
 from persona_gen.personas.config import PersonasConfig
 from persona_gen.personas.lists import ITEM_SEPARATOR, CuratedLists
 from persona_gen.personas.seeds import derive_seed
-from persona_gen.personas.tables import with_columns
+from persona_gen.pipeline.columns import with_columns
 
 PROCEDURAL_COLUMNS: tuple[str, ...] = (
     "big_five_scores", "defining_quirks", "mannerisms", "core_values", "categories",

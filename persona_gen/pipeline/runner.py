@@ -68,7 +68,7 @@ class PipelineRunner:
                 return col
         raise KeyError(f"none of the id columns {self.id_columns} is in the table")
 
-    def __call__(self, stage: ModelStage, engine: EngineRef, table: pa.Table, _bs: int) -> pa.Table:
+    def __call__(self, stage: ModelStage, engine: EngineRef, table: pa.Table) -> pa.Table:
         call = self.calls
         self.calls += 1
         id_col = self._id_column(table)

@@ -8,7 +8,7 @@ actors (persona_gen.pipeline), so stage logic never knows where it runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -17,6 +17,8 @@ import pyarrow as pa
 from persona_gen.engines.base import ChatRequest, ChatResult, Engine, Message, Sampling, Thinking
 from persona_gen.hashing import stable_seed
 from persona_gen.pipeline.columns import with_columns
+from persona_gen.pipeline.settings import StageSettings
+from persona_gen.pipeline.template import PromptTemplate, shipped
 
 
 @runtime_checkable
@@ -37,30 +39,61 @@ class ModelStage(Protocol):
         ...
 
 
+Runner = Callable[[ModelStage, Engine, pa.Table], pa.Table]
+"""(stage, engine, rows) -> rows with the stage's columns: `in_process(batch_size)`, or the
+Ray Data pipeline (persona_gen.pipeline.runner.PipelineRunner)."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A built stage and the engine that runs it: what a phase receives to run."""
+
+    stage: ModelStage
+    engine: Engine
+
+
+@runtime_checkable
+class StageKind(Protocol):
+    """What the recipe reads of a stage before building it: a `DeclaredStage` subclass (its
+    class attributes) or a `TextKind` value. `build` is the one constructor signature."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def id_column(self) -> str: ...
+    @property
+    def needs(self) -> tuple[str, ...]: ...
+    @property
+    def prompt_parts(self) -> tuple[str, ...]: ...
+    @property
+    def variables(self) -> tuple[str, ...]: ...
+    @property
+    def settings_type(self) -> type[StageSettings]: ...
+
+    def adds(self) -> tuple[str, ...]: ...
+
+    def build(self, settings: StageSettings, template: PromptTemplate, seed: int) -> ModelStage: ...
+
+
 class OutputError(ValueError):
     """A model answer a stage cannot use; it becomes that row's `error`, never a crash."""
 
 
 @dataclass(frozen=True)
-class _StageThinking:
-    """The `thinking` field every declared stage has, keyword-only so that it follows the
-    fields each stage declares: `dataclasses.replace(stage, thinking=Thinking(on=True))`."""
+class DeclaredStage:
+    """A model stage declared as values, the one way every stage of a run is written.
 
-    thinking: Thinking = field(default_factory=Thinking, kw_only=True)
-
-
-class DeclaredStage(_StageThinking):
-    """A model stage declared as values, the one way every stage of the job is written.
-
-    A subclass (a frozen dataclass with a `sampling` field) sets
+    A subclass (a frozen dataclass) sets
       name        the stage's name (logs, errors/, manifest, the recipe)
       id_column   the column that identifies a row
-      needs       the columns its prompt template reads
+      needs       the columns it reads
+      variables   what its prompt template may use (`template_vars(row)` gives them)
       outputs     the columns its parser fills, with their Arrow types
       prompt_parts  what its prompt is made of, for sizing (system text is always there):
                   demographics, persona, prompt, original, critique, revision
-    and writes `messages(row)` (the prompt template) and `parse(row, result)` (the parser,
-    raising OutputError). `json_schema()` or `choices()` constrain the output. Every row's
+    and writes `parse(row, result)` (the parser, raising OutputError). Its prompt is its
+    template (`persona_gen/templates/<name>.jinja` unless the config names another) rendered
+    with `template_vars(row)`. `json_schema()` or `choices()` constrain the output. Every row's
     sampling seed derives from the run seed, the stage and `row_key(row)` (the row's id
     unless the stage says otherwise), so a retried or resumed row samples the same way.
     The stage adds its outputs plus `<name>_prompt_tokens`, `<name>_output_tokens`,
@@ -86,17 +119,35 @@ class DeclaredStage(_StageThinking):
     name: ClassVar[str]
     id_column: ClassVar[str]
     needs: ClassVar[tuple[str, ...]]
+    variables: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[pa.Schema]
     prompt_parts: ClassVar[tuple[str, ...]] = ()
-    sampling: Sampling
+    settings_type: ClassVar[type[StageSettings]] = StageSettings
+    sampling: Sampling = field(default_factory=Sampling)
     retry_max_tokens: int | None = None
-    """Output cap of the one retry for rows cut by length; None: no retry. Subclasses
-    declare it as a dataclass field so the recipe can set it from the config."""
+    """Output cap of the one retry for rows cut by length; None: no retry."""
+    template: PromptTemplate | None = None
+    """None: the shipped default (`default_template()`)."""
+    thinking: Thinking = field(default_factory=Thinking, kw_only=True)
+    """Whether its requests let a reasoning model think (off: the paper's method has no
+    reasoning step). `dataclasses.replace(stage, thinking=Thinking(on=True, budget=N))`."""
+
+    @classmethod
+    def build(cls, settings: StageSettings, template: PromptTemplate, seed: int) -> Any:
+        """The stage from its resolved settings: the one constructor the recipe calls.
+        Subclasses with settings of their own extend it."""
+        return cls(sampling=settings.sampling(seed), retry_max_tokens=settings.retry_limit(),
+                   template=template)
 
     @classmethod
     def adds(cls) -> tuple[str, ...]:
-        return (*cls.outputs.names, f"{cls.name}_prompt_tokens", f"{cls.name}_output_tokens",
-                f"{cls.name}_finish_reason", f"{cls.name}_retried")
+        return stage_adds(cls.name, cls.outputs)
+
+    def default_template(self) -> PromptTemplate:
+        return shipped(self.name)
+
+    def prompt(self) -> PromptTemplate:
+        return self.template or self.default_template()
 
     def reasoning_columns(self) -> tuple[str, ...]:
         """The columns thinking adds (none while it is off)."""
@@ -107,8 +158,13 @@ class DeclaredStage(_StageThinking):
     def row_key(self, row: dict[str, Any]) -> str:
         return str(row[self.id_column])
 
+    def template_vars(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The template's variables for one row (by default, the row's columns of the same
+        names)."""
+        return {v: row.get(v) for v in self.variables}
+
     def messages(self, row: dict[str, Any]) -> list[Message]:
-        raise NotImplementedError
+        return self.prompt().render(self.template_vars(row))
 
     def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
         raise NotImplementedError
@@ -183,6 +239,69 @@ class DeclaredStage(_StageThinking):
         return with_columns(batch, columns)
 
 
+def stage_adds(name: str, outputs: pa.Schema) -> tuple[str, ...]:
+    """The columns a declared stage adds: its outputs, then its bookkeeping columns."""
+    return (*outputs.names, f"{name}_prompt_tokens", f"{name}_output_tokens",
+            f"{name}_finish_reason", f"{name}_retried")
+
+
+@dataclass(frozen=True)
+class TextKind:
+    """The declaration of a stage that writes one text column (the original answer, the
+    critique, the revision): one value per stage, one class (`TextStage`) for all of them.
+    Its template's variables are the columns it needs (its id aside)."""
+
+    name: str
+    output: str
+    """The column it writes (the model's answer text)."""
+    id_column: str
+    needs: tuple[str, ...]
+    prompt_parts: tuple[str, ...] = ()
+    settings_type: ClassVar[type[StageSettings]] = StageSettings
+
+    @property
+    def outputs(self) -> pa.Schema:
+        return pa.schema([(self.output, pa.string())])
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(c for c in self.needs if c != self.id_column)
+
+    def adds(self) -> tuple[str, ...]:
+        return stage_adds(self.name, self.outputs)
+
+    def build(self, settings: StageSettings, template: PromptTemplate | None = None,
+              seed: int | None = 0) -> TextStage:
+        return TextStage(sampling=settings.sampling(seed), template=template, kind=self,
+                         retry_max_tokens=settings.retry_limit())
+
+
+@dataclass(frozen=True)
+class TextStage(DeclaredStage):
+    """A model stage whose answer is one text column, as its `TextKind` declares."""
+
+    kind: TextKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            raise TypeError("TextStage needs its kind (a TextKind)")
+
+    @property
+    def _kind(self) -> TextKind:
+        assert self.kind is not None
+        return self.kind
+
+    name = property(lambda self: self._kind.name)  # type: ignore[assignment]
+    id_column = property(lambda self: self._kind.id_column)  # type: ignore[assignment]
+    needs = property(lambda self: self._kind.needs)  # type: ignore[assignment]
+    variables = property(lambda self: self._kind.variables)  # type: ignore[assignment]
+    outputs = property(lambda self: self._kind.outputs)  # type: ignore[assignment]
+    prompt_parts = property(lambda self: self._kind.prompt_parts)  # type: ignore[assignment]
+
+    def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
+        return {self._kind.output: result.text}
+
+
 def apply_stage(stage: ModelStage, engine: Engine, batch: pa.Table) -> pa.Table:
     """Run one batch through a stage with a given engine."""
     if batch.num_rows == 0:
@@ -225,3 +344,11 @@ def run_in_process(stage: ModelStage, engine: Engine, table: pa.Table, batch_siz
     if not parts:
         return apply_stage(stage, engine, table)
     return pa.concat_tables(parts, promote_options="default")
+
+
+def in_process(batch_size: int = 64) -> Runner:
+    """A `Runner` that calls the engine in this process, `batch_size` rows a call."""
+    def run(stage: ModelStage, engine: Engine, table: pa.Table) -> pa.Table:
+        return run_in_process(stage, engine, table, batch_size)
+
+    return run

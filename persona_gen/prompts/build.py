@@ -12,13 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from persona_gen.engines.base import Engine
 from persona_gen.errors import DataError
 from persona_gen.hashing import stable_int
 from persona_gen.log import get_logger
-from persona_gen.pipeline.stage import run_in_process
+from persona_gen.pipeline.stage import Bound, run_in_process
 from persona_gen.prompts import data as bundled
-from persona_gen.prompts.classify import CONTROVERSIAL, LABEL_COLUMN, for_model
+from persona_gen.prompts.classify import CONTROVERSIAL, LABEL_COLUMN
 from persona_gen.prompts.config import PromptsConfig
 from persona_gen.prompts.filters import (
     deduplicate,
@@ -59,9 +58,10 @@ def source_of(cfg: PromptsConfig) -> tuple[str, str, str | None]:
     return bundled.bundled_prompts_path(), bundled.TEXT_COLUMN, bundled.TOPIC_COLUMN
 
 
-def select_prompts(cfg: PromptsConfig, engine: Engine | None, *,
+def select_prompts(cfg: PromptsConfig, classifier: Bound | None = None, *,
                    s3: S3Settings | None = None, seed: int = 0) -> Selection:
-    """Load and filter, in the paper's order; the classifier runs only when it can.
+    """Load and filter, in the paper's order; the controversy classifier (a built stage and
+    its engine) runs last, when given.
 
     `prompts.limit` keeps a seeded subset after the rule filters, before any model call.
     `s3` locates an s3:// source (endpoint, region); credentials come from the environment.
@@ -92,18 +92,18 @@ def select_prompts(cfg: PromptsConfig, engine: Engine | None, *,
         kept, out = _seeded_subset(kept, cfg.limit, seed)
         record("limit", before, kept, out)
 
-    if engine is not None and cfg.classifier_model:
-        stage = for_model(cfg.classifier_model)
-        judged = run_in_process(stage, engine, kept, batch_size=cfg.classifier_batch_size)
+    if classifier is not None:
+        stage = classifier.stage
+        judged = run_in_process(stage, classifier.engine, kept)
         labels = judged.column(LABEL_COLUMN).to_pylist()
         errors = judged.column("error").to_pylist()
         n_errors = sum(e is not None for e in errors)
         keep = np.array([lab == CONTROVERSIAL for lab in labels], dtype=bool)
         before = kept
         kept, out = split_by(judged, keep, "controversy")
-        kept = kept.drop_columns([*stage.adds(), "error"])
+        kept = kept.select(before.column_names)
         record("controversy", before, kept, out, errors=n_errors)
-        stats.classifier = cfg.classifier_model
+        stats.classifier = classifier.engine.name
         if n_errors:
             get_logger(stage="prompts").warning(
                 "classifier errors", errors=n_errors, rows=before.num_rows,
@@ -121,14 +121,14 @@ def _seeded_subset(table: pa.Table, n: int, seed: int) -> tuple[pa.Table, pa.Tab
     return split_by(table, keep, "limit")
 
 
-def build_prompts(cfg: PromptsConfig, engine: Engine | None, seed: int, *,
+def build_prompts(cfg: PromptsConfig, classifier: Bound | None, seed: int, *,
                   s3: S3Settings | None = None) -> tuple[pa.Table, PromptStats]:
     """Prompts (prompt_id, text, topic, split) and the counts behind them, in-process.
 
     Raises DataError (naming the source) when the file is unusable or nothing survives
     the filters.
     """
-    sel = select_prompts(cfg, engine, s3=s3, seed=seed)
+    sel = select_prompts(cfg, classifier, s3=s3, seed=seed)
     return finalize_prompts(sel.kept, cfg, seed, sel.stats)
 
 

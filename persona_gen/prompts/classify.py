@@ -7,7 +7,9 @@ or whose output is not one of the labels, gets a null label and an `error`; it n
 
 The wording belongs to the model family (`classifier_instruction` in the model's YAML),
 because it changes which prompts survive: `controversial` (the default, for 7B+ models)
-asks the paper's question in so many words; `debatable` is for the bundled 135M model.
+asks the paper's question in so many words (templates/controversy.jinja); `debatable`
+(templates/controversy-debatable.jinja) is for the bundled 135M model. The words the answer
+is constrained to come with the wording.
 """
 
 from __future__ import annotations
@@ -17,50 +19,27 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from persona_gen.engines.base import ChatResult, Message, Sampling
+from persona_gen.engines.base import ChatResult, Sampling
+from persona_gen.pipeline.settings import StageSettings
 from persona_gen.pipeline.stage import DeclaredStage, OutputError
+from persona_gen.pipeline.template import PromptTemplate, shipped
 
 CONTROVERSIAL = "controversial"
 NOT_CONTROVERSIAL = "not_controversial"
 LABELS = (CONTROVERSIAL, NOT_CONTROVERSIAL)
 LABEL_COLUMN = "controversy"
-SYSTEM = (
-    "You sort questions for a study of how people with different backgrounds and values "
-    "answer them. Reply with one word."
-)
-
-
-@dataclass(frozen=True)
-class Instruction:
-    user: str
-    answers: dict[str, str]
-    """What the model is offered (constrained to exactly these words) -> the label."""
-
-
-INSTRUCTIONS: dict[str, Instruction] = {
+INSTRUCTIONS: dict[str, dict[str, str]] = {
     # The paper's question, for models that can answer it (7B and up).
-    "controversial": Instruction(
-        user=("Question: {text}\n\n"
-              "Is this question controversial: does it touch on values, beliefs, politics, "
-              "religion, ethics or ways of life, so that people with different values would "
-              "want different answers? Answer 'controversial' or 'not_controversial'."),
-        answers={"controversial": CONTROVERSIAL, "not_controversial": NOT_CONTROVERSIAL}),
-    # Why other words for the bundled 135M model: it cannot tell the two kinds of question
-    # apart under any wording we tried (it gives nearly every question the same answer).
-    # Offered "controversial"/"not_controversial" it dropped 96 of our 100 value-laden
-    # questions; offered "debatable"/"factual" it keeps them, so on CPU the filter errs
-    # toward keeping prompts the rule filters already screened.
-    "debatable": Instruction(
-        user=("Question: {text}\n\n"
-              "Is this question debatable (thoughtful people would answer it differently "
-              "because their values, beliefs or life experiences differ) or factual (it has "
-              "one correct or practical answer that most people would share)? Answer "
-              "'debatable' or 'factual'."),
-        answers={"debatable": CONTROVERSIAL, "factual": NOT_CONTROVERSIAL}),
+    "controversial": {"controversial": CONTROVERSIAL, "not_controversial": NOT_CONTROVERSIAL},
+    # The bundled 135M model cannot tell the two kinds of question apart under any wording
+    # we tried (it gives nearly every question the same answer). Offered
+    # "controversial"/"not_controversial" it dropped 96 of our 100 value-laden questions;
+    # offered "debatable"/"factual" it keeps them, so on CPU the filter errs toward keeping
+    # prompts the rule filters already screened.
+    "debatable": {"debatable": CONTROVERSIAL, "factual": NOT_CONTROVERSIAL},
 }
+"""classifier_instruction -> {word the model may answer: label}."""
 DEFAULT_INSTRUCTION = "controversial"
-ANSWERS = INSTRUCTIONS["debatable"].answers
-USER = INSTRUCTIONS["debatable"].user
 # Long PRISM prompts are rare, but a small model's context is not: the opening of a
 # prompt is enough to tell whether it is value-laden.
 MAX_PROMPT_CHARS = 2000
@@ -75,7 +54,7 @@ def parse_label(text: str, answers: dict[str, str] | None = None) -> str | None:
     """
     norm = "_".join(text.strip().lower().replace("-", " ").split())
     offered = answers if answers is not None else {
-        k: v for i in INSTRUCTIONS.values() for k, v in i.answers.items()}
+        k: v for words in INSTRUCTIONS.values() for k, v in words.items()}
     # Longest first, so that no offered word is shadowed by a shorter one it starts with.
     for answer, label in sorted((*offered.items(), *((lab, lab) for lab in LABELS)),
                                 key=lambda kv: -len(kv[0])):
@@ -95,12 +74,13 @@ class ControversyStage(DeclaredStage):
     # "not_controversial" short); the grammar ends the answer at the word anyway.
     sampling: Sampling = field(
         default_factory=lambda: Sampling(temperature=0.0, max_tokens=32, seed=None))
+    retry_max_tokens: int | None = 64
     instruction: str = DEFAULT_INSTRUCTION
     """Key of INSTRUCTIONS: the model family's `classifier_instruction`."""
-    retry_max_tokens: int | None = 64
     name: ClassVar[str] = "controversy"
     id_column: ClassVar[str] = "prompt_id"
     needs: ClassVar[tuple[str, ...]] = ("prompt_id", "text")
+    variables: ClassVar[tuple[str, ...]] = ("text",)
     prompt_parts: ClassVar[tuple[str, ...]] = ("prompt",)
     outputs: ClassVar[pa.Schema] = pa.schema([(LABEL_COLUMN, pa.string())])
 
@@ -109,28 +89,33 @@ class ControversyStage(DeclaredStage):
             raise ValueError(f"unknown classifier instruction {self.instruction!r}; "
                              f"expected one of {', '.join(INSTRUCTIONS)}")
 
-    @property
-    def _instruction(self) -> Instruction:
-        return INSTRUCTIONS[self.instruction]
+    @classmethod
+    def build(cls, settings: StageSettings, template: PromptTemplate | None,
+              seed: int | None = None) -> ControversyStage:
+        # No per-request seed (see above), whatever the run's seed.
+        return cls(sampling=settings.sampling(None), retry_max_tokens=settings.retry_limit(),
+                   template=template, instruction=instruction_for(settings.model))
+
+    def default_template(self) -> PromptTemplate:
+        suffix = "" if self.instruction == DEFAULT_INSTRUCTION else f"-{self.instruction}"
+        return shipped(f"{self.name}{suffix}")
 
     def choices(self) -> list[str]:
-        return list(self._instruction.answers)
+        return list(INSTRUCTIONS[self.instruction])
 
-    def messages(self, row: dict[str, Any]) -> list[Message]:
-        user = self._instruction.user.format(text=row["text"][:MAX_PROMPT_CHARS])
-        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+    def template_vars(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"text": row["text"][:MAX_PROMPT_CHARS]}
 
     def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
-        return {LABEL_COLUMN: _read_result(row["prompt_id"], result, self._instruction.answers)}
+        return {LABEL_COLUMN: _read_result(row["prompt_id"], result, INSTRUCTIONS[self.instruction])}
 
 
-def for_model(model: str | None) -> ControversyStage:
-    """The stage with the wording the model's family asks for (its registry YAML)."""
+def instruction_for(model: str | None) -> str:
+    """The wording the model's family asks for (its registry YAML's classifier_instruction)."""
     from persona_gen.engines.registry import discover
 
     registered = discover().get(model or "")
-    return ControversyStage(instruction=registered.spec.classifier_instruction
-                            if registered is not None else DEFAULT_INSTRUCTION)
+    return registered.spec.classifier_instruction if registered is not None else DEFAULT_INSTRUCTION
 
 
 def _read_result(pid: str, res: ChatResult, answers: dict[str, str]) -> str:

@@ -1,4 +1,6 @@
-"""Prompt loading, filtering and splitting options (PERSONA, arXiv 2407.17387: prompts)."""
+"""Prompt loading, filtering and splitting options (PERSONA, arXiv 2407.17387: prompts).
+
+The controversy filter is a model stage: its settings are in `stages.controversy`."""
 
 from __future__ import annotations
 
@@ -17,9 +19,6 @@ class PromptsConfig(StrictModel):
     """Column with a ready-made topic per prompt; used when every kept prompt has one,
     otherwise topics come from TF-IDF + k-means. Null always clusters."""
     min_words: int = Field(default=5, ge=1)
-    classifier_model: str | None = "smollm2-135m-instruct"
-    """Model for the controversy filter; null skips that filter."""
-    classifier_batch_size: int = Field(default=64, ge=1)
     limit: int | None = Field(default=None, ge=1)
     """Keep a seeded random subset of this many prompts after the rule filters (small runs
     and demos: the classifier and the original answers then cover only these)."""

@@ -1,5 +1,6 @@
-"""One run of the job: its recipe (the stage graph, declared once), its address (RunRef),
-the job that fills it (`run.job`), and its synthetic inputs for benchmarks and tests."""
+"""One run: its recipe (every phase and stage, declared once), its config, its address
+(RunRef), its execution (`run.execute`), manifest and status, and synthetic inputs for
+benchmarks and tests."""
 
 from persona_gen.storage.runref import RunRef
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from persona_gen.bench.run import BenchOutputs, run_bench
-from persona_gen.config.run import RunConfig
+from persona_gen.bench.run import BenchOutputs, BenchStages, run_bench
 from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import EngineRef, PipelineRunner
 from persona_gen.run import recipe as R
+from persona_gen.run.config import RunConfig
 from persona_gen.storage.runref import RunRef
 
 
@@ -24,10 +24,16 @@ def folders(stage: str) -> tuple[str, str]:
     return s.reads, s.writes
 
 
-def run_bench_on_pipeline(requests: pa.Table, cfg: RunConfig, run: RunRef,
+def bench_stages(cfg: RunConfig) -> BenchStages:
+    """The bench's two stages, built by the recipe from `stages.bench_*`."""
+    built = R.built(cfg, "bench")
+    return BenchStages(answer=built["bench_answer"], judge=built["bench_judge"])  # type: ignore[arg-type]
+
+
+def run_bench_on_pipeline(requests: pa.Table, cfg: RunConfig, stages: BenchStages, run: RunRef,
                           done_answers: pa.Table | None,
                           done_judgments: pa.Table | None) -> BenchOutputs:
     with ray_session(cfg.pipeline), EngineHosts(cfg.pipeline, run.run_id, s3=cfg.storage) as hosts:
         runner = PipelineRunner(run, folders, cfg.pipeline, hosts, ("sample_id", "request_id"))
-        return run_bench(requests, cfg.bench, EngineRef, cfg.run.seed, done_answers,
-                         done_judgments, cfg.pipeline.batch_size, runner)
+        return run_bench(requests, cfg.bench, stages, EngineRef, cfg.run.seed, done_answers,
+                         done_judgments, runner)

@@ -6,6 +6,8 @@ timings, errors), so a reader always sees a complete, current document.
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import subprocess
 import time
@@ -17,7 +19,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from persona_gen import __version__
-from persona_gen.errors import UserError
+from persona_gen.errors import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, UserError
+from persona_gen.hashing import hex_id
+from persona_gen.log import get_logger
+from persona_gen.run import recipe as R
+from persona_gen.run.config import RunConfig, normalized
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
@@ -82,31 +88,55 @@ class Manifest(BaseModel):
     failure: Failure | None = None
     """Why the last attempt failed (None unless status is failed)."""
     phases: list[str] = Field(default_factory=list)
-    """Phases of the job finished so far (personas, prompts, plan, pairs)."""
+    """Phases of the run finished so far (personas, prompts, plan, pairs)."""
     code_version: str
     python: str
     packages: dict[str, str]
     config: dict[str, Any]
     seed: int
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Each enabled stage's resolved settings (model, sampling, limits): what made its rows."""
+    templates: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Each enabled stage's prompt template: source, sha256 and text."""
+    template_changes: list[dict[str, Any]] = Field(default_factory=list)
+    """Templates changed on resume under --allow-template-change: stage, attempt, hashes.
+    Rows committed before that attempt were made with the earlier text."""
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 1
+    inputs_fingerprint: str | None = None
+    """The config and the input files (census sources, prompt file: path, size, mtime) this
+    attempt started from; a failure that rerunning cannot fix is not retried while it
+    stays the same (`refuse_deterministic_retry`)."""
 
     @classmethod
-    def new(cls, run_id: str, config: dict[str, Any], seed: int) -> Manifest:
+    def new(cls, run_id: str, cfg: RunConfig) -> Manifest:
         now = _now()
+        settings, templates = produced_by(cfg)
         return cls(run_id=run_id, created_at=now, updated_at=now, code_version=code_version(),
-                   python=platform.python_version(), packages=package_versions(), config=config,
-                   seed=seed)
+                   python=platform.python_version(), packages=package_versions(),
+                   config=cfg.model_dump(mode="json"), seed=cfg.run.seed, settings=settings,
+                   templates=templates)
 
     def save(self, run: RunRef) -> None:
         self.updated_at = self.heartbeat_at = _now()
         objects.write_json_atomic(run.manifest, self.model_dump(mode="json"))
 
 
-# Keys whose change makes the stored partial results wrong for the new config.
-_IDENTITY_KEYS = ("run.seed", "census", "personas", "prompts", "plan", "feedback")
+def produced_by(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """Per enabled stage of the run: its resolved settings (without the template) and its
+    template's record."""
+    settings, templates = {}, {}
+    for s in R.recipe(cfg):
+        settings[s.name] = s.settings(cfg).model_dump(mode="json", exclude={"template"})
+        templates[s.name] = s.build(cfg).prompt().record()  # type: ignore[attr-defined]
+    return settings, templates
+
+
+# Sections whose change makes the stored partial results wrong for the new config (the
+# stages' resolved settings are compared one by one, their templates by hash).
+_IDENTITY_KEYS = ("run.seed", "census", "personas", "prompts", "plan")
 
 
 def _section(config: dict[str, Any], dotted: str) -> Any:
@@ -116,26 +146,116 @@ def _section(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def load_or_create(run: RunRef, config: dict[str, Any], seed: int) -> Manifest:
-    """Resume: the stored manifest must describe the same job; otherwise start a new one."""
+def _changed(stored: RunConfig, cfg: RunConfig) -> list[str]:
+    old, new = stored.model_dump(mode="json"), cfg.model_dump(mode="json")
+    changed = [k for k in _IDENTITY_KEYS if _section(old, k) != _section(new, k)]
+    before, after = produced_by(stored)[0], produced_by(cfg)[0]
+    for name in dict.fromkeys([*before, *after]):
+        a, b = before.get(name), after.get(name)
+        if a is None or b is None:
+            changed.append(f"stages.{name}.enabled")
+            continue
+        changed += [f"stages.{name}.{k}" for k in a if a[k] != b.get(k)]
+    return changed
+
+
+def load_or_create(run: RunRef, cfg: RunConfig, *,
+                   allow_template_change: bool = False) -> Manifest:
+    """Resume: the stored manifest must describe the same run; otherwise start a new one.
+
+    A stage whose template text differs from the one recorded is refused unless
+    `allow_template_change`: then the change is recorded, and the rows committed before it
+    keep the earlier text's answers.
+    """
     if not objects.exists(run.manifest):
-        m = Manifest.new(run.run_id, config, seed)
+        m = Manifest.new(run.run_id, cfg)
+        m.inputs_fingerprint = inputs_fingerprint(m.config)
         m.save(run)
         return m
     m = Manifest.model_validate(objects.read_json(run.manifest))
-    changed = [k for k in _IDENTITY_KEYS if _section(m.config, k) != _section(config, k)]
+    changed = _changed(normalized(m.config), cfg)
     if changed:
         raise UserError(
             f"run '{run.run_id}' exists with a different configuration ({', '.join(changed)} "
             "changed); resume with the same config or use a new --run-id",
             source=run.manifest.uri,
         )
+    settings, templates = produced_by(cfg)
+    moved = {n: (m.templates[n]["sha256"], t["sha256"]) for n, t in templates.items()
+             if n in m.templates and m.templates[n]["sha256"] != t["sha256"]}
+    if moved and not allow_template_change:
+        raise UserError(
+            "the prompt template of " + ", ".join(
+                f"stage {n} ({a[:12]} -> {b[:12]})" for n, (a, b) in moved.items())
+            + " changed since this run started; resume with the same template, or pass "
+            "--allow-template-change to keep going with the new text (recorded in the "
+            "manifest)", source=run.manifest.uri)
     m.attempts += 1
+    for n, (a, b) in moved.items():
+        m.template_changes.append({"stage": n, "attempt": m.attempts, "from": a, "to": b})
+        get_logger(stage="run").warning("template_changed", stage=n, old=a[:12], new=b[:12])
     m.status = "running"
     m.failure = None
-    m.config = config
+    m.config = cfg.model_dump(mode="json")
+    m.settings, m.templates = settings, templates
+    m.inputs_fingerprint = inputs_fingerprint(m.config)
     m.save(run)
     return m
+
+
+DETERMINISTIC_EXITS = (EXIT_BAD_INPUT, EXIT_FAILED_ROWS)
+"""Failures the same command fails the same way again: bad input (2), too many failed rows
+(3). A crash, a lost node or a storage outage (1, 4, 130) is worth a retry."""
+RETRY_FAILED_ENV = "PERSONA_GEN_RETRY_FAILED"
+
+
+def inputs_fingerprint(config: dict[str, Any]) -> str:
+    """A digest of the config and of what the input files look like in storage now."""
+    import pyarrow.fs as pafs
+
+    from persona_gen.storage.settings import StorageSettings
+    from persona_gen.storage.uri import resolve
+
+    settings = StorageSettings.model_validate(config.get("storage") or {})
+    uris = [*(_section(config, "census.sources") or []), _section(config, "prompts.source")]
+    seen: list[Any] = []
+    for uri in (u for u in uris if u):
+        try:
+            loc = resolve(uri, settings)
+            info = loc.fs.get_file_info(loc.path)
+            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True)) \
+                if info.type == pafs.FileType.Directory else [info]
+            seen += [(uri, i.path, i.size, i.mtime_ns) for i in infos]
+        except (OSError, UserError) as exc:
+            seen.append((uri, "unreadable", type(exc).__name__))
+    return hex_id(json.dumps(config, sort_keys=True, default=str),
+                  json.dumps(seen, default=str))
+
+
+def refuse_deterministic_retry(run: RunRef, config: dict[str, Any]) -> None:
+    """Called first by the job: when the run's last attempt failed in a way that rerunning
+    cannot fix (bad input, too many failed rows) and neither the config nor the input files
+    changed since, fail again at once, with the same exit code, before anything starts.
+
+    A scheduler's automatic retry (KubeRay's backoffLimit, Slurm's requeue) then costs
+    seconds on the head node rather than a cluster of GPU nodes. Set
+    PERSONA_GEN_RETRY_FAILED=1 to retry anyway (e.g. after fixing something outside the
+    inputs, such as a model folder)."""
+    if os.environ.get(RETRY_FAILED_ENV, "") not in ("", "0") or not objects.exists(run.manifest):
+        return
+    stored = objects.read_json(run.manifest)
+    failure = stored.get("failure") or {}
+    code = failure.get("exit_code")
+    if stored.get("status") != "failed" or code not in DETERMINISTIC_EXITS:
+        return
+    if stored.get("inputs_fingerprint") != inputs_fingerprint(config):
+        return
+    error = UserError(
+        f"run '{run.run_id}' failed with exit {code} ({failure.get('reason', '?')}) and neither "
+        f"its config nor its input files changed since; fix them, or set {RETRY_FAILED_ENV}=1 "
+        "to retry anyway", source=run.manifest.uri)
+    error.exit_code = code
+    raise error
 
 
 def effective_status(manifest: dict[str, Any], stale_after_s: float,

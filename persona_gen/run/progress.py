@@ -1,5 +1,5 @@
 """Progress on the driver: rich bars on a terminal, and every `run.progress_every_s` one
-INFO line per active stage (rows done/planned, rows/s, ETA, errors) that reaches the job's
+INFO line per active stage (rows done/planned, rows/s, ETA, errors) that reaches the Ray job's
 log anywhere, `ray job logs` included. Fed by committed block results."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class Ticker:
         while not self._stop.wait(self.every_s):
             try:
                 self.fn()
-            except Exception as exc:  # a missed tick must never end the job
+            except Exception as exc:  # a missed tick must never end the run
                 get_logger(stage="progress").warning("tick_failed", error=str(exc)[:300])
 
     def __enter__(self) -> Ticker:

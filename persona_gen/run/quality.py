@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from persona_gen.log import get_logger
 from persona_gen.run import recipe as R
+from persona_gen.run.scan import tally
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
-from persona_gen.storage.uri import Location
 
 PAPER_VERIFIED_SHARE = 0.96
 PAPER_DROPPED_SHARE = 0.085
@@ -40,36 +36,13 @@ candidates gets a warning (our choice of band: the paper reports one figure, and
 sources differ; far outside it, the wording or the model is the likelier cause)."""
 
 
-def _count(loc: Location, columns: dict[str, Any]) -> dict[str, int]:
-    """Rows per folder, and rows where each column equals its value (absent column: 0)."""
-    files = objects.list_files(loc, ".parquet")
-
-    def one(path: str) -> dict[str, int]:
-        with loc.fs.open_input_file(path) as f:
-            pf = pq.ParquetFile(f)
-            out = {"rows": pf.metadata.num_rows}
-            have = [c for c in columns if c in pf.schema_arrow.names]
-            table = pf.read(columns=have) if have else None
-            for col, value in columns.items():
-                out[col] = (int(pc.sum(pc.equal(table.column(col), value)).as_py() or 0)
-                            if table is not None and col in have else 0)
-            return out
-
-    total = {"rows": 0, **dict.fromkeys(columns, 0)}
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for part in pool.map(one, files):
-            for k, v in part.items():
-                total[k] += v
-    return total
-
-
 def truncation(run: RunRef, stages: Iterable[R.Stage]) -> dict[str, dict[str, int]]:
     """Per stage: rows committed, rows cut on the first try (retried) and rows still cut."""
     out = {}
     for s in stages:
         reason, retried = f"{s.name}_finish_reason", f"{s.name}_retried"
-        n = _count(run.child(s.writes), {reason: "length", retried: True})
-        out[s.name] = {"rows": n["rows"], "retried": n[retried], "cut": n[reason]}
+        n = tally(run.child(s.writes), equal={reason: "length", retried: True})
+        out[s.name] = {"rows": n.rows, "retried": n.equal[retried], "cut": n.equal[reason]}
     return out
 
 
@@ -88,8 +61,8 @@ def verification(run: RunRef) -> dict[str, Any] | None:
     loc = run.child(R.stage("verify").writes)
     if not objects.list_files(loc, ".parquet"):
         return None
-    n = _count(loc, {"preferred": "revision"})
-    judged, revision = n["rows"], n["preferred"]
+    n = tally(loc, equal={"preferred": "revision"})
+    judged, revision = n.rows, n.equal["preferred"]
     return {"judged": judged, "preferred_revision": revision,
             "share": round(revision / judged, 4) if judged else None,
             "ci95": list(wilson(revision, judged)), "paper_share": PAPER_VERIFIED_SHARE}

@@ -1,4 +1,4 @@
-"""The recipe of a run: every table and every model stage of the job, declared once.
+"""The recipe of a run: every table, phase and model stage, declared once.
 
     census draw -> persona slots --(enrich, consistency)--> personas/personas.parquet
     prompt file -> prompts/candidates --(controversy, original)--> prompts/prompts.parquet
@@ -6,29 +6,39 @@
 
 This is the method of PERSONA (arXiv 2407.17387): personas from census data,
 value-laden prompts, and Direct Principle Feedback pairs judged by a role-playing model.
-The job's phases, the manifest, `status`, progress, `plan-cost` and `bench` all read the
-declarations below; none keeps a list of its own. A new model stage is one `Stage` value
-here (plus its class, which declares its prompt, output columns and parser).
+The run's phases, the config's `stages` section, the manifest, `status`, progress,
+`plan-cost` and `bench` all read the declarations below; none keeps a list of its own.
+
+A new model stage is one `Stage` value in `_declare` (its kind: a `DeclaredStage` class, or
+a `TextKind` for a stage that writes one text column) plus its default template,
+`persona_gen/templates/<name>.jinja`. Every stage is built here, by `build(cfg, name)`, from
+its resolved `StageSettings`; phases receive built stages and run them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from persona_gen.bench.answer import AnswerStage
+from persona_gen.bench.judge import BenchJudgeStage
 from persona_gen.bench.layout import FOLDER as BENCH_FOLDER
+from persona_gen.bench.roleplay import RoleplayChoiceStage
+from persona_gen.feedback.stages import CRITIQUE, ORIGINAL, REVISION, VerifyStage
+from persona_gen.personas.consistency import ConsistencyStage
+from persona_gen.personas.enrich import EnrichStage
 from persona_gen.pipeline.chain import Chain, Lookup, Step
-from persona_gen.prompts.classify import CONTROVERSIAL, LABEL_COLUMN
+from persona_gen.pipeline.settings import StageSettings
+from persona_gen.pipeline.stage import ModelStage, StageKind
+from persona_gen.pipeline.template import PromptTemplate
+from persona_gen.pipeline.template import load as load_template
+from persona_gen.prompts.classify import CONTROVERSIAL, LABEL_COLUMN, ControversyStage
 
 if TYPE_CHECKING:
-    from persona_gen.config.run import RunConfig
-    from persona_gen.pipeline.stage import ModelStage
+    from persona_gen.run.config import RunConfig
 
 Phase = Literal["personas", "prompts", "plan", "pairs", "bench"]
-PHASES: tuple[Phase, ...] = ("personas", "prompts", "plan", "pairs")
-"""The job's phases in the order it runs them; `run --until PHASE` stops after one.
-PERSONA Bench ("bench") runs later, on a finished run, with `persona-gen bench run`."""
 Role = Literal["enricher", "judge", "classifier", "generator"]
 Unit = Literal["persona_attempt", "source_prompt", "prompt", "pair", "request", "sample"]
 """What one call of a stage is made for (plan-cost counts calls by it)."""
@@ -50,39 +60,54 @@ PLAN = "plan"
 BENCH = BENCH_FOLDER
 
 
-def _section(cfg: RunConfig, dotted: str) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
+@dataclass(frozen=True)
+class PhaseStep:
+    """One phase of the run: the table that marks it done and the tables it reads."""
+
+    name: Phase
+    makes: str
+    needs: tuple[str, ...] = ()
+
+
+GRAPH: tuple[PhaseStep, ...] = (
+    PhaseStep("personas", PERSONAS),
+    PhaseStep("prompts", PROMPTS),
+    PhaseStep("plan", PLAN, needs=(PERSONAS, PROMPTS)),
+    PhaseStep("pairs", "feedback/pairs", needs=(PLAN,)),
+)
+"""The run's phases in the order it runs them; `run --until PHASE` stops after one.
+PERSONA Bench ("bench") runs later, on a finished run, with `persona-gen bench run`."""
+PHASES: tuple[Phase, ...] = tuple(p.name for p in GRAPH)
+
+
+def phase(name: str) -> PhaseStep:
+    return next(p for p in GRAPH if p.name == name)
+
+
+def maker(table: str) -> Phase:
+    """The phase that writes a table."""
+    return next(p.name for p in GRAPH if p.makes == table)
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One model stage of the job: what it reads and writes, with which model, and when.
+    """One model stage of the run: what it reads and writes, and when.
 
-    The stage's class (`kind`) declares the rest: its name, id column, the columns it
-    needs and adds, its prompt template, output schema or choices, and parser.
+    Its kind declares the rest: its name, id column, the columns it needs and adds, its
+    template's variables, its settings type and parser. Its settings come from the config
+    (`stages.<name>`), resolved over `stages.defaults` and `built_in`.
     """
 
-    kind: type
+    kind: StageKind
     phase: Phase
     role: Role
-    model_key: str
-    """Dotted config key naming the registry model, e.g. 'feedback.model'."""
     reads: str
     """Folder of the rows the stage is planned over."""
     writes: str
     """Folder its committed blocks go to (one Parquet file per block)."""
     unit: Unit
-    max_tokens_key: str | None
-    """Dotted config key of its output token cap (None: fixed by the stage)."""
-    build: Callable[[RunConfig], ModelStage]
-    retry_max_tokens_key: str | None = None
-    """Dotted config key of the cap of its one retry for rows cut by length (None or 0:
-    no retry)."""
-    enabled_key: str | None = None
-    """Dotted config key that must be truthy for the stage to run (None: always runs)."""
+    built_in: dict[str, Any] = field(default_factory=dict)
+    """Its own defaults where they differ from StageSettings' (a judge is greedy, ...)."""
     reads_where: tuple[str, str] | None = None
     """Plan only input rows whose column has this value (rows an earlier filter kept)."""
     keep_if: tuple[str, tuple[str, ...]] | None = None
@@ -91,6 +116,9 @@ class Stage:
     """Columns not stored in its blocks (joined again by the chain's lookups)."""
     persona_prefix: bool = False
     """Requests start with the persona block, so one persona's requests share a prefix."""
+    models_from: str | None = None
+    """The key listing the models it runs, when it runs several rather than one of its own
+    (the bench's models under test; the human study's role-players)."""
 
     @property
     def name(self) -> str:
@@ -108,99 +136,80 @@ class Stage:
     def adds(self) -> tuple[str, ...]:
         return self.kind.adds()
 
+    @property
+    def model_key(self) -> str:
+        """The config key naming its model (for messages)."""
+        return self.models_from or f"stages.{self.name}.model"
+
+    def settings(self, cfg: RunConfig) -> StageSettings:
+        """Its settings, every field filled (own value, stages.defaults, built-in)."""
+        own: StageSettings = getattr(cfg.stages, self.name)
+        return own.resolve(cfg.stages.defaults, self.built_in)
+
     def enabled(self, cfg: RunConfig) -> bool:
-        return self.enabled_key is None or bool(_section(cfg, self.enabled_key))
+        return bool(self.settings(cfg).enabled)
 
     def model(self, cfg: RunConfig) -> str:
-        return _section(cfg, self.model_key)
+        if self.models_from:
+            raise ValueError(f"stage {self.name} runs every model of {self.models_from}")
+        return str(self.settings(cfg).model)
 
-    def max_tokens(self, cfg: RunConfig) -> int | None:
-        return None if self.max_tokens_key is None else _section(cfg, self.max_tokens_key)
+    def max_tokens(self, cfg: RunConfig) -> int:
+        return int(self.settings(cfg).max_tokens or 0)
 
     def retry_max_tokens(self, cfg: RunConfig) -> int | None:
-        key = self.retry_max_tokens_key
-        return None if key is None else (_section(cfg, key) or None)
+        return self.settings(cfg).retry_limit()
 
+    def template(self, cfg: RunConfig) -> PromptTemplate | None:
+        """The config's template for it (checked), or None for the shipped default."""
+        value = self.settings(cfg).template
+        if value is None:
+            return None
+        where = f"stages.{self.name}.template"
+        return load_template(value, where).check(self.kind.variables, where)
 
-def _stage_classes() -> dict[str, type]:
-    # Imported here, not at module level: the method packages import the pipeline, and the
-    # recipe is read by light commands (status) that need no stage code until they build.
-    from persona_gen.bench.answer import AnswerStage
-    from persona_gen.bench.judge import JudgeStage as BenchJudgeStage
-    from persona_gen.feedback.stages import CritiqueStage, OriginalStage, RevisionStage, VerifyStage
-    from persona_gen.personas.enrich import EnrichStage
-    from persona_gen.personas.judge import JudgeStage
-    from persona_gen.prompts.classify import ControversyStage
-
-    return {c.name: c for c in (EnrichStage, JudgeStage, ControversyStage, OriginalStage,
-                                CritiqueStage, RevisionStage, VerifyStage, AnswerStage,
-                                BenchJudgeStage)}
-
+    def build(self, cfg: RunConfig) -> ModelStage:
+        """The stage, ready to run: its one constructor, from its resolved settings."""
+        return self.kind.build(self.settings(cfg), self.template(cfg), cfg.run.seed)
 
 def _declare() -> tuple[Stage, ...]:
-    k = _stage_classes()
-    from persona_gen.bench import run as bench_run
-    from persona_gen.feedback import stages as dpf
-    from persona_gen.prompts import classify
-
+    greedy = {"temperature": 0.0}
     controversy = Stage(
-        k["controversy"], "prompts", "classifier", "prompts.classifier_model",
-        reads=PROMPT_CANDIDATES, writes="prompts/classified", unit="source_prompt",
-        max_tokens_key=None, enabled_key="prompts.classifier_model",
-        keep_if=(LABEL_COLUMN, (CONTROVERSIAL,)),
-        build=lambda c: classify.for_model(c.prompts.classifier_model))
-    original = Stage(
-        k["original"], "prompts", "generator", "feedback.model",
-        reads=controversy.writes, writes="feedback/originals", unit="prompt",
-        max_tokens_key="feedback.original_max_tokens",
-        retry_max_tokens_key="feedback.original_retry_max_tokens",
-        reads_where=(LABEL_COLUMN, CONTROVERSIAL),
-        build=lambda c: k["original"](dpf.sampling(c, "original"),
-                                      dpf.retry_limit(c, "original")))
+        ControversyStage, "prompts", "classifier", reads=PROMPT_CANDIDATES,
+        writes="prompts/classified", unit="source_prompt",
+        built_in={**greedy, "max_tokens": 32, "retry_max_tokens": 64},
+        keep_if=(LABEL_COLUMN, (CONTROVERSIAL,)))
     return (
-        Stage(k["enrich"], "personas", "enricher", "personas.enrich_model",
-              reads="personas/enrich_input", writes="personas/enrich", unit="persona_attempt",
-              max_tokens_key="personas.enrich_max_tokens",
-              retry_max_tokens_key="personas.enrich_retry_max_tokens",
-              build=lambda c: k["enrich"].from_config(c.personas, c.run.seed)),
-        Stage(k["consistency"], "personas", "judge", "personas.judge_model",
-              reads="personas/consistency_input", writes="personas/consistency",
-              unit="persona_attempt", max_tokens_key="personas.judge_max_tokens",
-              retry_max_tokens_key="personas.judge_retry_max_tokens",
-              enabled_key="personas.model_consistency_check",
-              build=lambda c: k["consistency"].from_config(c.personas, c.run.seed)),
+        Stage(EnrichStage, "personas", "enricher", reads="personas/enrich_input",
+              writes="personas/enrich", unit="persona_attempt",
+              built_in={"temperature": 0.8, "max_tokens": 400}),
+        Stage(ConsistencyStage, "personas", "judge", reads="personas/consistency_input",
+              writes="personas/consistency", unit="persona_attempt",
+              built_in={**greedy, "max_tokens": 96}),
         controversy,
-        original,
-        Stage(k["critique"], "pairs", "generator", "feedback.model",
-              reads=PLAN, writes="feedback/critiques", unit="pair",
-              max_tokens_key="feedback.critique_max_tokens",
-              retry_max_tokens_key="feedback.critique_retry_max_tokens",
-              drop=("persona",), persona_prefix=True,
-              build=lambda c: k["critique"](dpf.sampling(c, "critique"),
-                                            dpf.retry_limit(c, "critique"))),
-        Stage(k["revision"], "pairs", "generator", "feedback.model",
-              reads=PLAN, writes="feedback/pairs", unit="pair",
-              max_tokens_key="feedback.revision_max_tokens",
-              retry_max_tokens_key="feedback.revision_retry_max_tokens", persona_prefix=True,
-              build=lambda c: k["revision"](dpf.sampling(c, "revision"),
-                                            dpf.retry_limit(c, "revision"))),
-        Stage(k["verify"], "pairs", "judge", "feedback.judge_model",
-              reads=PLAN, writes="feedback/verification", unit="pair",
-              max_tokens_key="feedback.verify_max_tokens",
-              retry_max_tokens_key="feedback.verify_retry_max_tokens",
-              enabled_key="feedback.verify",
+        Stage(ORIGINAL, "prompts", "generator", reads=controversy.writes,
+              writes="feedback/originals", unit="prompt",
+              reads_where=(LABEL_COLUMN, CONTROVERSIAL)),
+        Stage(CRITIQUE, "pairs", "generator", reads=PLAN, writes="feedback/critiques",
+              unit="pair", drop=("persona",), persona_prefix=True),
+        Stage(REVISION, "pairs", "generator", reads=PLAN, writes="feedback/pairs", unit="pair",
+              persona_prefix=True),
+        Stage(VerifyStage, "pairs", "judge", reads=PLAN, writes="feedback/verification",
+              unit="pair", built_in={**greedy, "max_tokens": 96},
               drop=("persona", "instruction", "original", "critique", "data"),
-              persona_prefix=True,
-              build=lambda c: k["verify"](dpf.judge_sampling(c), c.feedback.judge_model,
-                                          dpf.retry_limit(c, "verify"))),
-        Stage(k["bench_answer"], "bench", "generator", "bench.models",
-              reads=f"{BENCH}/work/bench_answer_input", writes=f"{BENCH}/work/bench_answer",
-              unit="request", max_tokens_key="bench.max_tokens",
-              build=lambda c: bench_run.answer_stage(c.bench)),
-        Stage(k["bench_judge"], "bench", "judge", "bench.judge_model",
-              reads=f"{BENCH}/work/bench_judge_input", writes=f"{BENCH}/work/bench_judge",
-              unit="sample", max_tokens_key="bench.judge_max_tokens",
-              build=lambda c: bench_run.judge_stage(c.bench, c.run.seed)),
+              persona_prefix=True),
+        Stage(AnswerStage, "bench", "generator", reads=f"{BENCH}/work/bench_answer_input",
+              writes=f"{BENCH}/work/bench_answer", unit="request",
+              built_in={"retry_max_tokens": 0}, models_from="bench.models",
+              persona_prefix=True),
+        Stage(BenchJudgeStage, "bench", "judge", reads=f"{BENCH}/work/bench_judge_input",
+              writes=f"{BENCH}/work/bench_judge", unit="sample",
+              built_in={**greedy, "max_tokens": 384, "retry_max_tokens": 0},
+              persona_prefix=True),
+        Stage(RoleplayChoiceStage, "bench", "judge", reads=f"{BENCH}/human/items",
+              writes=f"{BENCH}/human/roleplay", unit="sample",
+              built_in={**greedy, "max_tokens": 4, "retry_max_tokens": 0},
+              models_from="bench roleplay --model", persona_prefix=True),
     )
 
 
@@ -208,7 +217,7 @@ _STAGES: tuple[Stage, ...] | None = None
 
 
 def all_stages() -> tuple[Stage, ...]:
-    """Every stage declaration, in the order the job runs them (bench stages last)."""
+    """Every stage declaration, in the order a run runs them (bench stages last)."""
     global _STAGES
     if _STAGES is None:
         _STAGES = _declare()
@@ -243,7 +252,7 @@ class Recipe:
 
 
 def recipe(cfg: RunConfig) -> Recipe:
-    """The job's stages this config enables (bench stages are not part of the job).
+    """The run's stages this config enables (bench stages are not part of it).
 
     A disabled stage passes its input through: a stage that reads what a disabled stage
     writes reads that stage's input instead (no classifier: originals for every candidate).
@@ -262,8 +271,23 @@ def recipe(cfg: RunConfig) -> Recipe:
 
 
 def models(cfg: RunConfig) -> list[str]:
-    """Registry models the job's enabled stages use, sorted."""
+    """Registry models the run's enabled stages use, sorted."""
     return sorted({s.model(cfg) for s in recipe(cfg)})
+
+
+def settings(cfg: RunConfig, name: str) -> StageSettings:
+    """A stage's resolved settings: what the run builds it from and plan-cost plans with."""
+    return stage(name).settings(cfg)
+
+
+def build(cfg: RunConfig, name: str) -> ModelStage:
+    return stage(name).build(cfg)
+
+
+def built(cfg: RunConfig, phase_name: Phase) -> dict[str, ModelStage]:
+    """Every enabled stage of a phase, built (bench: both of its stages)."""
+    stages = all_stages() if phase_name == "bench" else recipe(cfg).stages
+    return {s.name: s.build(cfg) for s in stages if s.phase == phase_name and s.enabled(cfg)}
 
 
 def chain(cfg: RunConfig, phase: Phase) -> Chain:

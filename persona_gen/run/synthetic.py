@@ -12,7 +12,7 @@ from persona_gen.plan.assign import build_plan
 from persona_gen.plan.config import PlanConfig
 from persona_gen.plan.ids import synthetic_ids
 from persona_gen.run import recipe as R
-from persona_gen.run.job import DONE_MARKER
+from persona_gen.run.execute import DONE_MARKER
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 

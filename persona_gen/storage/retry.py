@@ -1,9 +1,9 @@
 """Ride out storage hiccups: retry transient failures of one operation with backoff, up to
 `storage.retry_budget_s`, then fail with one line naming the endpoint and the operation.
 
-The S3 clients retry a few times on their own (pyarrow's retry strategy, boto3's retry
-config); that absorbs throttling and a dropped connection, not an endpoint that is gone for
-a minute. This loop is the layer above them: every call of `persona_gen.storage.objects`
+Each store's client retries a few times on its own (pyarrow's S3 retry strategy, the GCS
+client's retry time limit, the Azure SDK's retry policy); that absorbs throttling and a
+dropped connection, not an endpoint that is gone for a minute. This loop is the layer above them: every call of `persona_gen.storage.objects`
 and the status counts goes through it, on the driver and in every Ray worker alike (the
 budget travels inside the Location). A block retried this way is rewritten whole, so a
 retry never duplicates a row.
@@ -24,14 +24,21 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 TRANSIENT_PATTERNS = (
+    # S3 (AWS SDK through pyarrow)
     "AWS Error NETWORK_CONNECTION", "curlCode", "Couldn't connect", "Connection refused",
     "Connection reset", "connection was closed", "Broken pipe", "timed out", "Timeout",
     "AWS Error SLOW_DOWN", "SlowDown", "AWS Error SERVICE_UNAVAILABLE",
     "AWS Error INTERNAL_FAILURE", "HTTP status 500", "HTTP status 502", "HTTP status 503",
     "HTTP status 504", "AWS Error REQUEST_TIMEOUT", "AWS Error THROTTLING",
+    # GCS (google-cloud-cpp): its retry policy gave up on a transient status
+    "UNAVAILABLE:", "DEADLINE_EXCEEDED:", "RESOURCE_EXHAUSTED:", "Could not connect",
+    # Azure Blob (Azure SDK for C++)
+    "Fail to get a new connection", "[ServerBusy]", "[InternalError]",
+    "[OperationTimedOut]",
 )
-"""Substrings of pyarrow/AWS SDK error messages that mean "try again" (an unreachable
-endpoint, throttling, a 5xx): also given to Ray Data as its retried I/O and map errors."""
+"""Substrings of pyarrow's S3, GCS and Azure error messages that mean "try again" (an
+unreachable endpoint, throttling, a 5xx): also given to Ray Data as its retried I/O and map
+errors."""
 
 _MAX_SLEEP_S = 5.0
 

@@ -1,4 +1,4 @@
-"""A run's address: `<root>/<run_id>/`, with the S3 settings needed to reach it.
+"""A run's address: `<root>/<run_id>/`, with the storage settings needed to reach it.
 
 `RunRef` is built once, from the CLI or the config, and passed whole to everything that
 reads or writes the run, Ray workers included: it pickles as three plain values, and each
@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from persona_gen.errors import UserError
-from persona_gen.storage.settings import S3Settings
+from persona_gen.storage.settings import StorageSettings
 from persona_gen.storage.uri import Location, resolve
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -30,21 +30,21 @@ def check_run_id(run_id: str) -> str:
 @dataclass(frozen=True, eq=False)
 class RunRef:
     root_uri: str
-    """Where runs live: a path, file:// or s3://bucket/prefix."""
+    """Where runs live: a path, file://, s3://, gs:// or az://bucket/prefix."""
     run_id: str
-    storage: S3Settings = field(default_factory=S3Settings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @classmethod
-    def at(cls, root_uri: str, run_id: str, storage: S3Settings | None = None) -> RunRef:
-        storage = storage or S3Settings()
+    def at(cls, root_uri: str, run_id: str, storage: StorageSettings | None = None) -> RunRef:
+        storage = storage or StorageSettings()
         # Normalised once (relative paths made absolute), so every process sees one address.
         return cls(resolve(root_uri, storage).uri, check_run_id(run_id), storage)
 
     @classmethod
-    def parse(cls, run_uri: str, storage: S3Settings | None = None) -> RunRef:
+    def parse(cls, run_uri: str, storage: StorageSettings | None = None) -> RunRef:
         """`<root>/<run_id>` as one URI (what `status` prints and `--run` takes)."""
         text = run_uri.rstrip("/")
-        if "/" not in text.removeprefix("s3://").strip("/"):
+        if "/" not in (text.split("://", 1)[1] if "://" in text else text).strip("/"):
             raise UserError("a run URI is <root>/<run_id>, e.g. ./out/demo or "
                             "s3://bucket/runs/paper-v1", source=run_uri)
         root, run_id = text.rsplit("/", 1)

@@ -1,4 +1,4 @@
-"""The job: the recipe's phases run (or resumed) over storage.
+"""Executing a run: the recipe's phases run (or resumed) over storage, one attempt at a time.
 
     personas   census draw -> persona slots --(enrich, consistency)--> personas
     prompts    prompt file -> candidates --(controversy, original)--> prompts
@@ -9,7 +9,7 @@ Each phase first looks at what storage already holds, so re-running a run id res
 `run --until PHASE` (or `--only PHASE`) writes exactly what the full run writes, so a
 later full run carries on from it. The driver computes only small, deterministic tables
 (census draw, candidates, plan); every model call runs in Ray Data actor pools bound to
-engine actors that live for the whole job (persona_gen.pipeline).
+engine actors that live for the whole attempt (persona_gen.pipeline).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from persona_gen.config.run import RunConfig
 from persona_gen.errors import (
     EXIT_BUG,
     ConfigError,
@@ -39,11 +39,20 @@ from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.executor import run_chains
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import PipelineRunner
+from persona_gen.pipeline.stage import Bound, ModelStage
 from persona_gen.run import quality
 from persona_gen.run import recipe as R
-from persona_gen.run.manifest import Failure, Manifest, StageRecord, load_or_create
+from persona_gen.run.config import RunConfig
+from persona_gen.run.manifest import (
+    Failure,
+    Manifest,
+    StageRecord,
+    load_or_create,
+    refuse_deterministic_retry,
+)
 from persona_gen.run.progress import StageProgress, Ticker
-from persona_gen.run.status import count_rows, stage_status, sum_columns
+from persona_gen.run.scan import tally
+from persona_gen.run.status import stage_status
 from persona_gen.storage import objects
 from persona_gen.storage.runref import RunRef
 
@@ -56,7 +65,7 @@ DATASET_COLUMNS = ("pair_id", "persona_id", "prompt_id", "persona", "instruction
 
 
 @dataclass
-class JobSummary:
+class RunSummary:
     run: RunRef
     phases: list[str]
     stages: dict[str, StageRecord]
@@ -82,7 +91,7 @@ def phases_to_run(until: R.Phase = "pairs", only: R.Phase | None = None) -> list
     return list(R.PHASES[: R.PHASES.index(until) + 1])
 
 
-class Job:
+class Attempt:
     """One attempt at a run: its config, address, manifest, progress and engines."""
 
     def __init__(self, cfg: RunConfig, run: RunRef, manifest: Manifest,
@@ -151,7 +160,7 @@ class Job:
             old = self.manifest.stages.get(s.name, StageRecord())
             prompt, output = f"{s.name}_prompt_tokens", f"{s.name}_output_tokens"
             reasoning = f"{s.name}_reasoning_tokens"  # 0 where the stage does not think
-            tokens = sum_columns(self.run.child(s.writes), (prompt, output, reasoning))
+            tokens = tally(self.run.child(s.writes), sums=(prompt, output, reasoning)).sums
             stages[s.name] = StageRecord(
                 planned=st.planned or 0, done=st.done, errors=st.errors,
                 prompt_tokens=tokens[prompt], output_tokens=tokens[output],
@@ -186,107 +195,143 @@ class Job:
 
 # ---- phases --------------------------------------------------------------------------------
 
-def personas_phase(job: Job) -> None:
-    """The census draw, then persona slots through the persona stages (with resampling)."""
-    from persona_gen.personas.build import build_personas
-    from persona_gen.personas.job import census_sampler, census_seed, resampler
+PhaseRunner = Callable[[Attempt], None]
+_RUNNERS: dict[str, PhaseRunner] = {}
+
+
+def runs(phase: R.Phase) -> Callable[[PhaseRunner], PhaseRunner]:
+    """Register the code of one phase of the recipe's graph (R.GRAPH)."""
+    def register(fn: PhaseRunner) -> PhaseRunner:
+        _RUNNERS[phase] = fn
+        return fn
+
+    return register
+
+
+def _bound(attempt: Attempt, built: dict[str, ModelStage], name: str) -> Bound | None:
+    """A built stage with the engine that runs it (a stand-in: the engines live in the
+    attempt's engine hosts), or None when the config disables it."""
     from persona_gen.pipeline.runner import EngineRef
 
-    if objects.exists(job.run.child(R.PERSONAS)):
+    stage = built.get(name)
+    return None if stage is None else Bound(stage, EngineRef(R.stage(name).model(attempt.cfg)))
+
+
+@runs("personas")
+def personas_phase(attempt: Attempt) -> None:
+    """The census draw, then persona slots through the persona stages (with resampling)."""
+    from persona_gen.personas.build import build_personas
+    from persona_gen.run.draws import census_sampler, census_seed, resampler
+
+    if objects.exists(attempt.run.child(R.PERSONAS)):
         return
-    cfg = job.cfg
+    cfg = attempt.cfg
     census = census_sampler(cfg, cfg.census.n, census_seed(cfg))
-    objects.write_table_atomic(job.run.child(R.CENSUS_DRAW), census)
-    judge = R.stage("consistency")
+    objects.write_table_atomic(attempt.run.child(R.CENSUS_DRAW), census)
+    built = R.built(cfg, "personas")
     table, stats = build_personas(
-        census, EngineRef(R.stage("enrich").model(cfg)),
-        EngineRef(judge.model(cfg)) if judge.enabled(cfg) else None,
-        cfg.personas, cfg.run.seed, resampler(cfg, census_sampler), runner=_runner(job))
-    job.commit_table(R.PERSONAS, table, R.PERSONA_STATS, "personas", stats.model_dump(mode="json"))
-    job.close_bars([s.name for s in job.recipe.in_phase("personas")])
+        census, cfg.personas, cfg.run.seed, resampler(cfg, census_sampler),
+        enrich=_bound(attempt, built, "enrich"),
+        consistency=_bound(attempt, built, "consistency"), runner=_runner(attempt))
+    attempt.commit_table(R.PERSONAS, table, R.PERSONA_STATS, "personas",
+                         stats.model_dump(mode="json"))
+    attempt.close_bars([s.name for s in attempt.recipe.in_phase("personas")])
 
 
-def _runner(job: Job) -> PipelineRunner:
+def _runner(attempt: Attempt) -> PipelineRunner:
     def folders(name: str) -> tuple[str, str]:
         s = R.stage(name)
         return s.reads, s.writes
 
     def on_plan(stage: str, rows: int) -> None:
-        st = stage_status(job.run, R.stage(stage))
-        job.bars.plan(stage, st.planned or rows, st.done, st.errors)
+        st = stage_status(attempt.run, R.stage(stage))
+        attempt.bars.plan(stage, st.planned or rows, st.done, st.errors)
 
-    return PipelineRunner(job.run, folders, job.cfg.pipeline, job.hosts, ("persona_id",),
-                          on_plan=on_plan, on_result=job.on_result)
+    return PipelineRunner(attempt.run, folders, attempt.cfg.pipeline, attempt.hosts,
+                          ("persona_id",), on_plan=on_plan, on_result=attempt.on_result)
 
 
 def prompt_candidates(cfg: RunConfig) -> Candidates:
     """The prompt file through the rule filters and `prompts.limit` (no model)."""
     from persona_gen.prompts.build import select_prompts
 
-    sel = select_prompts(cfg.prompts, engine=None, s3=cfg.storage, seed=cfg.run.seed)
+    sel = select_prompts(cfg.prompts, None, s3=cfg.storage, seed=cfg.run.seed)
     return sel.kept, sel.stats.model_dump(mode="json")
 
 
-def prompts_phase(job: Job) -> None:
+@runs("prompts")
+def prompts_phase(attempt: Attempt) -> None:
     """Candidates -> controversy -> originals -> topics and split: prompts.parquet."""
-    if objects.exists(job.run.child(R.PROMPTS)):
+    if objects.exists(attempt.run.child(R.PROMPTS)):
         return
-    if not job.complete(R.PROMPT_CANDIDATES):
-        kept, filters = job.candidates or prompt_candidates(job.cfg)
-        job.write_blocks(R.PROMPT_CANDIDATES, kept)
-        job.manifest.counts["prompt_filters"] = filters
-        job.save()
-    job.run_chain(R.chain(job.cfg, "prompts"))
-    _finalize_prompts(job)
+    if not attempt.complete(R.PROMPT_CANDIDATES):
+        kept, filters = attempt.candidates or prompt_candidates(attempt.cfg)
+        attempt.write_blocks(R.PROMPT_CANDIDATES, kept)
+        attempt.manifest.counts["prompt_filters"] = filters
+        attempt.save()
+    attempt.run_chain(R.chain(attempt.cfg, "prompts"))
+    _finalize_prompts(attempt)
 
 
-def _finalize_prompts(job: Job) -> None:
+def _finalize_prompts(attempt: Attempt) -> None:
     from persona_gen.prompts.build import finalize_prompts
     from persona_gen.prompts.stats import PromptStats, StepCount
 
-    filters = PromptStats.model_validate(job.manifest.counts["prompt_filters"])
+    filters = PromptStats.model_validate(attempt.manifest.counts["prompt_filters"])
     original = R.stage("original")
-    answered = objects.read_table(job.run.child(original.writes),
+    answered = objects.read_table(attempt.run.child(original.writes),
                                   columns=["prompt_id", "text", "topic"])
     # The model steps, counted from storage like everything else.
-    for s in job.recipe.in_phase("prompts"):
-        st = stage_status(job.run, s)
-        where = (s.keep_if[0], s.keep_if[1][0]) if s.keep_if else None
-        kept = count_rows(job.run.child(s.writes), where)[0]
-        filters.steps.append(StepCount(name=s.name, seen=st.planned or 0, kept=kept,
-                                       rejected=(st.planned or 0) - kept, errors=st.errors))
-    filters.classifier = job.cfg.prompts.classifier_model
-    table, stats = finalize_prompts(answered, job.cfg.prompts, job.seed, filters)
-    job.commit_table(R.PROMPTS, table, R.PROMPT_STATS, "prompts", stats.model_dump(mode="json"))
+    for s in attempt.recipe.in_phase("prompts"):
+        st = stage_status(attempt.run, s)
+        loc = attempt.run.child(s.writes)
+        if s.keep_if:
+            column, values = s.keep_if
+            n = tally(loc, equal={column: values[0]}).equal[column]
+        else:
+            n = tally(loc).rows
+        filters.steps.append(StepCount(name=s.name, seen=st.planned or 0, kept=n,
+                                       rejected=(st.planned or 0) - n, errors=st.errors))
+    classifier = attempt.recipe.get("controversy")
+    filters.classifier = classifier.model(attempt.cfg) if classifier else None
+    table, stats = finalize_prompts(answered, attempt.cfg.prompts, attempt.seed, filters)
+    attempt.commit_table(R.PROMPTS, table, R.PROMPT_STATS, "prompts",
+                         stats.model_dump(mode="json"))
 
 
-def plan_phase(job: Job) -> None:
+@runs("plan")
+def plan_phase(attempt: Attempt) -> None:
     from persona_gen.plan.assign import build_plan
 
-    if job.complete(R.PLAN):
+    if attempt.complete(R.PLAN):
         return
-    personas = objects.read_table(job.run.child(R.PERSONAS), columns=["persona_id"])
-    prompts = objects.read_table(job.run.child(R.PROMPTS), columns=["prompt_id", "split"])
+    personas = objects.read_table(attempt.run.child(R.PERSONAS), columns=["persona_id"])
+    prompts = objects.read_table(attempt.run.child(R.PROMPTS), columns=["prompt_id", "split"])
     split = prompts.column("split")
     train = pc.filter(prompts.column("prompt_id"), pc.equal(split, "train")).to_pylist()
     heldout = pc.filter(prompts.column("prompt_id"), pc.equal(split, "heldout")).to_pylist()
-    plan = build_plan(personas.column("persona_id").to_pylist(), train, heldout, job.cfg.plan,
-                      job.seed)
-    job.write_blocks(R.PLAN, plan)
+    plan = build_plan(personas.column("persona_id").to_pylist(), train, heldout,
+                      attempt.cfg.plan, attempt.seed)
+    attempt.write_blocks(R.PLAN, plan)
     qtype = plan.column("question_type")
-    job.manifest.counts["plan"] = {
+    attempt.manifest.counts["plan"] = {
         "pairs": plan.num_rows,
         "train": int(pc.sum(pc.equal(qtype, "train")).as_py() or 0),
         "test": int(pc.sum(pc.equal(qtype, "test")).as_py() or 0),
     }
-    job.refresh()
+    attempt.refresh()
 
 
-def pairs_phase(job: Job) -> None:
-    job.run_chain(R.chain(job.cfg, "pairs"))
+@runs("pairs")
+def pairs_phase(attempt: Attempt) -> None:
+    attempt.run_chain(R.chain(attempt.cfg, "pairs"))
 
 
-# ---- the job -------------------------------------------------------------------------------
+if set(_RUNNERS) != set(R.PHASES):
+    raise AssertionError(f"phases with no code, or code with no phase: {set(_RUNNERS) ^ set(R.PHASES)}")
+
+
+# ---- an attempt ----------------------------------------------------------------------------
 
 def _preflight(cfg: RunConfig, run: RunRef, phases: list[R.Phase]) -> Candidates | None:
     """Check inputs before anything is written: a bad input leaves no run folder behind.
@@ -295,27 +340,21 @@ def _preflight(cfg: RunConfig, run: RunRef, phases: list[R.Phase]) -> Candidates
             and not cfg.census.sources:
         raise ConfigError("no census files listed (PUMS psam_p*.csv / csv_p??.zip or NIST "
                           "excerpt CSVs)", source="census.sources")
-    first = phases[0]
-    needs = {"plan": (R.PERSONAS, R.PROMPTS), "pairs": (R.PLAN,)}.get(first, ())
-    for folder in needs:
-        if not objects.exists(run.child(folder)):
-            before = "personas" if folder == R.PERSONAS else "prompts" if folder == R.PROMPTS \
-                else "plan"
-            raise DataError(f"not found; run `persona-gen run --until {before}` for this run "
-                            "first", source=run.child(folder).uri)
+    # What the first phase reads must exist, unless a phase of this attempt makes it.
+    for table in R.phase(phases[0]).needs:
+        if R.maker(table) not in phases and not objects.exists(run.child(table)):
+            raise DataError(f"not found; run `persona-gen run --until {R.maker(table)}` for "
+                            "this run first", source=run.child(table).uri)
     if "prompts" in phases and not objects.exists(run.child(R.PROMPTS)) \
             and not objects.exists(run.child(R.PROMPT_CANDIDATES, DONE_MARKER)):
         return prompt_candidates(cfg)
     return None
 
 
-PHASE_RUNNERS = {"personas": personas_phase, "prompts": prompts_phase, "plan": plan_phase,
-                 "pairs": pairs_phase}
-
-
-def run_job(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
-            only: R.Phase | None = None, progress: bool | None = None) -> JobSummary:
-    """Run (or resume) the job's phases up to `until` (or `only` one); returns the summary
+def execute(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
+            only: R.Phase | None = None, progress: bool | None = None,
+            allow_template_change: bool = False) -> RunSummary:
+    """Run (or resume) the run's phases up to `until` (or `only` one); returns the summary
     `persona-gen run` prints.
 
     Raises FailedRowsError (after everything is committed) when a stage's error rows are
@@ -326,32 +365,33 @@ def run_job(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(
         update={"run_id": run.run_id, "output": run.root_uri})})
     bind_run(run.run_id)
-    log = get_logger(stage="job")
+    log = get_logger(stage="run")
     phases = phases_to_run(until, only)
+    refuse_deterministic_retry(run, cfg.model_dump(mode="json"))  # before anything starts
     candidates = _preflight(cfg, run, phases)
     started = time.perf_counter()
-    manifest = load_or_create(run, cfg.model_dump(mode="json"), cfg.run.seed)
+    manifest = load_or_create(run, cfg, allow_template_change=allow_template_change)
     log.info("run_start", base=run.uri, attempt=manifest.attempts, phases=phases)
-    job: Job | None = None
+    attempt: Attempt | None = None
     try:
         with StageProgress(progress) as bars, ExitStack() as stack:
-            job = Job(cfg, run, manifest, bars, stack, candidates)
-            stack.enter_context(Ticker(cfg.run.progress_every_s, job.tick))
-            job.refresh()
+            attempt = Attempt(cfg, run, manifest, bars, stack, candidates)
+            stack.enter_context(Ticker(cfg.run.progress_every_s, attempt.tick))
+            attempt.refresh()
             for phase in phases:
                 log.info("phase_start", phase=phase)
-                PHASE_RUNNERS[phase](job)
+                _RUNNERS[phase](attempt)
         _remove_temporaries(run)
         done = sorted(set(manifest.phases) | set(phases), key=R.PHASES.index)
         manifest.phases = done
         manifest.status = "complete" if done == list(R.PHASES) else "partial"
         manifest.models = _models(cfg)
-        job.refresh()
-        summary = JobSummary(run=run, phases=done, stages=manifest.stages,
+        attempt.refresh()
+        summary = RunSummary(run=run, phases=done, stages=manifest.stages,
                              seconds=time.perf_counter() - started, example=_example(run))
         check_error_rates(manifest.stages, cfg.pipeline.max_error_fraction, summary)
     except BaseException as exc:
-        _record_failure(run, manifest, exc, job)
+        _record_failure(run, manifest, exc, attempt)
         raise
     log.info("run_complete", seconds=round(summary.seconds, 1), phases=done,
              pairs=manifest.stages.get("revision", StageRecord()).done)
@@ -359,7 +399,7 @@ def run_job(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
 
 
 def check_error_rates(stages: dict[str, StageRecord], limit: float,
-                      summary: JobSummary | None = None) -> None:
+                      summary: RunSummary | None = None) -> None:
     """FailedRowsError naming the worst stage whose committed error rows are over `limit`
     (a share of the rows it committed, good and failed)."""
     rates = {name: rec.errors / (rec.done + rec.errors)
@@ -378,7 +418,7 @@ def check_error_rates(stages: dict[str, StageRecord], limit: float,
 
 
 def _record_failure(run: RunRef, manifest: Manifest, exc: BaseException,
-                    job: Job | None) -> None:
+                    attempt: Attempt | None) -> None:
     """status `failed` with the reason, so `status` tells a dead run from a live one. If
     storage is what failed, this write may fail too: then the heartbeat goes stale."""
     code = exit_code_for(exc)
@@ -386,23 +426,19 @@ def _record_failure(run: RunRef, manifest: Manifest, exc: BaseException,
     manifest.failure = Failure(reason=one_line(exc), exit_code=EXIT_BUG if code is None else code,
                                at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
     try:
-        if job is not None:
-            job.save()
+        if attempt is not None:
+            attempt.save()
         else:
             manifest.save(run)
     except Exception as save_exc:
-        get_logger(stage="job").error("manifest_not_updated", reason=one_line(save_exc),
+        get_logger(stage="run").error("manifest_not_updated", reason=one_line(save_exc),
                                       note="status will show this run as stale")
 
 
 def _remove_temporaries(run: RunRef) -> None:
-    """Temp files of writers killed mid-write (local storage only; S3 PUTs leave none)."""
-    if not run.base.is_local:
-        return
-    from pathlib import Path
-
-    for tmp in Path(run.base.path).rglob(".tmp-*"):
-        tmp.unlink(missing_ok=True)
+    """Temporaries of writers killed mid-write (local files, Azure blobs; S3 and GCS
+    uploads leave none): no writer of this run is left by now."""
+    objects.remove_temporaries(run.base)
 
 
 def _models(cfg: RunConfig) -> dict[str, dict[str, Any]]:

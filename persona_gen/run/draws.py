@@ -1,4 +1,4 @@
-"""Census draws for a run's persona build: the first draw and fresh resampling draws.
+"""A run's census draws for its persona build: the first draw and fresh resampling draws.
 
 The census sampler is imported lazily, so this module loads without it.
 """
@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from persona_gen.config.run import RunConfig
 from persona_gen.personas.build import Resample
 from persona_gen.personas.seeds import derive_seed
+from persona_gen.run.config import RunConfig
 
 Sampler = Callable[[RunConfig, int, int], pa.Table]
 """(config, n, seed) -> n census people."""
