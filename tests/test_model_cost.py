@@ -23,12 +23,10 @@ PAPER = "jobs/configs/paper_8xh100.yaml"
 NEW = {  # model: GPUs per engine in its model file (engines on 8 x H100)
     "qwen3-8b": 1, "qwen3-30b-a3b": 2, "llama-3.3-70b-instruct-fp8": 2, "gemma-3-27b-it": 2,
     "gpt-oss-20b": 1, "gpt-oss-120b": 2, "mistral-small-3.2-24b-instruct": 2}
-MODEL_KEYS = ("personas.enrich_model", "personas.judge_model", "prompts.classifier_model",
-              "feedback.model", "feedback.judge_model")
 
 
 def plan_json(model: str, *extra: str) -> dict:
-    sets = [a for k in MODEL_KEYS for a in ("--set", f"{k}={model}")]
+    sets = ["--set", f"stages.defaults.model={model}"]
     res = runner.invoke(app, ["plan-cost", "--config", PAPER, "--json", *sets, *extra])
     assert res.exit_code == 0, res.output
     return json.loads(res.output)
@@ -84,11 +82,11 @@ def test_an_moe_that_does_not_fit_its_gpus_is_refused_in_one_line(tmp_path, monk
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
     _user_model(tmp_path, "qwen3-moe-one-gpu", tensor_parallel_size=1, expert_parallel=False)
     with pytest.raises(SystemExit) as ex:
-        main(["plan-cost", "--config", PAPER, "--set", "feedback.model=qwen3-moe-one-gpu"])
+        main(["plan-cost", "--config", PAPER, "--set", "stages.critique.model=qwen3-moe-one-gpu"])
     err = capsys.readouterr().err.strip()
     assert ex.value.code == 2 and len(err.splitlines()) == 1
     assert err == (
-        "error: feedback.model: 'qwen3-moe-one-gpu' (MoE, 30.5B parameters, 3.3B active, "
+        "error: stages.critique.model: 'qwen3-moe-one-gpu' (MoE, 30.5B parameters, 3.3B active, "
         "16-bit) needs 61 GB for its weights; 1 x H100 (its tensor_parallel_size) give them "
         "58 GB (1 x 80 GB, 90% for vLLM, 80% of that for weights): raise "
         "tensor_parallel_size in its model file")
@@ -112,12 +110,12 @@ def test_a_model_added_with_models_add_is_planned_from_its_checkpoint(tmp_path, 
 
 
 def test_reasoning_tokens_are_planned_apart_and_cost_decode_time():
-    from persona_gen.config import load_config
     from persona_gen.cost.estimate import workload_from_config
     from persona_gen.cost.render import plan_tables
+    from persona_gen.run.config import load_config
 
     table = load_table()
-    base = workload_from_config(load_config(PAPER, ["feedback.model=qwen3-8b"]))
+    base = workload_from_config(load_config(PAPER, ["stages.defaults.model=qwen3-8b"]))
     thinking = base.model_copy(update={"stages": [
         s.model_copy(update={"reasoning_tokens": 1000}) if s.stage == "critique" else s
         for s in base.stages]})
@@ -138,7 +136,7 @@ def test_reasoning_tokens_are_planned_apart_and_cost_decode_time():
 
 
 def test_workload_stages_default_to_no_reasoning():
-    w = Workload(personas=1, prompts=1, pairs_per_persona=1, max_tokens=8, stages=[StagePlan(
+    w = Workload(personas=1, prompts=1, pairs_per_persona=1, text_tokens={}, stages=[StagePlan(
         stage="critique", model="echo", model_field="feedback.model", unit="pair",
         prompt_parts=("prompt",), output_tokens=8, persona_prefix=False,
         writes="feedback/critiques")])

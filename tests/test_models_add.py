@@ -211,6 +211,8 @@ def test_bad_sources_are_one_line_refusals(args, expected, models_dir, capsys):
 
 def test_a_hub_id_without_a_hub_is_a_clear_refusal(models_dir, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import (another test may have imported it).
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     code, out = refused(capsys, "Qwen/Qwen3-8B")
     assert code == 2, out
     assert out.startswith("error: Qwen/Qwen3-8B: cannot read it from the Hugging Face hub")

@@ -257,11 +257,12 @@ def pairs_batch(n: int = 3) -> pa.Table:
 
 
 def test_thinking_on_puts_the_answer_in_data_and_the_reasoning_apart():
-    from persona_gen.feedback.stages import RevisionStage, VerifyStage
-    from persona_gen.pipeline.stage import apply_stage
+    from persona_gen.feedback.stages import REVISION, VerifyStage
+    from persona_gen.pipeline.stage import TextStage, apply_stage
 
     engine = echo_family(QWEN3)
-    stage = RevisionStage(Sampling(max_tokens=64, seed=3), thinking=Thinking(on=True))
+    stage = TextStage(kind=REVISION, sampling=Sampling(max_tokens=64, seed=3),
+                      thinking=Thinking(on=True))
     out = apply_stage(stage, engine, pairs_batch()).to_pylist()
     for row in out:
         assert row["error"] is None
@@ -270,8 +271,8 @@ def test_thinking_on_puts_the_answer_in_data_and_the_reasoning_apart():
         assert "</think>" not in row["revision_reasoning"]
         assert 0 < row["revision_reasoning_tokens"] < row["revision_output_tokens"]
     # A JSON stage with thinking on still parses its answer (the reasoning is not JSON).
-    verify = VerifyStage(Sampling(max_tokens=64, temperature=0.0, seed=3), "echo-think",
-                         thinking=Thinking(on=True))
+    verify = VerifyStage(sampling=Sampling(max_tokens=64, temperature=0.0, seed=3),
+                         judge_model="echo-think", thinking=Thinking(on=True))
     batch = pa.table({**{c: pairs_batch().column(c) for c in pairs_batch().column_names},
                       "data": [r["data"] for r in out]})
     judged = apply_stage(verify, engine, batch).to_pylist()
@@ -281,10 +282,10 @@ def test_thinking_on_puts_the_answer_in_data_and_the_reasoning_apart():
 
 
 def test_thinking_off_adds_no_columns_and_never_leaks_reasoning():
-    from persona_gen.feedback.stages import RevisionStage
-    from persona_gen.pipeline.stage import apply_stage
+    from persona_gen.feedback.stages import REVISION
+    from persona_gen.pipeline.stage import TextStage, apply_stage
 
-    stage = RevisionStage(Sampling(max_tokens=64, seed=3))
+    stage = TextStage(kind=REVISION, sampling=Sampling(max_tokens=64, seed=3))
     for reasoning in (QWEN3, R1, GPT_OSS):
         out = apply_stage(stage, echo_family(reasoning), pairs_batch())
         assert "revision_reasoning" not in out.column_names
@@ -293,9 +294,10 @@ def test_thinking_off_adds_no_columns_and_never_leaks_reasoning():
 
 
 def test_a_row_cut_inside_its_reasoning_is_an_error_not_an_empty_answer():
-    from persona_gen.feedback.stages import RevisionStage
+    from persona_gen.feedback.stages import REVISION
+    from persona_gen.pipeline.stage import TextStage
 
-    stage = RevisionStage(Sampling(max_tokens=8), thinking=Thinking(on=True))
+    stage = TextStage(kind=REVISION, sampling=Sampling(max_tokens=8), thinking=Thinking(on=True))
     cut = ChatResult(id="p0", texts=[""], reasonings=["weighing and"],
                      finish_reasons=["length"], output_tokens=8, reasoning_tokens=8)
     out = stage.results(pairs_batch(1), [cut]).to_pylist()[0]
@@ -303,11 +305,11 @@ def test_a_row_cut_inside_its_reasoning_is_an_error_not_an_empty_answer():
 
 
 def test_the_manifest_counts_reasoning_tokens_apart(tmp_path):
-    from persona_gen.config import load_config
-    from persona_gen.feedback.stages import RevisionStage
-    from persona_gen.pipeline.stage import apply_stage
+    from persona_gen.feedback.stages import REVISION
+    from persona_gen.pipeline.stage import TextStage, apply_stage
     from persona_gen.run import recipe as R
-    from persona_gen.run.job import Job
+    from persona_gen.run.config import load_config
+    from persona_gen.run.execute import Attempt
     from persona_gen.run.manifest import Manifest
     from persona_gen.run.progress import StageProgress
     from persona_gen.storage import objects
@@ -315,11 +317,12 @@ def test_the_manifest_counts_reasoning_tokens_apart(tmp_path):
 
     cfg = load_config("jobs/configs/cpu_demo.yaml", [f"run.output={tmp_path}"])
     run = RunRef.at(str(tmp_path), "r")
-    stage = RevisionStage(Sampling(max_tokens=64, seed=1), thinking=Thinking(on=True))
+    stage = TextStage(kind=REVISION, sampling=Sampling(max_tokens=64, seed=1),
+                      thinking=Thinking(on=True))
     block = apply_stage(stage, echo_family(QWEN3), pairs_batch(4))
     objects.write_table_atomic(run.child(R.stage("revision").writes, "b0.parquet"), block)
     with ExitStack() as stack:
-        job = Job(cfg, run, Manifest.new("r", {}, 0), StageProgress(False), stack, None)
+        job = Attempt(cfg, run, Manifest.new("r", cfg), StageProgress(False), stack, None)
         job.refresh()
     record = job.manifest.stages["revision"]
     assert record.reasoning_tokens == sum(block.column("revision_reasoning_tokens").to_pylist())
@@ -372,11 +375,12 @@ def test_http_engine_takes_a_servers_reasoning_apart():
 
 
 def test_a_stage_carries_its_thinking_into_every_request():
-    from persona_gen.feedback.stages import CritiqueStage
+    from persona_gen.feedback.stages import CRITIQUE
+    from persona_gen.pipeline.stage import TextStage
 
-    stage = replace(CritiqueStage(Sampling(max_tokens=32)),
+    stage = replace(TextStage(kind=CRITIQUE, sampling=Sampling(max_tokens=32)),
                     thinking=Thinking(on=True, budget=128))
     reqs = stage.requests(pairs_batch(2))
     assert all(r.thinking == Thinking(on=True, budget=128) for r in reqs)
     assert stage.reasoning_columns() == ("critique_reasoning", "critique_reasoning_tokens")
-    assert CritiqueStage(Sampling()).reasoning_columns() == ()
+    assert TextStage(kind=CRITIQUE).reasoning_columns() == ()
