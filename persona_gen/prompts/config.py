@@ -11,7 +11,7 @@ from persona_gen.config.base import StrictModel
 
 class PromptsConfig(StrictModel):
     source: str | None = None
-    """PRISM-style prompt file (JSONL, CSV or Parquet; a path, file:// or s3:// URI);
+    """PRISM-style prompt file (JSONL, CSV or Parquet; a path, file://, s3://, gs:// or az:// URI);
     default: the bundled prompt set."""
     text_column: str = "opening_prompt"
     """Column holding the prompt text in `source` (PRISM's name by default)."""

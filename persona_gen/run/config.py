@@ -38,7 +38,8 @@ from persona_gen.storage.settings import S3Settings
 
 class RunSection(StrictModel):
     output: str = "./out"
-    """Root URI for runs: a path, file:// or s3://bucket/prefix. A run lives at <output>/<run_id>/."""
+    """Root URI for runs: a path (local or a shared filesystem), file://, s3://, gs:// or
+    az://bucket/prefix. A run lives at <output>/<run_id>/."""
     run_id: str | None = None
     """Reuse a run id to resume that run; default: a new id from the time and config."""
     seed: int = 0
