@@ -15,7 +15,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast test-cloud test-slurm azurite lint demo bench clean help
+.PHONY: setup test test-fast test-cloud test-slurm test-families azurite lint demo bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -47,10 +47,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 
 test: setup  ## set-up plus the whole suite (lint first: it takes a second); not test-cloud/test-slurm
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
-	$(PY) -m pytest -q --durations=15 -m "not cloud and not slurm" tests
+	$(PY) -m pytest -q --durations=15 -m "not cloud and not slurm and not families" tests
 
 test-fast: setup  ## the suite without the slow real-model tests
-	$(PY) -m pytest -q -m "not model and not cloud and not slurm" tests
+	$(PY) -m pytest -q -m "not model and not cloud and not slurm and not families" tests
 
 # Azure Blob's emulator comes from npm (Node.js 18+); pinned, into the venv's folder.
 AZURITE_VERSION := 3.37.0
@@ -72,6 +72,9 @@ test-slurm: setup  ## cluster/slurm's sbatch script on a one-node Slurm cluster 
 	command -v slurmd >/dev/null && command -v munged >/dev/null || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge; }
 	$(PY) -m pytest -q -rs -s --durations=5 -m slurm tests
+
+test-families: setup  ## tiny random-weight checkpoints of today's families through vLLM on CPU (~6 min)
+	$(PY) -m pytest -q --durations=15 -m families tests
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks

@@ -18,8 +18,10 @@ from persona_gen.cost.estimate import (
     plan_cost,
     workload_from_config,
 )
+from persona_gen.cost.model_files import with_model_files
+from persona_gen.cost.model_size import note as model_note
 from persona_gen.cost.render import print_plan
-from persona_gen.cost.tables import load_table
+from persona_gen.cost.tables import ThroughputTable, load_table
 from persona_gen.run.config import load_config
 
 
@@ -29,6 +31,17 @@ def registry_engines() -> dict[str, EngineInfo]:
 
     return {name: EngineInfo(kind=m.spec.engine, tensor_parallel_size=m.spec.tensor_parallel_size)
             for name, m in discover().items()}
+
+
+def planning_table() -> ThroughputTable:
+    """The throughput table, plus models it lacks whose model files say what their
+    checkpoint is (`models add` writes that): derived figures for them."""
+    from persona_gen.engines.registry import discover
+
+    checkpoints = {name: (m.spec.checkpoint, m.spec.source or name)
+                   for name, m in discover().items()
+                   if m.spec.engine == "vllm" and m.spec.checkpoint is not None}
+    return with_model_files(load_table(), checkpoints)
 
 
 def plan_cost_cmd(
@@ -48,10 +61,15 @@ def plan_cost_cmd(
 ) -> None:
     """Estimate model calls, tokens, GPU-hours, wall time and storage for a config."""
     cfg = load_config(config, set_ or [])
-    table = load_table()
+    table = planning_table()
     tokens = validate_model(TokenAssumptions, apply_overrides({}, assume or []), "--assume")
     plan = plan_cost(workload_from_config(cfg, prompts, tokens, source_prompts),
                      parse_cluster(cluster, table), table, registry_engines())
+    # MoE and quantized models: what the plan took for them (active parameters, precision).
+    for name in dict.fromkeys(s.model for s in plan.stages if s.model in table.models):
+        found = model_note(name, table.models[name], table.derivation)
+        if found is not None:
+            plan.notes.append(found)
     if as_json:
         typer.echo(plan.model_dump_json(indent=2))
     else:

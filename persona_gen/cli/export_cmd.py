@@ -26,6 +26,9 @@ def export(
         "the run has no report (re-reads the census files it sampled).")] = True,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a non-empty target folder.")] = False,
+    reasoning: Annotated[bool, typer.Option(
+        "--reasoning", help="Keep the <stage>_reasoning columns of stages run with thinking "
+        "on (left out by default).")] = False,
     run: RunUriOpt = None,
     output: OutputOpt = None,
     run_id: RunIdOpt = None,
@@ -47,7 +50,8 @@ def export(
     ref = run_ref(cfg, output, run_id, run)
     target = Target(resolve(to, cfg.storage), overwrite=overwrite)
     opts = ExportOptions(fmt=fmt, verified_only=verified_only,
-                         max_shard_bytes=max_shard_mb << 20, fidelity=fidelity)
+                         max_shard_bytes=max_shard_mb << 20, fidelity=fidelity,
+                         reasoning=reasoning)
     result = export_run(ref, target, opts)
     typer.echo(result.target)
     for name, splits in result.splits.items():

@@ -1,17 +1,26 @@
-"""`persona-gen models list|check|prepare`: the model registry from the command line."""
+"""`persona-gen models list|check|prepare|add`: the model registry from the command line."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
-from persona_gen.engines.registry import ModelSpec, discover, get_spec, shipped_dir, user_dir
+from persona_gen.engines.registry import (
+    MODELS_DIR_ENV,
+    ModelSpec,
+    discover,
+    get_spec,
+    shipped_dir,
+    user_dir,
+)
 
-app = typer.Typer(help="List, check and prepare models (one YAML file per model).",
+app = typer.Typer(help="List, check, prepare and add models (one YAML file per model).",
                   no_args_is_help=True)
 
 
@@ -105,7 +114,9 @@ def check(
                     f"{result.error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
     typer.echo(f"{spec.name}: loaded in {loaded:.1f}s; reply in {result.latency_s:.2f}s "
-               f"({result.prompt_tokens} prompt + {result.output_tokens} output tokens):")
+               f"({result.prompt_tokens} prompt + {result.output_tokens} output tokens"
+               + (f", {result.reasoning_tokens} of them reasoning" if result.reasoning_tokens
+                  else "") + "):")
     typer.echo(result.text.strip())
 
 
@@ -124,3 +135,61 @@ def prepare(
         files = len((folder / bundled.CHECKSUMS).read_text().splitlines())
         typer.echo(f"{item}: ready at {folder} ({files} files verified, "
                    f"{time.monotonic() - started:.1f}s)")
+
+
+@app.command("add")
+def add(
+    source: Annotated[str, typer.Argument(
+        help="A Hugging Face id (needs the hub), a local folder or an s3:// folder.")],
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Model name (default: from the source's last path part).")] = None,
+    gpu: Annotated[str, typer.Option(
+        "--gpu", help="GPU class the file's tensor_parallel_size is for (plan-cost's "
+        "GPU types: H100, H200, A100-80GB, ...).")] = "H100",
+    max_model_len: Annotated[int, typer.Option(
+        "--max-model-len", min=64, help="Cap on the context written (the model's own, "
+        "if smaller).")] = 32768,
+    to: Annotated[Path | None, typer.Option(
+        "--to", help="Folder to write NAME.yaml into (default: $PERSONA_GEN_MODELS_DIR, "
+        "else the current folder).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a model file for a checkpoint, inferred from its config.json, weights' headers,
+    tokenizer config and chat template; print what was inferred and what was not.
+
+    Inferred: architecture, parameters (total and active), quantization and size, GPUs per engine for each GPU class, context length, system-role support (by rendering the template), reasoning style (from the template and config), tokenizer mode. Then run `persona-gen models check NAME`.
+    """  # typer keeps line breaks: one line per paragraph
+    from persona_gen.cost.tables import load_table
+    from persona_gen.engines.infer import infer, model_file_text
+    from persona_gen.errors import UserError
+
+    table = load_table()
+    gpu_name, _ = table.gpu(gpu)
+    inferred = infer(source, {g: s.memory_gb for g, s in table.gpus.items()},
+                     target_gpu=gpu_name, name=name, context_cap=max_model_len)
+    folder = to or user_dir() or Path.cwd()
+    path = folder / f"{inferred.spec['name']}.yaml"
+    if path.exists() and not force:
+        raise UserError("exists; pass --force to replace it", source=str(path))
+    text = model_file_text(inferred, source)
+    # Validate before writing: a file that would not load is never left behind.
+    from persona_gen.config.loader import validate_model
+
+    validate_model(ModelSpec, yaml.safe_load(text), str(path)).check(str(path))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    rows = [["FIELD", "INFERRED"], *([k, v] for k, v in inferred.found)]
+    typer.echo(_table(rows))
+    if inferred.unknown:
+        typer.echo("\nnot inferred:")
+        for item in inferred.unknown:
+            typer.echo(f"  - {item}")
+    typer.echo(f"\nwrote {path}")
+    registry = user_dir()
+    if registry is not None and folder.resolve() == registry.resolve():
+        typer.echo(f"next: persona-gen models check {inferred.spec['name']}")
+    else:
+        typer.echo(f"next: persona-gen models check {path} (to use it by name, keep it in "
+                   f"${MODELS_DIR_ENV})")

@@ -11,6 +11,7 @@ compute-bound: 2 x params FLOPs per prompt token at an assumed fraction of peak.
 
 from __future__ import annotations
 
+from persona_gen.cost.model_size import active_params_b, fits, step_weight_gb, weight_gb
 from persona_gen.cost.tables import (
     Derivation,
     GpuSpec,
@@ -23,10 +24,9 @@ from persona_gen.cost.tables import (
 
 def replica_gpus(model: ModelSpec, gpu: GpuSpec, d: Derivation) -> int | None:
     """Fewest GPUs (a power of two) whose usable memory holds the weights with room for KV."""
-    weights_gb = model.params_b * d.bytes_per_param
     g = 1
     while g <= d.max_gpus_per_replica:
-        if weights_gb <= d.max_weight_share * g * gpu.memory_gb * d.memory_utilization:
+        if fits(model, gpu, g, d):
             return g
         g *= 2
     return None
@@ -35,17 +35,19 @@ def replica_gpus(model: ModelSpec, gpu: GpuSpec, d: Derivation) -> int | None:
 def roofline_decode_tok_s(model: ModelSpec, gpu: GpuSpec, g: int, d: Derivation) -> float:
     """Memory-bound decode rate of one replica before efficiency losses."""
     usable = g * gpu.memory_gb * 1e9 * d.memory_utilization
-    weights = model.params_b * 1e9 * d.bytes_per_param
+    weights = weight_gb(model, d) * 1e9
     kv_per_seq = model.kv_bytes_per_token * d.seq_tokens
     running = min(d.max_num_seqs, int((usable - weights) // kv_per_seq))
     if running < 1:
         return 0.0
-    step_s = (weights + running * kv_per_seq) / (g * gpu.bandwidth_gb_s * 1e9)
+    # A mixture of experts reads only the experts its running sequences route to.
+    read = step_weight_gb(model, d, running) * 1e9
+    step_s = (read + running * kv_per_seq) / (g * gpu.bandwidth_gb_s * 1e9)
     return running / step_s
 
 
 def prefill_tok_s(model: ModelSpec, gpu: GpuSpec, g: int, d: Derivation) -> float:
-    return d.prefill_mfu * g * gpu.bf16_dense_tflops * 1e12 / (2 * model.params_b * 1e9)
+    return d.prefill_mfu * g * gpu.bf16_dense_tflops * 1e12 / (2 * active_params_b(model) * 1e9)
 
 
 def _anchor(table: ThroughputTable, ref: str) -> tuple[ThroughputEntry, float]:
@@ -92,7 +94,7 @@ def at_gpus(table: ThroughputTable, e: ThroughputEntry, g: int) -> tuple[float, 
     measured row keeps its measured efficiency), prefill in proportion to the GPUs. None
     where the weights do not fit on `g` GPUs."""
     m, s, d = table.models[e.model], table.gpus[e.gpu], table.derivation
-    if m.params_b * d.bytes_per_param > d.max_weight_share * g * s.memory_gb * d.memory_utilization:
+    if not fits(m, s, g, d):
         return None
     base = roofline_decode_tok_s(m, s, e.gpus_per_replica, d)
     roof = roofline_decode_tok_s(m, s, g, d)

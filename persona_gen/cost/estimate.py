@@ -18,6 +18,7 @@ from pydantic import Field
 
 from persona_gen.config.base import StrictModel
 from persona_gen.cost.derive import at_gpus
+from persona_gen.cost.model_size import does_not_fit
 from persona_gen.cost.tables import ThroughputTable
 from persona_gen.errors import UserError
 from persona_gen.run.config import RunConfig
@@ -87,6 +88,8 @@ class StagePlan(StrictModel):
     """The stage's output cap (None: the classifier's, from the assumptions)."""
     persona_prefix: bool
     writes: str
+    reasoning_tokens: int = Field(0, ge=0)
+    """Reasoning tokens per call (a stage with thinking on: its budget); 0: no thinking."""
 
 
 class Workload(StrictModel):
@@ -148,6 +151,8 @@ class StageVolume(StrictModel):
     cached_prompt_tokens: int = 0
     """Prompt tokens served from the prefix cache (not recomputed)."""
     output_tokens: int
+    reasoning_tokens: int = 0
+    """Generated before the answers (thinking on), counted apart from output_tokens."""
 
 
 def expected_attempts(rate: float, max_resamples: int) -> float:
@@ -182,7 +187,7 @@ def stage_volumes(w: Workload) -> list[StageVolume]:
             stage=s.stage, model=s.model, model_field=s.model_field, calls=calls,
             prompt_tokens=calls * prompt_each,
             cached_prompt_tokens=cached if s.persona_prefix else 0,
-            output_tokens=calls * out_each))
+            output_tokens=calls * out_each, reasoning_tokens=calls * s.reasoning_tokens))
     return out
 
 
@@ -220,17 +225,17 @@ def estimate_stage(v: StageVolume, cluster: Cluster, table: ThroughputTable,
         # (pipeline.engine_host.engine_layout): plan with that layout, not the table's.
         scaled = at_gpus(table, e, engine.tensor_parallel_size)
         if scaled is None:
-            raise UserError(
-                f"'{v.model}' does not fit on tensor_parallel_size={engine.tensor_parallel_size} "
-                f"{cluster.gpu} GPUs (its model file); the table's figure uses {gpus}",
-                source=v.model_field)
+            raise does_not_fit(v.model, table.models[v.model], cluster.gpu,
+                               table.gpus[cluster.gpu], engine.tensor_parallel_size,
+                               table.derivation, v.model_field)
         gpus, (out_s, pre_s), basis = engine.tensor_parallel_size, scaled, f"{e.basis}, scaled"
     replicas = cluster.count // gpus
     if replicas == 0:
         raise UserError(
             f"'{v.model}' needs {gpus} {cluster.gpu} GPUs per engine; "
             f"--cluster {cluster.label} has {cluster.count}", source=v.model_field)
-    replica_s = (v.output_tokens / out_s + (v.prompt_tokens - v.cached_prompt_tokens) / pre_s)
+    replica_s = ((v.output_tokens + v.reasoning_tokens) / out_s
+                 + (v.prompt_tokens - v.cached_prompt_tokens) / pre_s)
     return StageEstimate(
         **v.model_dump(), gpus_per_replica=gpus, replicas=replicas,
         gpu_hours=replica_s * gpus / 3600,
@@ -287,6 +292,7 @@ class CostPlan(StrictModel):
     calls: int
     prompt_tokens: int
     output_tokens: int
+    reasoning_tokens: int = 0
     gpu_hours: float
     """Busy GPU time summed over stages."""
     wall_hours: float
@@ -309,6 +315,7 @@ def plan_cost(w: Workload, cluster: Cluster, table: ThroughputTable,
         calls=sum(s.calls for s in stages),
         prompt_tokens=sum(s.prompt_tokens for s in stages),
         output_tokens=sum(s.output_tokens for s in stages),
+        reasoning_tokens=sum(s.reasoning_tokens for s in stages),
         gpu_hours=sum(s.gpu_hours for s in stages),
         wall_hours=wall, billed_gpu_hours=wall * cluster.count,
         storage=storage_volume(w), notes=layout_notes(stages, table, cluster),

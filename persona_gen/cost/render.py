@@ -43,20 +43,24 @@ def plan_tables(plan: CostPlan) -> Group:
              f"{w.pairs_per_persona} prompts = {w.pairs:,} pairs over {w.prompts:,} prompts, "
              "max_tokens " + "/".join(f"{k} {v}" for k, v in w.text_tokens.items()))
     t = Table(title=title, title_justify="left")
+    # Reasoning tokens (stages with thinking on) get their own column, only when planned.
+    thinks = plan.reasoning_tokens > 0
     for col, right in (("stage", False), ("model", False), ("calls", True),
                        ("prompt tok", True), ("cached", True), ("output tok", True),
+                       *((("reasoning tok", True),) if thinks else ()),
                        ("GPUs/engine", True), ("engines", True), ("GPU-h", True),
                        ("wall", True), ("figure", False)):
         t.add_column(col, justify="right" if right else "left")
     for s in plan.stages:
         t.add_row(s.stage, s.model, f"{s.calls:,}", tokens(s.prompt_tokens),
                   tokens(s.cached_prompt_tokens), tokens(s.output_tokens),
+                  *((tokens(s.reasoning_tokens),) if thinks else ()),
                   str(s.gpus_per_replica or "-"), str(s.replicas or "-"),
                   f"{s.gpu_hours:.2f}", duration(s.wall_hours), s.basis)
     t.add_section()
     t.add_row("total", "", f"{plan.calls:,}", tokens(plan.prompt_tokens), "",
-              tokens(plan.output_tokens), "", "", f"{plan.gpu_hours:.2f}",
-              duration(plan.wall_hours), "")
+              tokens(plan.output_tokens), *((tokens(plan.reasoning_tokens),) if thinks else ()),
+              "", "", f"{plan.gpu_hours:.2f}", duration(plan.wall_hours), "")
 
     st = Table(title="Object storage (uncompressed)", title_justify="left")
     st.add_column("part")

@@ -36,6 +36,15 @@ class ModelSpec(StrictModel):
     kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
     source: str = Field(min_length=10)
+    # MoE and quantized checkpoints (persona_gen.cost.model_size)
+    active_params_b: float | None = Field(default=None, gt=0)
+    """Parameters per token of a mixture of experts (None: dense, all of them)."""
+    experts: int | None = Field(default=None, ge=2)
+    experts_per_token: int | None = Field(default=None, ge=1)
+    quantization: Literal["fp8", "int8", "int4", "mxfp4"] | None = None
+    """The checkpoint's precision (None: the derivation's bytes_per_param, BF16)."""
+    weights_gb: float | None = Field(default=None, gt=0)
+    """The checkpoint's size where precision alone would misstate it (mixed MXFP4/BF16)."""
 
     @property
     def kv_bytes_per_token(self) -> int:

@@ -4,9 +4,9 @@
 when a vLLM engine is created.
 """
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Engine, Message, Sampling
+from persona_gen.engines.base import ChatRequest, ChatResult, Engine, Message, Sampling, Thinking
 from persona_gen.engines.factory import create_engine
 from persona_gen.engines.registry import ModelSpec, get_spec
 
 __all__ = ["ChatRequest", "ChatResult", "Engine", "Message", "ModelSpec", "Sampling",
-           "create_engine", "get_spec"]
+           "Thinking", "create_engine", "get_spec"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from persona_gen.config.base import StrictModel
 
@@ -27,10 +27,28 @@ class Sampling(StrictModel):
     n: int = Field(default=1, ge=1)
 
 
+class Thinking(StrictModel):
+    """Whether a request lets a reasoning model think before it answers.
+
+    Off by default: the paper's method (arXiv 2407.17387) has no reasoning step, and
+    reasoning eats token limits sized for answers. A family that cannot stop reasoning
+    (gpt-oss) reasons briefly when off; its reasoning is still kept out of the answer.
+    Frozen: a stage (a frozen dataclass) holds one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on: bool = False
+    budget: int | None = Field(default=None, ge=1)
+    """Most reasoning tokens per sample, where the family supports a budget (its model
+    file's `reasoning.budget`); None: no limit but the request's max_tokens."""
+
+
 class ChatRequest(StrictModel):
     id: str
     messages: list[Message]
     sampling: Sampling = Field(default_factory=Sampling)
+    thinking: Thinking = Field(default_factory=Thinking)
     json_schema: dict[str, Any] | None = None
     """Constrain output to this JSON schema; results carry the parsed object."""
     choices: list[str] | None = None
@@ -45,8 +63,14 @@ class ChatResult(StrictModel):
     """Parsed JSON per sample when a schema was asked for."""
     finish_reasons: list[str | None] = Field(default_factory=list)
     """Why each sample ended, as the engine says: 'stop', 'length' (cut at max_tokens), ..."""
+    reasonings: list[str | None] = Field(default_factory=list)
+    """Per sample, the reasoning the model wrote before its answer (None: none); `texts`
+    then hold only the answers. Empty where the engine reports no reasoning at all."""
     prompt_tokens: int = 0
     output_tokens: int = 0
+    """Every generated token, reasoning included (as OpenAI's completion_tokens)."""
+    reasoning_tokens: int = 0
+    """The part of output_tokens that was reasoning, all samples and attempts together."""
     latency_s: float = 0.0
     error: str | None = None
 
@@ -62,6 +86,11 @@ class ChatResult(StrictModel):
     @property
     def text(self) -> str:
         return self.texts[0] if self.texts else ""
+
+    @property
+    def reasoning(self) -> str | None:
+        """The first sample's reasoning (None where it wrote none)."""
+        return self.reasonings[0] if self.reasonings else None
 
     def parsed_as(self, model: type[M]) -> list[M]:
         """The parsed samples validated into `model` (raises if the row failed)."""

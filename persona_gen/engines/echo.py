@@ -3,7 +3,10 @@
 For pipeline plumbing, resumption tests and throughput benchmarks: text reads
 "echo:<hash> word word ..." (about max_tokens/4 words, so it is plainly not a model), JSON
 is generated from the request's schema so it always validates, and a choice is picked from
-the list. Token counts are whitespace words. It applies the model's context limit exactly
+the list. Token counts are whitespace words. A model file whose `reasoning` style is not
+`none` makes it write a reasoning block before each answer when the request's thinking is
+on (or the family always reasons), in the family's markup, which the shared splitter
+(persona_gen.engines.reasoning) takes out again: plumbing for reasoning models. It applies the model's context limit exactly
 as the vLLM engine does, so over-long prompts fail the same way in both.
 
 Speed matters (benchmarks push 317,200 rows through it): no schema validation per
@@ -17,6 +20,15 @@ import time
 from typing import Any
 
 from persona_gen.engines.base import ChatRequest, ChatResult, prompt_too_long
+from persona_gen.engines.reasoning import (
+    CHANNEL,
+    END,
+    FINAL_HEADER,
+    MESSAGE,
+    START,
+    Reasoner,
+    ReasoningSpec,
+)
 from persona_gen.engines.registry import ModelSpec
 from persona_gen.engines.structured import effective_sampling
 from persona_gen.hashing import stable_int
@@ -100,6 +112,17 @@ def echo_text(h: int, max_tokens: int) -> str:
     else:
         words = [_POOL[(start + i) % len(_POOL)] for i in range(count - 1)]
     return f"echo:{h:016x} " + " ".join(words) if words else f"echo:{h:016x}"
+
+
+def with_reasoning(spec: ReasoningSpec, h: int, words: int, answer: str) -> str:
+    """`answer` as a reasoning family writes it, after `words` words of reasoning."""
+    thought = echo_text(h ^ 0x5EED, words * 4).replace("echo:", "thinking:", 1) if words else ""
+    if spec.style == "channel":
+        return (f"{CHANNEL}analysis{MESSAGE}{thought}{END}{START}assistant"
+                f"{FINAL_HEADER}{MESSAGE}{answer}")
+    # A family that always reasons gets its think block opened by the template.
+    opening = "" if spec.always else f"{spec.start} "
+    return f"{opening}{thought} {spec.end}\n\n{answer}"
 
 
 # --- JSON from a schema ---------------------------------------------------------------------
@@ -291,6 +314,7 @@ class EchoEngine:
         self.spec = spec
         self.name = spec.name
         self.max_model_len = spec.max_model_len
+        self.reasoner = Reasoner(spec.reasoning)
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         return [self._one(r) for r in requests]
@@ -307,7 +331,14 @@ class EchoEngine:
         max_tokens = min(sampling.max_tokens, self.max_model_len - prompt)
         texts: list[str] = []
         parsed: list[Any] = []
-        out_tokens = 0
+        reasonings: list[str | None] = []
+        out_tokens = reasoning_tokens = 0
+        r = self.spec.reasoning
+        thinks = r.reasons and (request.thinking.on or r.always)
+        # As in vLLM, a budget ends the reasoning (ReasoningSpec.budget_for).
+        budget = r.budget_for(request.thinking)
+        think_words = budget if budget is not None else max(
+            1, max_tokens // (8 if request.thinking.on else 16))
         try:
             for i in range(sampling.n):
                 h = sample_hash(base, i)
@@ -322,6 +353,14 @@ class EchoEngine:
                 else:
                     text = echo_text(h, max_tokens)
                     out_tokens += max(1, max_tokens // 4)  # the words echo_text wrote
+                if thinks:
+                    raw = with_reasoning(r, h, think_words, text)
+                    split = self.reasoner.split(raw)
+                    spent = self.reasoner.reasoning_tokens(split, raw)
+                    text = split.answer
+                    reasonings.append(split.reasoning)
+                    out_tokens += spent
+                    reasoning_tokens += spent
                 texts.append(text)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             return ChatResult(
@@ -330,8 +369,9 @@ class EchoEngine:
         # Echo writes about max_tokens / 4 words, so it always ends on its own.
         return ChatResult(
             id=request.id, texts=texts, parsed=parsed, finish_reasons=["stop"] * len(texts),
-            prompt_tokens=prompt, output_tokens=out_tokens,
-            latency_s=time.perf_counter() - started, error=None)
+            reasonings=reasonings, prompt_tokens=prompt, output_tokens=out_tokens,
+            reasoning_tokens=reasoning_tokens, latency_s=time.perf_counter() - started,
+            error=None)
 
     def close(self) -> None:
         """Nothing to release."""

