@@ -107,3 +107,21 @@ def test_each_chain_step_finds_the_columns_it_needs(phase: str) -> None:
         assert set(declared.needs) <= have, (step.name, set(declared.needs) - have)
         have |= set(declared.adds)
         have -= set(step.drop) - {lk.column for lk in chain.lookups}
+
+
+def test_thinking_is_a_stage_setting() -> None:
+    """stages.<name>.thinking reaches the built stage's requests; plan-cost counts its
+    budget; a stage without a switch refuses it in one line."""
+    from persona_gen.cost.estimate import workload_from_config
+    from persona_gen.errors import ConfigError
+
+    cfg = _cfg(stages={"defaults": {"thinking": "off"},
+                       "critique": {"thinking": "on", "thinking_budget": 64}})
+    critique = R.build(cfg, "critique")
+    assert critique.thinking.on and critique.thinking.budget == 64
+    assert not R.build(cfg, "revision").thinking.on
+    assert "critique_reasoning" in critique.reasoning_columns()
+    planned = {s.stage: s.reasoning_tokens for s in workload_from_config(cfg).stages}
+    assert planned["critique"] == 64 and planned["revision"] == 0
+    with pytest.raises(ConfigError, match=r"stages\.bench_answer\.thinking"):
+        _cfg(stages={"bench_answer": {"thinking": "on"}})

@@ -124,7 +124,11 @@ def workload_from_config(cfg: RunConfig, prompts: int = PAPER_PROMPTS,
     stages = [StagePlan(stage=s.name, model=s.model(cfg), model_field=s.model_key, unit=s.unit,
                         prompt_parts=s.kind.prompt_parts,
                         output_tokens=None if s.role == "classifier" else s.max_tokens(cfg),
-                        persona_prefix=s.persona_prefix, writes=s.writes)
+                        persona_prefix=s.persona_prefix, writes=s.writes,
+                        # Thinking on: its budget on top of the answer (no budget: the
+                        # reasoning shares max_tokens, already counted).
+                        reasoning_tokens=(s.settings(cfg).thinking_budget or 0)
+                        if s.settings(cfg).thinking == "on" else 0)
               for s in recipe(cfg)]
     return Workload(
         personas=cfg.census.n,

@@ -9,20 +9,21 @@ and read back (the manifest does) resolves the same way.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
 from persona_gen.config.base import StrictModel
-from persona_gen.engines.base import Sampling
+from persona_gen.engines.base import Sampling, Thinking
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """The bundled CPU model: every stage's model unless a config names another."""
-SHARED = ("model", "temperature", "top_p", "max_tokens", "retry_max_tokens")
+SHARED = ("model", "temperature", "top_p", "max_tokens", "retry_max_tokens", "thinking",
+          "thinking_budget")
 """The fields `stages.defaults` may set (a template, a switch or a sample count belong to
 one stage)."""
 BUILT_IN: dict[str, Any] = {"model": DEFAULT_MODEL, "enabled": True, "temperature": 0.7,
-                            "top_p": 1.0, "max_tokens": 256, "n": 1}
+                            "top_p": 1.0, "max_tokens": 256, "n": 1, "thinking": "off"}
 
 
 class StageSettings(StrictModel):
@@ -41,6 +42,14 @@ class StageSettings(StrictModel):
     more call."""
     n: int | None = Field(default=None, ge=1)
     """Samples per request; only stages that keep several samples accept more than 1."""
+    thinking: Literal["off", "on"] | None = None
+    """Whether a reasoning model may think before it answers (the model file says how its
+    family does). Off by default: the paper's method (arXiv 2407.17387) has no reasoning
+    step. With it on, the stage's text columns hold only the answer and the reasoning goes
+    to `<stage>_reasoning`."""
+    thinking_budget: int | None = Field(default=None, ge=1)
+    """Most reasoning tokens per sample where the family supports a budget (added to
+    max_tokens); None: the reasoning shares max_tokens with the answer."""
     template: str | dict[str, str] | None = None
     """Prompt template: a .jinja file, inline Jinja text, or {system, user}; default:
     persona_gen/templates/<stage>.jinja."""
@@ -49,6 +58,10 @@ class StageSettings(StrictModel):
         """The request sampling of a resolved value (row seeds derive from `seed`)."""
         return Sampling(temperature=self.temperature, top_p=self.top_p,  # type: ignore[arg-type]
                         max_tokens=self.max_tokens, n=self.n, seed=seed)  # type: ignore[arg-type]
+
+    def thinking_value(self) -> Thinking:
+        """What a resolved value asks of a reasoning model, as requests carry it."""
+        return Thinking(on=self.thinking == "on", budget=self.thinking_budget)
 
     def retry_limit(self) -> int | None:
         """Cap of the one retry for answers cut by length (None: no retry)."""

@@ -211,6 +211,8 @@ class RunConfig(StrictModel):
             raise ConfigError("bench.k > 1 needs temperature > 0, otherwise every sample is "
                               "the same", source="stages.bench_answer.temperature")
         for s in R.all_stages():
+            if s.settings(self).thinking == "on":
+                s.build(self)  # refuses a stage with no thinking switch, naming its key
             value = getattr(self.stages, s.name).template
             if value is not None:
                 where = f"stages.{s.name}.template"

@@ -25,6 +25,7 @@ from persona_gen.bench.answer import AnswerStage
 from persona_gen.bench.judge import BenchJudgeStage
 from persona_gen.bench.layout import FOLDER as BENCH_FOLDER
 from persona_gen.bench.roleplay import RoleplayChoiceStage
+from persona_gen.errors import ConfigError
 from persona_gen.feedback.stages import CRITIQUE, ORIGINAL, REVISION, VerifyStage
 from persona_gen.personas.consistency import ConsistencyStage
 from persona_gen.personas.enrich import EnrichStage
@@ -170,7 +171,15 @@ class Stage:
 
     def build(self, cfg: RunConfig) -> ModelStage:
         """The stage, ready to run: its one constructor, from its resolved settings."""
-        return self.kind.build(self.settings(cfg), self.template(cfg), cfg.run.seed)
+        settings = self.settings(cfg)
+        stage = self.kind.build(settings, self.template(cfg), cfg.run.seed)
+        thinking = settings.thinking_value()
+        if hasattr(stage, "thinking"):
+            stage = replace(stage, thinking=thinking)  # type: ignore[type-var]
+        elif thinking.on:
+            raise ConfigError("this stage has no thinking switch (its modes ask for reasoning "
+                              "where the method wants it)", source=f"stages.{self.name}.thinking")
+        return stage
 
 def _declare() -> tuple[Stage, ...]:
     greedy = {"temperature": 0.0}
