@@ -27,7 +27,8 @@ def registry_engines() -> dict[str, EngineInfo]:
     """Engine kind and tensor parallelism of every registered model."""
     from persona_gen.engines.registry import discover
 
-    return {name: EngineInfo(kind=m.spec.engine, tensor_parallel_size=m.spec.tensor_parallel_size)
+    return {name: EngineInfo(kind=m.spec.engine, tensor_parallel_size=m.spec.tensor_parallel_size,
+                             spec=m.spec)
             for name, m in discover().items()}
 
 
