@@ -87,6 +87,9 @@ class Manifest(BaseModel):
     config: dict[str, Any]
     seed: int
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    engine_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per model, the settings its engines run with, as their host logged them at start
+    (`engine_settings`: scheduler values, KV-cache capacity, tensor parallelism, dtype)."""
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 1
