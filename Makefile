@@ -15,7 +15,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast lint demo bench clean help
+.PHONY: setup test test-fast test-acceptance lint demo bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,12 +45,15 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-test: setup  ## set-up plus the whole suite (lint first: it takes a second)
+test: setup  ## set-up plus the whole suite but the acceptance run (lint first: it takes a second)
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q --durations=15 -m "not acceptance" tests
+
+test-acceptance: setup  ## benchmarks/gpu_acceptance.py --cpu with the bundled model (minutes; CI runs it)
+	$(PY) -m pytest -q -m acceptance tests
 
 test-fast: setup  ## the suite without the slow real-model tests
-	$(PY) -m pytest -q -m "not model" tests
+	$(PY) -m pytest -q -m "not model and not acceptance" tests
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
@@ -72,3 +75,4 @@ bench: setup  ## benchmarks (tables on stdout): pipeline overhead, plan, census,
 	$(PY) benchmarks/export_scale.py
 	$(PY) benchmarks/engine_ceiling.py
 	$(PY) benchmarks/sim_scale.py
+	$(PY) benchmarks/gpu_acceptance.py --cpu

@@ -256,8 +256,9 @@ def test_the_plan_runs_each_engine_at_its_resolved_settings(raw_table: dict) -> 
     entry = table.entry("llama-3.1-8b-instruct", "H100", field="f")
     for s in plan.stages:
         own = (s.prompt_tokens - s.cached_prompt_tokens + s.output_tokens) // s.calls
+        context = (s.prompt_tokens + s.output_tokens // 2) // s.calls
         assert s.running_seqs == min(1024, 411_529 // own), s.stage
-        out_s, pre_s, _ = rate_with_settings(table, entry, settings, own)
+        out_s, pre_s, _ = rate_with_settings(table, entry, settings, own, context)
         busy = s.output_tokens / out_s + (s.prompt_tokens - s.cached_prompt_tokens) / pre_s
         assert s.gpu_hours == pytest.approx(busy / 3600, rel=1e-9)
     by = {s.stage: s for s in plan.stages}
@@ -269,7 +270,8 @@ def test_the_plan_runs_each_engine_at_its_resolved_settings(raw_table: dict) -> 
     m, g, d = table.models["llama-3.1-8b-instruct"], table.gpus["H100"], table.derivation
     crit = by["critique"]
     own = (crit.prompt_tokens - crit.cached_prompt_tokens + crit.output_tokens) // crit.calls
-    ratio = (roofline_decode_tok_s(m, g, 1, d, crit.running_seqs, own)
+    context = (crit.prompt_tokens + crit.output_tokens // 2) // crit.calls
+    ratio = (roofline_decode_tok_s(m, g, 1, d, crit.running_seqs, context)
              / roofline_decode_tok_s(m, g, 1, d, 256, 1300))
-    assert rate_with_settings(table, entry, settings, own)[0] == pytest.approx(
+    assert rate_with_settings(table, entry, settings, own, context)[0] == pytest.approx(
         fig["output_tok_s"] * ratio)

@@ -208,3 +208,24 @@ def test_a_process_the_host_spawns_joins_the_hosts_ray_cluster(ray_local):
     finally:
         ray.kill(probe)
     assert mine == child == ray.get_runtime_context().gcs_address
+
+
+def test_the_call_deadline_follows_the_block_and_its_token_limits():
+    from persona_gen.engines.base import ChatRequest, Message
+    from persona_gen.pipeline.engine_host import call_deadline
+
+    spec = get_spec("llama-3.1-8b-instruct")
+    cfg = PipelineConfig(actors=8, num_gpus_per_actor=1, blocks_in_flight=4)
+    deadline = call_deadline(spec, cfg)
+    # The start timeout (a restart reloads the model within the call): 1800 s + 20 s/GB.
+    assert deadline.start_s == pytest.approx(1800 + 20 * 8.03 * 2)
+    msg = [Message(role="user", content="q")]
+    free = [ChatRequest(id=str(i), messages=msg, sampling=Sampling(max_tokens=512))
+            for i in range(1024)]
+    assert deadline.seconds(free) == pytest.approx(deadline.start_s + 4 * 1024 * 512 / 100)
+    schema = [r.model_copy(update={"json_schema": {"type": "object"}}) for r in free[:10]]
+    assert deadline.seconds(schema) == pytest.approx(deadline.start_s + 4 * 10 * 512 * 3 / 100)
+    cpu = call_deadline(spec, PipelineConfig(blocks_in_flight=4))
+    assert cpu.seconds(free[:1]) == pytest.approx(cpu.start_s + 4 * 512 / 5)
+    fixed = call_deadline(spec, PipelineConfig(call_deadline_s=90))
+    assert fixed.seconds(free) == 90

@@ -125,14 +125,16 @@ def at_gpus(table: ThroughputTable, e: ThroughputEntry, g: int) -> tuple[float, 
 
 
 def rate_with_settings(table: ThroughputTable, e: ThroughputEntry, settings: EngineSettings,
-                       seq_tokens: int) -> tuple[float, float, int] | None:
+                       seq_tokens: int, context_tokens: int | None = None,
+                       ) -> tuple[float, float, int] | None:
     """(output tok/s, prefill tok/s, running sequences) of an engine with these resolved
-    settings (GPUs per engine, max_num_seqs, KV-cache tokens) on sequences of `seq_tokens`
-    (prompt and output): the row's figure rescaled from the anchors' batch to the one the
-    engine runs. None where the weights do not fit."""
+    settings (GPUs per engine, max_num_seqs, KV-cache tokens) on sequences that each hold
+    `seq_tokens` of the KV cache (their own prompt and output) and read `context_tokens` a
+    step on average (shared prefix included; default seq_tokens): the row's figure rescaled
+    from the anchors' batch to the one the engine runs. None where the weights do not fit."""
     g = settings.tensor_parallel_size
     running = running_seqs(settings.max_num_seqs, settings.kv_tokens(), seq_tokens)
-    out = _rescaled(table, e, g, running, seq_tokens)
+    out = _rescaled(table, e, g, running, context_tokens or seq_tokens)
     return None if out is None else (*out, running)
 
 

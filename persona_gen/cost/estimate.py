@@ -220,10 +220,13 @@ def estimate_stage(v: StageVolume, cluster: Cluster, table: ThroughputTable,
     if engine and engine.kind == "vllm" and engine.spec is not None:
         # The engine's resolved settings on this GPU class: its max_num_seqs, and the
         # sequences of this stage's size its KV cache holds (the sim engine reads the same);
-        # a cached persona prefix is held once for all the sequences that share it.
+        # a cached persona prefix is held once for all the sequences that share it, though
+        # each reads it every step (its whole prompt and, on average, half its output).
         settings = resolve_settings(engine.spec, cluster.gpu)
-        own = v.prompt_tokens - v.cached_prompt_tokens + v.output_tokens
-        rated = rate_with_settings(table, e, settings, own // max(1, v.calls))
+        calls = max(1, v.calls)
+        own = (v.prompt_tokens - v.cached_prompt_tokens + v.output_tokens) // calls
+        context = (v.prompt_tokens + v.output_tokens // 2) // calls
+        rated = rate_with_settings(table, e, settings, own, context)
         if rated is None:
             raise UserError(
                 f"'{v.model}' does not fit on tensor_parallel_size={settings.tensor_parallel_size}"

@@ -30,19 +30,22 @@ class SimSpec(StrictModel):
     It runs with the engine settings the real engine would get for `model` on `gpu_class`
     (persona_gen.engines.settings: max_num_seqs, and the KV-cache capacity in tokens that
     bounds how many sequences fit at once), so it never assumes a batch the real engine
-    would not run. Defaults: an 8B model in bf16 on one H100 with vLLM. A decode step takes
-    `step_ms + step_ms_per_seq x running` (about 12 ms for the weights' memory read plus
-    about 0.07 ms per running sequence for its KV cache and sampling, which puts 256 running
-    sequences near 8,500 output tokens/s, in line with public vLLM figures for Llama 3.1 8B
-    on an H100); output lengths are lognormal (median 220, capped at the request's
-    max_tokens and `max_len`), drawn from a seed and the request id.
+    would not run. A decode step takes `step_ms + step_ms_per_seq x running +
+    step_ms_per_1k_context x context tokens / 1000`: the weights' read, then every running
+    sequence's KV cache. Defaults: Llama 3.1 8B in bf16 on one H100 with vLLM, on the same
+    calibration as plan-cost's roofline (persona_gen.cost.derive): 16.06 GB of weights and
+    128 KiB of KV a token at 3.35 TB/s x 0.563 (the efficiency that matches the measured
+    8,088 output tokens/s at 256 sequences of 1,300 tokens) give 8.52 ms a step plus
+    0.0695 ms per 1,000 context tokens. Output lengths are lognormal (median 220, capped at
+    the request's max_tokens and `max_len`), drawn from a seed and the request id.
     """
 
     model: str | None = None
     """The model file whose engine settings the sim runs with (None: the sim's own file)."""
     gpu_class: str = "H100"
-    step_ms: float = Field(default=12.0, gt=0)
-    step_ms_per_seq: float = Field(default=0.07, ge=0)
+    step_ms: float = Field(default=8.52, gt=0)
+    step_ms_per_seq: float = Field(default=0.0, ge=0)
+    step_ms_per_1k_context: float = Field(default=0.0695, ge=0)
     median_len: float = Field(default=220.0, gt=0)
     sigma: float = Field(default=0.6, ge=0)
     """Spread of log(output length)."""

@@ -3,10 +3,12 @@
 It measures scheduling, not text (the text is echo's). It runs with the engine settings the
 real engine gets for the model and GPU class its file names (persona_gen.engines.settings):
 requests join a running batch of at most `max_num_seqs` sequences whose prompt and output
-tokens fit the KV cache's capacity in tokens; every decode step gives each running sequence one token and
-takes `step_ms + step_ms_per_seq x running` simulated milliseconds; a sequence leaves when
-its output length, drawn from a seeded lognormal, is reached, and a waiting one takes its
-place. Simulated time runs `1 / time_scale` times faster than the wall clock, so a
+tokens fit the KV cache's capacity in tokens; every decode step gives each running sequence
+one token and takes `step_ms + step_ms_per_seq x running + step_ms_per_1k_context x the
+context tokens it reads / 1000` simulated milliseconds (the weights, then every running
+sequence's KV cache: plan-cost's bandwidth roofline, persona_gen.cost.derive); a sequence
+leaves when its output length, drawn from a seeded lognormal, is reached, and a waiting one
+takes its place. Simulated time runs `1 / time_scale` times faster than the wall clock, so a
 317,200-pair run takes minutes, and the orchestration around it (blocks read, committed,
 handed over) runs at its real speed beside it. `stats()` reports the simulated busy time,
 and `stream_seconds` the time the same sequences take as one continuous stream (the ideal).
@@ -49,8 +51,12 @@ def sim_settings(spec: ModelSpec) -> EngineSettings:
     return resolve_settings(get_spec(p.model) if p.model else spec, p.gpu_class)
 
 
-def step_seconds(p: SimSpec, running: int) -> float:
-    return (p.step_ms + p.step_ms_per_seq * running) / 1000.0
+def span_seconds(p: SimSpec, running: int, context: int, steps: int) -> float:
+    """Simulated seconds of `steps` decode steps of `running` sequences whose contexts add
+    up to `context` tokens at the first step (each step adds one token to every one)."""
+    reads = steps * context + running * steps * (steps - 1) / 2
+    return (steps * (p.step_ms + p.step_ms_per_seq * running)
+            + p.step_ms_per_1k_context * reads / 1000) / 1000.0
 
 
 def draw_length(p: SimSpec, key: str, cap: int) -> int:
@@ -61,13 +67,22 @@ def draw_length(p: SimSpec, key: str, cap: int) -> int:
 
 class KvCache:
     """The KV cache's tokens in use: each running sequence's prompt and output (reserved
-    whole at admission), plus each shared prefix once while a sequence uses it."""
+    whole at admission), plus each shared prefix once while a sequence uses it. Also the
+    context the running sequences read at a step (every sequence reads its whole prompt,
+    shared prefix included, and what it has generated so far)."""
 
     def __init__(self, capacity: int | None) -> None:
         self.capacity = capacity
         self.used = 0
         self.peak = 0
         self._prefixes: dict[int, list[int]] = {}  # id -> [tokens, sequences using it]
+        self._prompts = 0  # sum of the running sequences' whole prompts
+        self._starts = 0  # sum of the steps they started at
+        self._running = 0
+
+    def context(self, step: int) -> int:
+        """Tokens of context the running sequences read at `step`."""
+        return self._prompts + self._running * step - self._starts
 
     def need(self, seq: Seq) -> int:
         own, length, prefix, prefix_tokens = seq
@@ -80,14 +95,20 @@ class KvCache:
             return False
         return self.capacity is None or running == 0 or self.used + self.need(seq) <= self.capacity
 
-    def admit(self, seq: Seq) -> None:
+    def admit(self, seq: Seq, step: int = 0) -> None:
         self.used += self.need(seq)
         self.peak = max(self.peak, self.used)
         entry = self._prefixes.setdefault(seq[2], [seq[3], 0])
         entry[1] += 1
+        self._prompts += seq[0] + seq[3]
+        self._starts += step
+        self._running += 1
 
-    def leave(self, seq: Seq) -> None:
-        own, length, prefix, _ = seq
+    def leave(self, seq: Seq, started: int = 0) -> None:
+        own, length, prefix, prefix_tokens = seq
+        self._prompts -= own + prefix_tokens
+        self._starts -= started
+        self._running -= 1
         self.used -= own + length
         entry = self._prefixes[prefix]
         entry[1] -= 1
@@ -110,13 +131,14 @@ def stream_seconds(seqs: Iterable[Seq], p: SimSpec, max_num_seqs: int,
     while waiting or running:
         while waiting and kv.fits(len(running), waiting[0], max_num_seqs):
             seq = waiting.popleft()
-            kv.admit(seq)
+            kv.admit(seq, step)
             heapq.heappush(running, (step + seq[1], next(tie), seq))
         k = running[0][0] - step
-        seconds += k * step_seconds(p, len(running))
+        seconds += span_seconds(p, len(running), kv.context(step), k)
         step += k
         while running and running[0][0] <= step:
-            kv.leave(heapq.heappop(running)[2])
+            finish, _, seq = heapq.heappop(running)
+            kv.leave(seq, finish - seq[1])
     return seconds
 
 
@@ -202,7 +224,7 @@ class SimEngine:
             while self._waiting and self._kv.fits(len(self._running), self._waiting[0].shape,
                                                   self.max_num_seqs):
                 seq = self._waiting.popleft()
-                self._kv.admit(seq.shape)
+                self._kv.admit(seq.shape, self._step)
                 heapq.heappush(self._running, (self._step + seq.shape[1], next(self._tie), seq))
                 st.sequences += 1
                 st.seqs.append(seq.shape)
@@ -216,8 +238,9 @@ class SimEngine:
                 st.first_wall = mark
             n = len(self._running)
             st.peak_running = max(st.peak_running, n)
-            dt = step_seconds(p, n)
             k = self._running[0][0] - self._step
+            context = self._kv.context(self._step)
+            dt = span_seconds(p, n, context, k) / k  # the span's mean step
             deadline = mark + k * dt * p.time_scale
             steps = k
             if n < self.max_num_seqs and not self._waiting:
@@ -232,14 +255,15 @@ class SimEngine:
             else:
                 await asyncio.sleep(max(0.0, deadline - time.monotonic()))
             # Wall time follows the simulated schedule, not the sleeps' overshoot.
-            mark += steps * dt * p.time_scale
+            spent = span_seconds(p, n, context, steps)
+            mark += spent * p.time_scale
             self._step += steps
             st.steps += steps
             st.tokens += steps * n
-            st.busy_s += steps * dt
+            st.busy_s += spent
             while self._running and self._running[0][0] <= self._step:
-                _, _, seq = heapq.heappop(self._running)
-                self._kv.leave(seq.shape)
+                finish, _, seq = heapq.heappop(self._running)
+                self._kv.leave(seq.shape, finish - seq.shape[1])
                 if not seq.done.done():
                     seq.done.set_result(None)
             st.last_wall = time.monotonic()
@@ -253,10 +277,21 @@ class SimEngine:
                 "peak_kv_tokens": st.peak_kv_tokens,
                 "ideal_s": stream_seconds(st.seqs, self.p, self.max_num_seqs, self.kv_tokens),
                 "lengths": [q[1] for q in st.seqs],
-                "max_num_seqs": self.max_num_seqs, "kv_cache_tokens": self.kv_tokens}
+                "max_num_seqs": self.max_num_seqs, "kv_cache_tokens": self.kv_tokens,
+                # Per sequence: KV-cache tokens of its own (prompt less the shared prefix,
+                # and output), and the context it reads a step on average.
+                "mean_own_tokens": _mean(q[0] + q[1] for q in st.seqs),
+                "mean_context_tokens": _mean(q[0] + q[3] + q[1] / 2 for q in st.seqs)}
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         raise RuntimeError("the sim engine is driven by `await agenerate(...)` (an engine host)")
+
+
+def _mean(values: Iterable[float]) -> float:
+    total = count = 0.0
+    for v in values:
+        total, count = total + v, count + 1
+    return total / count if count else 0.0
 
 
 def _shared_prefix(req: ChatRequest) -> tuple[int, int]:
