@@ -106,9 +106,13 @@ def check_free_disk(folder: Path, need_bytes: float, what: str, source: str) -> 
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < need_bytes + 1e9:
-        raise StorageError(f"node {node_name()}: {folder} has {free / 1e9:.1f} GB free; {what} "
-                           f"needs {need_bytes / 1e9:.1f} GB (give the model volume more room, "
+        raise StorageError(f"node {node_name()}: {folder} has {_size(free)} free; {what} "
+                           f"needs {_size(need_bytes)} (give the model volume more room, "
                            f"or set PERSONA_GEN_CACHE to a larger disk)", source=source)
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def check_hf_cache_room(repo: str, size_bytes: float) -> None:

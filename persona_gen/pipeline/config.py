@@ -23,7 +23,9 @@ class PipelineConfig(StrictModel):
     blocks_in_flight: int = Field(default=4, ge=1)
     """Blocks each engine serves at once. Their requests share the engine's running batch,
     so it never drains between blocks: one block's tail and the next block's reads and
-    commits overlap the others' generation (2-4 keep a GPU full)."""
+    commits overlap the others' generation. batch_size x blocks_in_flight should be at least
+    twice the engine's admission limit (1.1 x max_num_seqs: 1,127 on an H100), or the batch
+    drains at block ends; the job warns (`engine_underfed`) when it is not."""
     accelerator_type: str | None = None
     """Ray accelerator type for every GPU engine (e.g. H100); a model file's own wins."""
     num_cpus_per_actor: float = Field(default=0.5, gt=0)
