@@ -15,7 +15,9 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast test-cloud test-slurm test-families azurite lint demo bench clean help
+.PHONY: setup test test-fast test-cloud test-slurm test-families test-acceptance azurite lint demo bench clean help
+# Scenarios with targets of their own (CI runs each after make test).
+SLOW := cloud or slurm or families or acceptance
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,12 +47,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-test: setup  ## set-up plus the whole suite (lint first: it takes a second); not test-cloud/test-slurm
+test: setup  ## set-up plus the whole suite (lint first: it takes a second); not the test-* targets below
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
-	$(PY) -m pytest -q --durations=15 -m "not cloud and not slurm and not families" tests
+	$(PY) -m pytest -q --durations=15 -m "not ($(SLOW))" tests
 
 test-fast: setup  ## the suite without the slow real-model tests
-	$(PY) -m pytest -q -m "not model and not cloud and not slurm and not families" tests
+	$(PY) -m pytest -q -m "not model and not ($(SLOW))" tests
 
 # Azure Blob's emulator comes from npm (Node.js 18+); pinned, into the venv's folder.
 AZURITE_VERSION := 3.37.0
@@ -76,6 +78,9 @@ test-slurm: setup  ## cluster/slurm's sbatch script on a one-node Slurm cluster 
 test-families: setup  ## tiny random-weight checkpoints of today's families through vLLM on CPU (~6 min)
 	$(PY) -m pytest -q --durations=15 -m families tests
 
+test-acceptance: setup  ## benchmarks/gpu_acceptance.py --cpu with the bundled model (minutes; CI runs it)
+	$(PY) -m pytest -q -m acceptance tests
+
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
 
@@ -97,3 +102,4 @@ bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan,
 	$(PY) benchmarks/engine_ceiling.py
 	$(PY) benchmarks/sim_scale.py
 	$(PY) benchmarks/storage_streaming.py
+	$(PY) benchmarks/gpu_acceptance.py --cpu

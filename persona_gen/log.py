@@ -16,7 +16,9 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|credential)", re.I)
+# "token" but not "tokens": token counts (max_num_batched_tokens, output_tokens) are no secret.
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token(?!s)|api[_-]?key|access[_-]?key|credential)",
+                         re.I)
 _SECRET_ENV = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_ACCESS_KEY_ID",

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from persona_gen.cli.cost_cmd import registry_engines
 from persona_gen.cli.main import main
-from persona_gen.cost.derive import derive_entry
+from persona_gen.cost.derive import derive_entry, rate_with_settings, roofline_decode_tok_s
 from persona_gen.cost.estimate import (
     Cluster,
     EngineInfo,
@@ -123,7 +124,7 @@ def test_cli_json_matches_the_pure_function(tmp_path: Path,
     assert done.value.code in (0, None)
     printed = json.loads(capsys.readouterr().out)
     direct = plan_cost(workload_from_config(RunConfig.model_validate(PAPER)),
-                       Cluster(gpu="H100", count=8), load_table())
+                       Cluster(gpu="H100", count=8), load_table(), registry_engines())
     assert printed["calls"] == direct.calls
     assert printed["gpu_hours"] == pytest.approx(direct.gpu_hours)
     assert [s["stage"] for s in printed["stages"]] == [s.stage for s in direct.stages]
@@ -262,3 +263,41 @@ def test_plan_cost_and_the_job_read_each_stages_limit_from_one_settings_value() 
             assert tokens == built.sampling.max_tokens == R.settings(cfg, name).max_tokens, name
     assert workload_from_config(paper(critique={"max_tokens": 384})).text_tokens == {
         "original": 512, "critique": 384, "revision": 512}
+
+
+def test_the_plan_runs_each_engine_at_its_resolved_settings(raw_table: dict) -> None:
+    """With the model files known (as the CLI plans), each engine runs the batch its settings
+    on the GPU class give: max_num_seqs, or what its KV cache holds of this stage's
+    sequences (the persona prefix held once), never the table's assumed 256."""
+    from persona_gen.engines.registry import get_spec
+    from persona_gen.engines.settings import resolve_settings
+
+    cfg = RunConfig.model_validate(PAPER)
+    table = load_table()
+    plan = plan_cost(workload_from_config(cfg), Cluster(gpu="H100", count=8), table,
+                     registry_engines())
+    settings = resolve_settings(get_spec("llama-3.1-8b-instruct"), "H100")
+    assert (settings.max_num_seqs, settings.kv_cache_tokens_estimate) == (1024, 411_529)
+    fig = _figure(raw_table, "llama-3.1-8b-instruct", "H100")
+    entry = table.entry("llama-3.1-8b-instruct", "H100", field="f")
+    for s in plan.stages:
+        own = (s.prompt_tokens - s.cached_prompt_tokens + s.output_tokens) // s.calls
+        context = (s.prompt_tokens + s.output_tokens // 2) // s.calls
+        assert s.running_seqs == min(1024, 411_529 // own), s.stage
+        out_s, pre_s, _ = rate_with_settings(table, entry, settings, own, context)
+        busy = s.output_tokens / out_s + (s.prompt_tokens - s.cached_prompt_tokens) / pre_s
+        assert s.gpu_hours == pytest.approx(busy / 3600, rel=1e-9)
+    by = {s.stage: s for s in plan.stages}
+    assert by["controversy"].running_seqs == 1024 and by["critique"].running_seqs > 256
+    # At the anchors' own batch the rescaled figure is the table's figure itself.
+    anchor = settings.model_copy(update={"max_num_seqs": 256, "kv_cache_tokens_estimate": None})
+    assert rate_with_settings(table, entry, anchor, 1300)[0] == pytest.approx(fig["output_tok_s"])
+    # The rescaling is the bandwidth roofline's ratio.
+    m, g, d = table.models["llama-3.1-8b-instruct"], table.gpus["H100"], table.derivation
+    crit = by["critique"]
+    own = (crit.prompt_tokens - crit.cached_prompt_tokens + crit.output_tokens) // crit.calls
+    context = (crit.prompt_tokens + crit.output_tokens // 2) // crit.calls
+    ratio = (roofline_decode_tok_s(m, g, 1, d, crit.running_seqs, context)
+             / roofline_decode_tok_s(m, g, 1, d, 256, 1300))
+    assert rate_with_settings(table, entry, settings, own, context)[0] == pytest.approx(
+        fig["output_tok_s"] * ratio)

@@ -95,3 +95,27 @@ def test_sigkill_engine_core_mid_run_heals_and_every_pair_lands_once(tmp_path, c
     judged = verdicts.column("pair_id").to_pylist()
     assert len(judged) == len(set(judged)) and set(judged) <= set(done)
     assert summary.stages["revision"].done >= 1
+    # The job closed its engines: no engine core of this test's outlives its host.
+    deadline = time.monotonic() + 30
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+              for p in _all_engine_cores(seen)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p.pid for p in _all_engine_cores(seen)
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # The manifest records what the engines ran with (their start line).
+    import json
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    line = manifest["engine_settings"][MODEL]
+    assert line["resolved_by"] == "vllm" and line["max_num_seqs"] == 256
+    assert line["kv_cache_tokens"] > 0 and line["admission_limit"] == 282
+
+
+def _all_engine_cores(pids: set[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    return found

@@ -19,7 +19,7 @@ from persona_gen.engines.registry import SimSpec, get_spec
 from persona_gen.engines.sim import draw_length, stream_seconds
 from persona_gen.engines.structured import Job, RawOutput, run_with_retries_async
 from persona_gen.pipeline.config import PipelineConfig
-from persona_gen.pipeline.engine_host import EngineHosts, engine_layout
+from persona_gen.pipeline.engine_host import EngineHosts
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -66,9 +66,34 @@ def test_sim_lengths_are_seeded_and_the_stream_is_the_ceiling():
     lengths = [draw_length(p, f"k{i}", 512) for i in range(4096)]
     assert lengths == [draw_length(p, f"k{i}", 512) for i in range(4096)]
     assert max(lengths) <= 512 and 180 < sorted(lengths)[len(lengths) // 2] < 260
-    one = stream_seconds(lengths, p)
+    seqs = [(300, n, i // 200, 700) for i, n in enumerate(lengths)]  # 200 rows a persona
+    one = stream_seconds(seqs, p, 1024, 411_529)
     # Blocks drained one after another never beat one continuous stream.
-    assert sum(stream_seconds(lengths[i:i + 1024], p) for i in range(0, 4096, 1024)) > one
+    assert sum(stream_seconds(seqs[i:i + 1024], p, 1024, 411_529)
+               for i in range(0, 4096, 1024)) > one
+    # A smaller KV cache holds fewer sequences at once: the same work takes longer.
+    assert stream_seconds(seqs, p, 1024, 100_000) > one
+
+
+def test_sim_runs_the_settings_of_the_model_it_stands_for():
+    """The shipped sim is the 8B model on an H100: 1,024 sequences at most, and no more than
+    its KV cache holds (sequences sharing a persona prefix hold it once)."""
+    from persona_gen.engines.settings import resolve_settings
+    from persona_gen.engines.sim import KvCache, sim_settings
+
+    sim = sim_settings(get_spec("sim"))
+    real = resolve_settings(get_spec("llama-3.1-8b-instruct"), "H100")
+    assert sim == real and sim.max_num_seqs == 1024 and sim.kv_cache_tokens_estimate == 411_529
+    kv = KvCache(10_000)
+    a, b = (1000, 500, 7, 3000), (1000, 500, 7, 3000)
+    assert kv.fits(0, a, 1024)
+    kv.admit(a)
+    assert kv.used == 4500 and kv.need(b) == 1500 and kv.fits(1, b, 1024)
+    kv.admit(b)
+    assert not kv.fits(2, (1000, 500, 8, 3000), 1024)  # a new persona does not fit
+    kv.leave(a)
+    kv.leave(b)
+    assert kv.used == 0
 
 
 def _sim_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **spec) -> str:
@@ -99,18 +124,58 @@ def test_blocks_in_flight_share_one_engine_batch(tmp_path, monkeypatch, ray_loca
     assert stats["sequences"] == 8 and stats["peak_running"] == 8
 
 
-def test_layout_reads_tensor_parallel_size_from_the_model_file():
-    gpu = PipelineConfig(actors=8, num_gpus_per_actor=1)
-    big = engine_layout(get_spec("llama-3.1-70b-instruct"), gpu, cluster_gpus=8)
-    assert (big.engines, big.gpus_per_engine, big.packed) == (1, 8.0, True)
-    small = engine_layout(get_spec("llama-3.1-8b-instruct"), gpu, cluster_gpus=8)
-    assert (small.engines, small.gpus_per_engine, small.packed) == (8, 1.0, False)
-    # Autoscaling clusters may start with no GPU: then pipeline.actors is taken as is.
-    assert engine_layout(get_spec("llama-3.1-70b-instruct"), gpu, cluster_gpus=0).engines == 8
-    assert engine_layout(get_spec("echo"), gpu).gpus_per_engine == 0
-    assert engine_layout(get_spec("llama-3.1-8b-instruct"), PipelineConfig()).gpus_per_engine == 0
-    typed = PipelineConfig(num_gpus_per_actor=1, accelerator_type="A10G")
-    assert engine_layout(get_spec("llama-3.1-8b-instruct"), typed).accelerator_type == "A10G"
+@pytest.mark.ray
+def test_admission_holds_the_engine_near_max_num_seqs(tmp_path, monkeypatch, ray_local):
+    """3 blocks of 20 rows at once into a sim engine of max_num_seqs 8: at most 9 sequences
+    (1.1 x 8) are let in at a time, the engine runs its 8, and every row comes back."""
+    import ray
+
+    model = _sim_models(tmp_path, monkeypatch, max_num_seqs=8)
+    cfg = PipelineConfig(actors=1, num_cpus_per_actor=0.25, blocks_in_flight=3)
+    with EngineHosts(cfg, "t", log_json=False) as hosts:
+        (host,) = hosts.get(model)
+        blocks = [[_req(b * 20 + i, sampling=Sampling(max_tokens=64)) for i in range(20)]
+                  for b in range(3)]
+        out = ray.get([host.generate.remote(b) for b in blocks])
+        stats = ray.get(host.stats.remote())
+        assert hosts.settings[model]["max_num_seqs"] == 8
+        assert hosts.settings[model]["admission_limit"] == 9
+    assert [r.id for block in out for r in block] == [f"r{i}" for i in range(60)]
+    assert all(r.ok for block in out for r in block)
+    assert stats["admission_limit"] == 9 and stats["admission_peak"] == 9
+    assert stats["peak_running"] == 8 and stats["sequences"] == 60
+    assert stats["max_num_seqs"] == 8
+
+
+def test_admission_gate_order_and_exclusive_groups():
+    """First come, first served; an exclusive group waits for the engine to empty, runs
+    alone, and others wait for it."""
+    from persona_gen.pipeline.admission import Admission
+
+    async def scenario() -> list[str]:
+        gate = Admission(2)
+        order: list[str] = []
+
+        async def req(name: str, hold: float) -> None:
+            async with gate.slot(1, name):
+                order.append(f"+{name}")
+                await asyncio.sleep(hold)
+                order.append(f"-{name}")
+
+        async def group() -> None:
+            await asyncio.sleep(0.01)
+            async with gate.exclusive(["g"]):
+                assert gate.exclusive_keys == ["g"]
+                await req("g", 0.02)
+
+        await asyncio.gather(req("a", 0.05), req("b", 0.05), group(), req("c", 0.01))
+        assert gate.peak == 2 and gate.in_flight == 0
+        return order
+
+    order = asyncio.run(scenario())
+    assert order.index("+g") > max(order.index("-a"), order.index("-b"))
+    assert order.index("+c") > order.index("-g")  # c came before g was asked for, but the
+    # group holds the engine once it waits for it
 
 
 _PLACEMENT = textwrap.dedent("""
@@ -124,7 +189,7 @@ _PLACEMENT = textwrap.dedent("""
              include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": sys.argv[1],
                                        "PERSONA_GEN_MODELS_DIR": sys.argv[2]}})
-    cfg = PipelineConfig(actors=4, num_gpus_per_actor=1, num_cpus_per_actor=0.25,
+    cfg = PipelineConfig(actors=16, num_gpus_per_actor=1, num_cpus_per_actor=0.25,
                          num_cpus_per_worker=0.25)
     out = {}
     with EngineHosts(cfg, "t", log_json=False) as hosts:
@@ -149,7 +214,7 @@ _PLACEMENT = textwrap.dedent("""
 
 @pytest.mark.ray
 def test_tensor_parallel_engines_get_a_packed_placement_group(tmp_path):
-    """tensor_parallel_size 8 on 16 fake GPUs: 2 engines (not pipeline.actors' 4), each in
+    """tensor_parallel_size 8 with the config's 16 GPUs (16 actors x 1): 2 engines, each in
     a STRICT_PACK group of 8 one-GPU H100 bundles; closing gives every GPU back."""
     folder = tmp_path / "models"
     folder.mkdir()

@@ -20,6 +20,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from persona_gen.engines import ChatRequest, Message, Sampling, create_engine
+from persona_gen.engines.failures import EngineUnavailable
 from persona_gen.engines.registry import ModelSpec
 from persona_gen.errors import UserError
 
@@ -36,6 +37,8 @@ class OpenAIStub:
         self.seen: Counter[str] = Counter()
         self.in_flight = 0
         self.peak = 0
+        self.throttle = False
+        """While set, every message holding '!throttled' gets 429 (a rate limit)."""
         self.lock = threading.Lock()
         self.respond: Callable[[dict[str, Any], int], str] = (
             lambda body, attempt: "you said: " + body["messages"][-1]["content"])
@@ -80,6 +83,9 @@ class OpenAIStub:
             def _answer(self, body: dict[str, Any], content: str, attempt: int) -> None:
                 rules = dict(_DIRECTIVE.findall(content))
                 time.sleep(float(rules.get("sleep", 0)))
+                if stub.throttle and "!throttled" in content:
+                    self._send(429, {"error": {"message": "rate limited"}})
+                    return
                 if "status" in rules and attempt < int(rules.get("times", 10**6)):
                     headers = {"Retry-After": rules["retry_after"]} if "retry_after" in rules else {}
                     self._send(int(rules["status"]), {"error": {"message": f"injected {rules['status']}"}},
@@ -153,14 +159,15 @@ def test_503_once_is_retried_then_succeeds(stub):
     assert stub.seen["!status=503 !times=1 hi"] == 2
 
 
-def test_retry_budget_spent_is_that_rows_error_only(stub):
+def test_retry_budget_spent_fails_the_call_not_the_row(stub):
+    """A 503 past the retry budget is no row's fault: the call raises (its block stays
+    uncommitted for a resume) once every row was tried; no error row is made."""
     engine = create_engine(_spec(stub.url, max_retries=2))
-    res = engine.generate([_req("bad", "!status=503 always"), _req("good", "fine")])
-    assert res[1].ok and res[1].text == "you said: fine"
-    assert not res[0].ok
-    assert res[0].error == (f"HTTP 503: injected 503 (from {stub.url}/chat/completions); "
-                            f"gave up after 3 attempts")
-    assert stub.seen["!status=503 always"] == 3
+    with pytest.raises(EngineUnavailable) as err:
+        engine.generate([_req("bad", "!status=503 always"), _req("good", "fine")])
+    assert str(err.value) == (f"1 of 2 requests: HTTP 503: injected 503 (from "
+                              f"{stub.url}/chat/completions); gave up after 3 attempts")
+    assert stub.seen["!status=503 always"] == 3 and stub.seen["fine"] == 1
 
 
 def test_429_waits_for_retry_after(stub):
@@ -178,17 +185,20 @@ def test_client_errors_are_not_retried(stub):
     assert stub.seen["!status=400 x"] == 1
 
 
-def test_timeout_then_clear_error(stub):
+def test_timeouts_past_the_budget_fail_the_call(stub):
     engine = create_engine(_spec(stub.url, timeout_s=0.3, max_retries=1))
-    res = engine.generate([_req("a", "!sleep=1 slow")])[0]
-    assert res.error is not None
-    assert res.error.startswith("timed out after 0.3s") and "gave up after 2 attempts" in res.error
+    with pytest.raises(EngineUnavailable, match=r"^1 of 1 requests: timed out after 0\.3s .*"
+                                                r"gave up after 2 attempts$"):
+        engine.generate([_req("a", "!sleep=1 slow")])
 
 
-def test_unreachable_server_is_a_row_error():
+def test_an_unreachable_server_fails_the_call():
     engine = create_engine(_spec("http://127.0.0.1:9/v1", max_retries=1))
-    res = engine.generate([_req("a", "x")])[0]
-    assert res.error is not None and res.error.startswith("connection failed")
+    with pytest.raises(EngineUnavailable, match="connection failed"):
+        engine.generate([_req("a", "x")])
+    unnamed = create_engine(_spec("http://127.0.0.1:9/v1", max_retries=1, model=None))
+    with pytest.raises(EngineUnavailable, match=r"cannot ask http://127\.0\.0\.1:9/v1 which model"):
+        unnamed.generate([_req("a", "x")])
 
 
 def test_concurrency_is_bounded(stub):

@@ -118,3 +118,15 @@ def test_truncated_json_after_the_retries_is_a_row_error(bundled_engine):
     assert res[0].error is not None
     assert res[0].error.startswith("no valid output after 3 attempt(s): not valid JSON")
     assert res[1].ok and res[1].parsed_as(Person)
+
+
+def test_the_engine_runs_the_settings_it_resolved(bundled_engine):
+    """vLLM's own config after start: the explicit CPU values (vLLM's offline defaults), and
+    the KV cache it measured, beside the estimate sim and plan-cost use."""
+    s = bundled_engine.settings
+    assert s.resolved_by == "vllm" and s.gpu_class == "cpu"
+    assert (s.max_num_seqs, s.max_num_batched_tokens) == (256, 4096)
+    assert s.enable_prefix_caching and s.dtype == "float32" and s.tensor_parallel_size == 1
+    assert s.kv_cache_blocks and s.kv_cache_tokens == s.kv_cache_blocks * s.kv_cache_block_size
+    # VLLM_CPU_KVCACHE_SPACE=1 GiB over 30 layers x 3 KV heads x 64 x fp32 x K and V.
+    assert abs(s.kv_cache_tokens - s.kv_cache_tokens_estimate) <= s.kv_cache_block_size

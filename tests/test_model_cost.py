@@ -137,7 +137,7 @@ def test_reasoning_tokens_are_planned_apart_and_cost_decode_time():
 
 def test_workload_stages_default_to_no_reasoning():
     w = Workload(personas=1, prompts=1, pairs_per_persona=1, text_tokens={}, stages=[StagePlan(
-        stage="critique", model="echo", model_field="feedback.model", unit="pair",
+        stage="critique", model="echo", model_field="stages.critique.model", unit="pair",
         prompt_parts=("prompt",), output_tokens=8, persona_prefix=False,
         writes="feedback/critiques")])
     assert w.stages[0].reasoning_tokens == 0

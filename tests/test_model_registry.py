@@ -67,7 +67,7 @@ def test_a_user_file_may_replace_a_shipped_model(models_dir):
     ("name: bad\nengine: vllm\nsource: x/y\nsampling:\n  temperture: 0.5\n",
      "unknown key 'sampling.temperture'"),
     ("name: bad\nengine: vllm\n", "'source': engine 'vllm' needs a source"),
-    ("name: bad\nengine: gguf\n", "'engine': Input should be 'vllm', 'openai', 'echo' or 'sim'"),
+    ("name: bad\nengine: gguf\n", "'engine': Input should be 'vllm', 'openai', 'echo', 'sim' or 'custom'"),
     ("name: bad\nengine: echo\nmax_model_len: 100\nsampling: {max_tokens: 100}\n",
      "'sampling.max_tokens': must be below max_model_len (100)"),
     ("name: other\nengine: echo\n", "'name': 'other' must match the file name 'bad'"),

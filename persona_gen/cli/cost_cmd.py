@@ -29,19 +29,15 @@ def registry_engines() -> dict[str, EngineInfo]:
     """Engine kind and tensor parallelism of every registered model."""
     from persona_gen.engines.registry import discover
 
-    return {name: EngineInfo(kind=m.spec.engine, tensor_parallel_size=m.spec.tensor_parallel_size)
+    return {name: EngineInfo(kind=m.spec.engine, tensor_parallel_size=m.spec.tensor_parallel_size,
+                             spec=m.spec)
             for name, m in discover().items()}
 
 
 def planning_table() -> ThroughputTable:
     """The throughput table, plus models it lacks whose model files say what their
     checkpoint is (`models add` writes that): derived figures for them."""
-    from persona_gen.engines.registry import discover
-
-    checkpoints = {name: (m.spec.checkpoint, m.spec.source or name)
-                   for name, m in discover().items()
-                   if m.spec.engine == "vllm" and m.spec.checkpoint is not None}
-    return with_model_files(load_table(), checkpoints)
+    return with_model_files(load_table())
 
 
 def plan_cost_cmd(

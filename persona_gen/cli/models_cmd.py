@@ -163,11 +163,15 @@ def add(
     from persona_gen.engines.infer import infer, model_file_text
     from persona_gen.errors import UserError
 
+    folder = to or user_dir() or Path.cwd()
+    if folder == user_dir():
+        # The registry reads this folder (the table's model shapes come from it): the
+        # first model added there creates it.
+        folder.mkdir(parents=True, exist_ok=True)
     table = load_table()
     gpu_name, _ = table.gpu(gpu)
     inferred = infer(source, {g: s.memory_gb for g, s in table.gpus.items()},
                      target_gpu=gpu_name, name=name, context_cap=max_model_len)
-    folder = to or user_dir() or Path.cwd()
     path = folder / f"{inferred.spec['name']}.yaml"
     if path.exists() and not force:
         raise UserError("exists; pass --force to replace it", source=str(path))

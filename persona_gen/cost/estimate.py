@@ -17,16 +17,18 @@ from typing import Literal
 from pydantic import Field
 
 from persona_gen.config.base import StrictModel
-from persona_gen.cost.derive import at_gpus
+from persona_gen.cost.derive import at_gpus, rate_with_settings
 from persona_gen.cost.model_size import does_not_fit
 from persona_gen.cost.tables import ThroughputTable
+from persona_gen.engines.registry import ModelSpec as ModelFile
+from persona_gen.engines.settings import resolve_settings
 from persona_gen.errors import UserError
 from persona_gen.run.config import RunConfig
 
 PAPER_PROMPTS = 3868
 PRISM_SOURCE_PROMPTS = 8011
 """PRISM's opening prompts before the filters (PERSONA, arXiv 2407.17387: prompts)."""
-EngineKind = Literal["vllm", "openai", "echo", "sim"]
+EngineKind = Literal["vllm", "openai", "echo", "sim", "custom"]
 
 _CLUSTER = re.compile(r"^\s*(\d+)\s*[xX*]\s*([A-Za-z0-9][A-Za-z0-9-]*)\s*$")
 
@@ -200,6 +202,9 @@ class EngineInfo(StrictModel):
 
     kind: EngineKind
     tensor_parallel_size: int = Field(1, ge=1)
+    spec: ModelFile | None = None
+    """The model file, where known: each engine is then planned at the settings it resolves
+    to on the cluster's GPU class (persona_gen.engines.settings), as the job runs it."""
 
 
 class StageEstimate(StageVolume):
@@ -211,11 +216,13 @@ class StageEstimate(StageVolume):
     """The stage alone, all replicas working in parallel."""
     basis: str = "none"
     """measured / derived (the table row's basis), hosted (an HTTP API), or no GPU (echo)."""
+    running_seqs: int = 0
+    """Sequences each engine keeps running, where planned from its resolved settings."""
 
 
 def estimate_stage(v: StageVolume, cluster: Cluster, table: ThroughputTable,
                    engine: EngineInfo | None = None) -> StageEstimate:
-    if (engine and engine.kind == "echo") or v.model in table.no_gpu_models:
+    if (engine and engine.kind in ("echo", "custom")) or v.model in table.no_gpu_models:
         return StageEstimate(**v.model_dump(), basis="no GPU")
     if engine and engine.kind == "sim":
         return StageEstimate(**v.model_dump(), basis="simulated")
@@ -224,7 +231,25 @@ def estimate_stage(v: StageVolume, cluster: Cluster, table: ThroughputTable,
         return StageEstimate(**v.model_dump(), basis="hosted")
     e = table.entry(v.model, cluster.gpu, field=v.model_field)
     gpus, out_s, pre_s, basis = e.gpus_per_replica, e.output_tok_s, e.prefill_tok_s, e.basis
-    if engine and engine.kind == "vllm" and engine.tensor_parallel_size != gpus:
+    running = 0
+    if engine and engine.kind == "vllm" and engine.spec is not None:
+        # The engine's resolved settings on this GPU class: its max_num_seqs, and the
+        # sequences of this stage's size its KV cache holds (the sim engine reads the same);
+        # a cached persona prefix is held once for all the sequences that share it, though
+        # each reads it every step (its whole prompt and, on average, half its output).
+        settings = resolve_settings(engine.spec, cluster.gpu)
+        calls = max(1, v.calls)
+        own = (v.prompt_tokens - v.cached_prompt_tokens + v.output_tokens) // calls
+        context = (v.prompt_tokens + v.output_tokens // 2) // calls
+        rated = rate_with_settings(table, e, settings, own, context)
+        if rated is None:
+            raise does_not_fit(v.model, table.models[v.model], cluster.gpu,
+                               table.gpus[cluster.gpu], settings.tensor_parallel_size,
+                               table.derivation, v.model_field)
+        out_s, pre_s, running = rated
+        if settings.tensor_parallel_size != gpus:
+            gpus, basis = settings.tensor_parallel_size, f"{e.basis}, scaled"
+    elif engine and engine.kind == "vllm" and engine.tensor_parallel_size != gpus:
         # The run places each engine on the GPUs its model file asks for
         # (pipeline.engine_host.engine_layout): plan with that layout, not the table's.
         scaled = at_gpus(table, e, engine.tensor_parallel_size)
@@ -243,14 +268,22 @@ def estimate_stage(v: StageVolume, cluster: Cluster, table: ThroughputTable,
     return StageEstimate(
         **v.model_dump(), gpus_per_replica=gpus, replicas=replicas,
         gpu_hours=replica_s * gpus / 3600,
-        wall_hours=replica_s / replicas / 3600, basis=basis,
+        wall_hours=replica_s / replicas / 3600, basis=basis, running_seqs=running,
     )
 
 
 def layout_notes(stages: list[StageEstimate], table: ThroughputTable, cluster: Cluster
                  ) -> list[str]:
-    """Where the plan lays a model out differently from its throughput table row."""
+    """Where the plan lays a model out differently from its throughput table row, and the
+    batch each engine runs by its resolved settings."""
     notes = []
+    for name in dict.fromkeys(s.model for s in stages if s.running_seqs):
+        runs = ", ".join(f"{s.stage} {s.running_seqs}" for s in stages
+                         if s.model == name and s.running_seqs)
+        notes.append(f"{name}: running sequences per engine by its resolved settings on "
+                     f"{cluster.gpu} (max_num_seqs, and what its KV cache holds): {runs}; the "
+                     f"table's figures, at {table.derivation.anchor_max_num_seqs}, are rescaled "
+                     "by the bandwidth roofline")
     for name in dict.fromkeys(s.model for s in stages if s.basis.endswith("scaled")):
         used = next(s for s in stages if s.model == name)
         row = next(e for e in table.entries if e.model == name and e.gpu == cluster.gpu)

@@ -15,12 +15,13 @@ parameters. The throughput derivation (derive.py) and the layout check read thes
 
 from __future__ import annotations
 
-from persona_gen.cost.tables import Derivation, GpuSpec, ModelSpec
+from persona_gen.cost.tables import Derivation, GpuSpec
 from persona_gen.engines.checkpoint import BYTES_PER_PARAM
+from persona_gen.engines.settings import Architecture
 from persona_gen.errors import UserError
 
 
-def bytes_per_param(model: ModelSpec, d: Derivation) -> float:
+def bytes_per_param(model: Architecture, d: Derivation) -> float:
     """The checkpoint's precision (engines.checkpoint.BYTES_PER_PARAM); 16-bit: the
     derivation's default."""
     if model.quantization is not None:
@@ -28,18 +29,18 @@ def bytes_per_param(model: ModelSpec, d: Derivation) -> float:
     return d.bytes_per_param
 
 
-def weight_gb(model: ModelSpec, d: Derivation) -> float:
+def weight_gb(model: Architecture, d: Derivation) -> float:
     """GB the weights take on the GPUs."""
     if model.weights_gb is not None:
         return model.weights_gb
     return model.params_b * bytes_per_param(model, d)
 
 
-def active_params_b(model: ModelSpec) -> float:
+def active_params_b(model: Architecture) -> float:
     return model.active_params_b or model.params_b
 
 
-def step_weight_gb(model: ModelSpec, d: Derivation, running: int) -> float:
+def step_weight_gb(model: Architecture, d: Derivation, running: int) -> float:
     """GB of weights one decode step reads with `running` sequences."""
     total = weight_gb(model, d)
     if not (model.experts and model.experts_per_token and model.active_params_b):
@@ -57,11 +58,11 @@ def usable_weight_gb(gpu: GpuSpec, gpus: int, d: Derivation) -> float:
     return d.max_weight_share * gpus * gpu.memory_gb * d.memory_utilization
 
 
-def fits(model: ModelSpec, gpu: GpuSpec, gpus: int, d: Derivation) -> bool:
+def fits(model: Architecture, gpu: GpuSpec, gpus: int, d: Derivation) -> bool:
     return weight_gb(model, d) <= usable_weight_gb(gpu, gpus, d)
 
 
-def does_not_fit(name: str, model: ModelSpec, gpu_name: str, gpu: GpuSpec, gpus: int,
+def does_not_fit(name: str, model: Architecture, gpu_name: str, gpu: GpuSpec, gpus: int,
                  d: Derivation, field: str) -> UserError:
     """The one-line refusal for a model whose weights do not fit the GPUs it asks for."""
     kind = (f"MoE, {model.params_b:g}B parameters, {active_params_b(model):g}B active"
@@ -75,7 +76,7 @@ def does_not_fit(name: str, model: ModelSpec, gpu_name: str, gpu: GpuSpec, gpus:
         f"weights): raise tensor_parallel_size in its model file", source=field)
 
 
-def note(name: str, model: ModelSpec, d: Derivation) -> str | None:
+def note(name: str, model: Architecture, d: Derivation) -> str | None:
     """What plan-cost used for a MoE or quantized model, for its notes."""
     if not model.experts and model.quantization is None:
         return None

@@ -1,4 +1,6 @@
-"""The throughput table (data/throughput.yaml): GPUs, models and per-replica token rates.
+"""The throughput table (data/throughput.yaml): GPUs and per-replica token rates; the models'
+shapes come from their model files (`architecture`, persona_gen/models/*.yaml), the same
+figures the engines' KV-cache estimate reads.
 
 Every figure carries its source. Lookups fail with one-line UserErrors that list what is known.
 """
@@ -13,7 +15,8 @@ from pydantic import Field, model_validator
 
 from persona_gen.config.base import StrictModel
 from persona_gen.config.loader import load_yaml_model
-from persona_gen.errors import UserError
+from persona_gen.engines.settings import Architecture
+from persona_gen.errors import ConfigError, UserError
 
 TABLE_PATH = Path(__file__).parent / "data" / "throughput.yaml"
 
@@ -29,29 +32,6 @@ class GpuSpec(StrictModel):
     source: str = Field(min_length=10)
 
 
-class ModelSpec(StrictModel):
-    hf_id: str
-    params_b: float = Field(gt=0)
-    layers: int = Field(gt=0)
-    kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    source: str = Field(min_length=10)
-    # MoE and quantized checkpoints (persona_gen.cost.model_size)
-    active_params_b: float | None = Field(default=None, gt=0)
-    """Parameters per token of a mixture of experts (None: dense, all of them)."""
-    experts: int | None = Field(default=None, ge=2)
-    experts_per_token: int | None = Field(default=None, ge=1)
-    quantization: Literal["fp8", "int8", "int4", "mxfp4"] | None = None
-    """The checkpoint's precision (None: the derivation's bytes_per_param, BF16)."""
-    weights_gb: float | None = Field(default=None, gt=0)
-    """The checkpoint's size where precision alone would misstate it (mixed MXFP4/BF16)."""
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """K and V, every layer, BF16 (2 bytes)."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * 2
-
-
 class Derivation(StrictModel):
     """Assumptions behind every `basis: derived` figure (see persona_gen/cost/derive.py)."""
 
@@ -59,7 +39,9 @@ class Derivation(StrictModel):
     memory_utilization: float = 0.9
     max_weight_share: float = 0.8
     seq_tokens: int = 1300
-    max_num_seqs: int = 256
+    anchor_max_num_seqs: int = 256
+    """The running-sequence cap the measured anchors ran with (every row's figure is at
+    this cap; the plan rescales it to the engine's resolved settings)."""
     prefill_mfu: float = 0.4
     max_gpus_per_replica: int = 8
     anchor_single: str
@@ -84,7 +66,8 @@ class ThroughputEntry(StrictModel):
 class ThroughputTable(StrictModel):
     derivation: Derivation
     gpus: dict[str, GpuSpec]
-    models: dict[str, ModelSpec]
+    models: dict[str, Architecture] = {}
+    """Filled from the model registry by load_table (each model file's `architecture`)."""
     no_gpu_models: list[str] = []
     """Engines that call no model (the echo test engine): zero GPU time."""
     entries: list[ThroughputEntry]
@@ -95,8 +78,6 @@ class ThroughputTable(StrictModel):
         for e in self.entries:
             if e.gpu not in self.gpus:
                 raise ValueError(f"entry {e.model}@{e.gpu}: GPU not in gpus")
-            if e.model not in self.models:
-                raise ValueError(f"entry {e.model}@{e.gpu}: model not in models")
             if (e.model, e.gpu) in seen:
                 raise ValueError(f"entry {e.model}@{e.gpu} appears twice")
             seen.add((e.model, e.gpu))
@@ -128,7 +109,18 @@ class ThroughputTable(StrictModel):
 
 
 def load_table(path: Path | str | None = None) -> ThroughputTable:
-    return _load(str(path or TABLE_PATH))
+    """The table, with every registered model's architecture (read afresh: the registry
+    includes $PERSONA_GEN_MODELS_DIR)."""
+    from persona_gen.engines.registry import discover
+
+    table = _load(str(path or TABLE_PATH))
+    models = {name: m.spec.architecture for name, m in discover().items()
+              if m.spec.architecture is not None}
+    for e in table.entries:
+        if e.model not in models:
+            raise ConfigError(f"entry {e.model}@{e.gpu}: no model file with an 'architecture' "
+                              f"for '{e.model}' (persona_gen/models/)", source=str(path or TABLE_PATH))
+    return table.model_copy(update={"models": models})
 
 
 @cache

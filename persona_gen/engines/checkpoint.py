@@ -10,16 +10,10 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from persona_gen.config.base import StrictModel
+from persona_gen.engines.settings import BYTES_PER_PARAM, Architecture
 
-BYTES_PER_PARAM: dict[str | None, float] = {
-    None: 2.0,  # BF16/FP16
-    "fp8": 1.0,
-    "int8": 1.0,
-    "int4": 0.5,
-    # MXFP4 (OCP Microscaling): 4-bit values plus one 8-bit scale per block of 32.
-    "mxfp4": 4.25 / 8,
-}
-"""Bytes per stored parameter by quantization (None: 16-bit weights)."""
+__all__ = ["BYTES_PER_PARAM", "Checkpoint"]
+
 
 
 class Checkpoint(StrictModel):
@@ -55,6 +49,20 @@ class Checkpoint(StrictModel):
             raise ValueError(f"experts_per_token ({self.experts_per_token}) is more than "
                              f"experts ({self.experts})")
         return self
+
+    def shape(self, name: str) -> Architecture | None:
+        """The model's shape for KV-cache and throughput estimates (engines.settings), or
+        None where the block lacks the KV-cache sizes."""
+        if not (self.params_b and self.layers and self.kv_heads and self.head_dim):
+            return None
+        quant = self.quantization if self.quantization in BYTES_PER_PARAM else None
+        return Architecture(
+            params_b=self.params_b, layers=self.layers, kv_heads=self.kv_heads,
+            head_dim=self.head_dim, weights_gb=self.weights_gb, quantization=quant,  # type: ignore[arg-type]
+            active_params_b=self.active_params_b if self.moe else None,
+            experts=self.experts if self.moe else None,
+            experts_per_token=self.experts_per_token if self.moe else None,
+            source=f"{name}: its model file's checkpoint block ({self.source or 'no source'})")
 
     @property
     def moe(self) -> bool:

@@ -6,6 +6,7 @@ vLLM (seconds of start-up, and absent where only the HTTP or echo engines are us
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from pydantic import ValidationError
@@ -50,24 +51,41 @@ def create_engine(model: str | ModelSpec, *, seed: int = 0, **overrides: Any) ->
         from persona_gen.engines.openai_http import OpenAIEngine
 
         return OpenAIEngine(spec)
+    if spec.engine == "custom":
+        return custom_engine(spec, seed)
     from persona_gen.engines.vllm_engine import VLLMEngine
 
     return VLLMEngine(spec, seed=seed)
 
 
+def custom_engine(spec: ModelSpec, seed: int) -> Any:
+    """An engine of the class a model file names (`engine_class: module:Class`), built with
+    the spec, the seed and the file's `engine_options`."""
+    assert spec.engine_class is not None  # guaranteed by ModelSpec.check
+    module, _, name = spec.engine_class.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot import '{spec.engine_class}': {exc}",
+                          source=f"model '{spec.name}': engine_class") from None
+    return cls(spec, seed=seed, **spec.engine_options)
+
+
 def create_async_engine(model: str | ModelSpec, *, seed: int = 0, s3: S3Settings | None = None,
-                        **overrides: Any) -> Engine | AsyncEngine:
+                        gpu_class: str | None = None, **overrides: Any) -> Engine | AsyncEngine:
     """The engine an engine host serves: async where the engine has an async form.
 
     vLLM gets its async engine (AsyncLLM) and `sim` is async by nature; echo and HTTP keep
     their synchronous engines, which the host runs in threads. Call from the event loop
-    that will drive the engine. `s3`: the run's storage settings, for s3:// weights.
+    that will drive the engine. `s3`: the run's storage settings, for s3:// weights;
+    `gpu_class`: the engine's GPU class where the host knows it (else vLLM's engine
+    detects it).
     """
     spec = resolve_spec(model, **overrides)
     if spec.engine == "vllm":
         from persona_gen.engines.vllm_engine import AsyncVLLMEngine
 
-        return AsyncVLLMEngine(spec, seed=seed, s3=s3)
+        return AsyncVLLMEngine(spec, seed=seed, s3=s3, gpu_class=gpu_class)
     if spec.engine == "sim":
         from persona_gen.engines.sim import SimEngine
 

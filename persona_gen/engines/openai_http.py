@@ -1,8 +1,12 @@
 """OpenAI-compatible HTTP engine: a `vllm serve` endpoint, or a hosted API used as a judge.
 
-Requests run on a bounded thread pool (at most `concurrency` in flight); 429, 5xx, timeouts
-and dropped connections are retried with exponential backoff (a server's Retry-After wins);
-anything else, or a retry budget spent, is that row's error. The API key comes from the
+Requests run on a bounded thread pool (at most `concurrency` in flight; engine hosts split
+a model file's `concurrency` between them, so it is the total for the job); 429, 408, 5xx,
+timeouts and dropped connections are retried with exponential backoff (a server's
+Retry-After wins). A request still failing that way after its retry budget raises
+EngineUnavailable for the whole call once every row of it has been tried: the block is not
+committed, and a resume retries it. Only answers that no retry can change (a 4xx other than
+408 and 429, a malformed response) become that row's error. The API key comes from the
 environment variable the spec names and is never logged.
 """
 
@@ -18,6 +22,7 @@ from typing import Any
 import httpx
 
 from persona_gen.engines.base import ChatRequest, ChatResult
+from persona_gen.engines.failures import EngineUnavailable
 from persona_gen.engines.reasoning import Reasoner
 from persona_gen.engines.registry import ModelSpec
 from persona_gen.engines.structured import Job, RawOutput, effective_sampling, run_with_retries
@@ -62,6 +67,10 @@ def _error_detail(resp: httpx.Response) -> str:
     return text[:200]
 
 
+class _GaveUp(RawOutput):
+    """A request that kept failing in a way worth retrying, past its retry budget."""
+
+
 class OpenAIEngine:
     def __init__(self, spec: ModelSpec, *, api_key: str | None = None) -> None:
         assert spec.base_url is not None  # guaranteed by ModelSpec.check
@@ -103,6 +112,12 @@ class OpenAIEngine:
             return []
         try:
             self.served_model()
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+            problem = f"cannot ask {self.spec.base_url} which model it serves: {exc}"
+            if status is None or retryable(status):
+                raise EngineUnavailable(problem) from None
+            return [ChatResult(id=r.id, error=problem) for r in requests]
         except (httpx.HTTPError, UserError, ValueError, KeyError) as exc:
             problem = f"cannot ask {self.spec.base_url} which model it serves: {exc}"
             return [ChatResult(id=r.id, error=problem) for r in requests]
@@ -110,7 +125,13 @@ class OpenAIEngine:
         return run_with_retries(requests, samplings, self._run, self.spec.json_retries)
 
     def _run(self, jobs: list[Job]) -> list[RawOutput]:
-        return list(self._pool.map(self._call, jobs))
+        outputs = list(self._pool.map(self._call, jobs))
+        gave_up = [o for o in outputs if isinstance(o, _GaveUp)]
+        if gave_up:
+            # Every row was tried (and the good ones are simply asked again on resume):
+            # a retryable failure is no row's fault, so none becomes an error row.
+            raise EngineUnavailable(f"{len(gave_up)} of {len(jobs)} requests: {gave_up[0].error}")
+        return outputs
 
     def body(self, job: Job) -> dict[str, Any]:
         s = job.sampling
@@ -167,8 +188,8 @@ class OpenAIEngine:
                                      latency_s=time.monotonic() - started)
             if attempt + 1 < attempts:
                 time.sleep(self._delay(attempt, resp))
-        return RawOutput(error=f"{problem} (from {self.url}); gave up after {attempts} attempts",
-                         latency_s=time.monotonic() - started)
+        return _GaveUp(error=f"{problem} (from {self.url}); gave up after {attempts} attempts",
+                       latency_s=time.monotonic() - started)
 
     def _delay(self, attempt: int, resp: httpx.Response | None) -> float:
         if resp is not None:

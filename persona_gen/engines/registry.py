@@ -12,39 +12,53 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from persona_gen.config.base import StrictModel
 from persona_gen.config.loader import read_yaml, validate_model
 from persona_gen.engines.base import Sampling
 from persona_gen.engines.checkpoint import Checkpoint
 from persona_gen.engines.reasoning import ReasoningSpec
+from persona_gen.engines.settings import Architecture, gpu_class_named
 from persona_gen.errors import ConfigError
 
 MODELS_DIR_ENV = "PERSONA_GEN_MODELS_DIR"
-EngineKind = Literal["vllm", "openai", "echo", "sim"]
+EngineKind = Literal["vllm", "openai", "echo", "sim", "custom"]
 
 
 class SimSpec(StrictModel):
     """A continuous-batching server in time only (engine 'sim', persona_gen.engines.sim).
 
-    Defaults: an 8B model in bf16 on one H100 with vLLM. A decode step takes
-    `step_ms + step_ms_per_seq x running` (about 12 ms for the weights' memory read plus
-    about 0.07 ms per running sequence for its KV cache and sampling, which puts 256 running
-    sequences near 8,500 output tokens/s, in line with public vLLM figures for Llama 3.1 8B
-    on an H100); output lengths are lognormal (median 220, capped at the request's
-    max_tokens and `max_len`), drawn from a seed and the request id.
+    It runs with the engine settings the real engine would get for `model` on `gpu_class`
+    (persona_gen.engines.settings: max_num_seqs, and the KV-cache capacity in tokens that
+    bounds how many sequences fit at once), so it never assumes a batch the real engine
+    would not run. A decode step takes `step_ms + step_ms_per_seq x running +
+    step_ms_per_1k_context x context tokens / 1000`: the weights' read, then every running
+    sequence's KV cache. Defaults: Llama 3.1 8B in bf16 on one H100 with vLLM, on the same
+    calibration as plan-cost's roofline (persona_gen.cost.derive): 16.06 GB of weights and
+    128 KiB of KV a token at 3.35 TB/s x 0.563 (the efficiency that matches the measured
+    8,088 output tokens/s at 256 sequences of 1,300 tokens) give 8.52 ms a step plus
+    0.0695 ms per 1,000 context tokens. Output lengths are lognormal (median 220, capped at
+    the request's max_tokens and `max_len`), drawn from a seed and the request id.
     """
 
-    step_ms: float = Field(default=12.0, gt=0)
-    step_ms_per_seq: float = Field(default=0.07, ge=0)
-    max_num_seqs: int = Field(default=256, ge=1)
+    model: str | None = None
+    """The model file whose engine settings the sim runs with (None: the sim's own file)."""
+    gpu_class: str = "H100"
+    step_ms: float = Field(default=8.52, gt=0)
+    step_ms_per_seq: float = Field(default=0.0, ge=0)
+    step_ms_per_1k_context: float = Field(default=0.0695, ge=0)
     median_len: float = Field(default=220.0, gt=0)
     sigma: float = Field(default=0.6, ge=0)
     """Spread of log(output length)."""
     max_len: int = Field(default=512, ge=1)
     time_scale: float = Field(default=1.0, gt=0)
     """Wall seconds per simulated second: 0.01 runs a 100x faster rehearsal."""
+
+    @field_validator("gpu_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        return gpu_class_named(value)
 
 
 class ModelSpec(StrictModel):
@@ -81,6 +95,29 @@ class ModelSpec(StrictModel):
     trust_remote_code: bool = False
     vllm_args: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments for vllm.LLM (e.g. quantization), for families that need them."""
+    # ---- engine settings (persona_gen.engines.settings): explicit, resolved once per host --
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    """Sequences the engine runs at once; None: the GPU class's default (H100, H200: 1,024;
+    A100, L40S, A10G, L4: 256; CPU: 256), at least what vLLM's offline LLM class gets."""
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    """Tokens one engine step may schedule; None: the GPU class's default (H100, H200:
+    16,384; other GPUs: 8,192; CPU: 4,096)."""
+    enable_prefix_caching: bool = True
+    """The persona text leads many requests of a stage: its KV cache is computed once."""
+    enable_chunked_prefill: bool = True
+    tokenizer_mode: Literal["auto", "hf", "slow", "mistral"] = "auto"
+    """vLLM's tokenizer choice. 'hf' for Mistral repos with a Hugging Face tokenizer: vLLM's
+    'auto' picks mistral_common's tokenizer there, which encodes [INST] markup in rendered
+    chat text as plain text. 'mistral': mistral_common's tokenizer builds the chat prompt
+    itself from the messages (Mistral Small 3.x, whose card asks for it)."""
+    architecture: Architecture | None = None
+    """The model's shape (config.json): sizes the KV-cache estimate that sim and plan-cost
+    use, and the start timeout."""
+    engine_class: str | None = None
+    """engine 'custom': 'module:Class' of an engine (Engine or AsyncEngine) built from the
+    spec, e.g. a fault-injecting engine in tests."""
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    """engine 'custom': keyword arguments for its class."""
     sim: SimSpec | None = None
     """engine 'sim': the simulated server's timing (defaults: an 8B model on one H100)."""
     # ---- model family: reasoning, checkpoint, layout (docs/models.md) ------------------------
@@ -89,9 +126,6 @@ class ModelSpec(StrictModel):
     checkpoint: Checkpoint | None = None
     """What the weights are: parameters (total and active), experts, precision, size on
     disk. plan-cost sizes memory and throughput from it; `models add` writes it."""
-    tokenizer_mode: Literal["auto", "hf", "slow", "mistral"] = "auto"
-    """vLLM's tokenizer choice; 'mistral': mistral_common's tokenizer, which builds chat
-    prompts itself (Mistral Small 3.x, whose card asks for it)."""
     expert_parallel: bool = False
     """MoE: spread experts over the engine's GPUs instead of slicing every expert
     (vLLM's enable_expert_parallel); attention stays tensor-parallel."""
@@ -117,11 +151,22 @@ class ModelSpec(StrictModel):
         owned = {"model", "tokenizer", "dtype", "max_model_len", "tensor_parallel_size",
                  "gpu_memory_utilization", "enable_prefix_caching", "seed", "enforce_eager",
                  "trust_remote_code", "chat_template", "tokenizer_mode",
-                 "enable_expert_parallel", "reasoning_parser"}
+                 "enable_expert_parallel", "reasoning_parser", "max_num_seqs",
+                 "max_num_batched_tokens", "enable_chunked_prefill"}
         clash = sorted(owned & set(value))
         if clash:
             raise ValueError(f"set {', '.join(clash)} as top-level keys, not in vllm_args")
         return value
+
+    @model_validator(mode="after")
+    def _shape_from_checkpoint(self) -> ModelSpec:
+        # One shape for every estimate: a file with a checkpoint block (today's families,
+        # `models add`) needs no separate architecture block.
+        if self.architecture is None and self.checkpoint is not None:
+            shape = self.checkpoint.shape(self.source or self.name)
+            if shape is not None:
+                object.__setattr__(self, "architecture", shape)
+        return self
 
     def problem(self) -> tuple[str, str] | None:
         """A cross-field problem as (dotted field, message), or None.
@@ -135,6 +180,8 @@ class ModelSpec(StrictModel):
         found = self.reasoning.problem()
         if found is not None:
             return f"reasoning.{found[0]}", found[1]
+        if self.engine == "custom" and not self.engine_class:
+            return "engine_class", "engine 'custom' needs an engine_class ('module:Class')"
         if "max_tokens" in self.sampling.model_fields_set and (
             self.sampling.max_tokens >= self.max_model_len
         ):

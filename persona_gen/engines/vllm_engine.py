@@ -8,9 +8,11 @@ still fail to parse are retried (persona_gen.engines.structured).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,17 @@ from persona_gen.engines.base import (
     Thinking,
     prompt_too_long,
 )
+from persona_gen.engines.failures import EngineDead
 from persona_gen.engines.reasoning import Reasoner, harmony_structural_tag
 from persona_gen.engines.registry import ModelSpec
+from persona_gen.engines.settings import (
+    CPU,
+    EngineSettings,
+    engine_arguments,
+    from_vllm_config,
+    gpu_class_of,
+    resolve_settings,
+)
 from persona_gen.engines.sources import is_local, materialise
 from persona_gen.engines.structured import (
     Job,
@@ -81,6 +92,104 @@ def chat_messages(messages: list[Message], system_role: bool) -> list[dict[str, 
     return rest
 
 
+def detect_gpu_class(accelerator_type: str | None = None) -> str:
+    """The GPU class this engine runs on: 'cpu' on the CPU platform; else the engine
+    layout's accelerator type, the GPU this process sees, or the Ray node's accelerator
+    (a tensor-parallel host holds no GPU itself). Unknown: the smallest defaults, as vLLM
+    itself does when it cannot query the device."""
+    if on_cpu():
+        return CPU
+    if accelerator_type:
+        return gpu_class_of(accelerator_type, 0)
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            props = torch.cuda.get_device_properties(0)
+            return gpu_class_of(props.name, props.total_memory)
+    except Exception:
+        pass
+    node = _ray_node_accelerator()
+    return gpu_class_of(node, 0) if node else "L4"
+
+
+def _ray_node_accelerator() -> str | None:
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        me = ray.get_runtime_context().get_node_id()
+        for node in ray.nodes():
+            if node.get("NodeID") == me:
+                for key in node.get("Resources", {}):
+                    if key.startswith("accelerator_type:"):
+                        return key.split(":", 1)[1]
+    except Exception:
+        return None
+    return None
+
+
+def engine_kwargs(spec: ModelSpec, settings: EngineSettings, *, folder: str, seed: int,
+                  cpu: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """vLLM's engine arguments for a model file and its resolved settings: every scheduler
+    and cache value explicit, so vLLM's usage-context defaults never decide them."""
+    eager = spec.enforce_eager if spec.enforce_eager is not None else cpu
+    kwargs: dict[str, Any] = {
+        "model": folder,
+        "tokenizer": folder,
+        "tokenizer_mode": spec.tokenizer_mode,
+        "dtype": spec.dtype,
+        "max_model_len": spec.max_model_len,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "enforce_eager": eager,
+        "seed": seed,
+        "trust_remote_code": spec.trust_remote_code,
+        **engine_arguments(settings),
+        **family_engine_args(spec),
+        **spec.vllm_args,
+        **(extra or {}),
+    }
+    if not cpu:
+        # The CPU backend sizes its cache from VLLM_CPU_KVCACHE_SPACE instead.
+        kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
+    return kwargs
+
+
+def share_ray_cluster() -> None:
+    """Let processes this one starts join its Ray cluster. vLLM's engine core is a spawned
+    process that calls `ray.init()` for its tensor-parallel workers; on a local instance
+    (not `ray start`) nothing tells it where the cluster is, and it would start a second
+    Ray. RAY_ADDRESS, inherited, points it at this one (the GCS address, which ray.init
+    takes; a job's RAY_ADDRESS may be the dashboard's, which it does not)."""
+    import ray
+
+    if ray.is_initialized():
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def render_prompt(tokenizer: Any, messages: list[Message], system_role: bool,
+                  chat_template: str | None,
+                  template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """Token ids of the chat-templated prompt, ready for generation.
+
+    A Hugging Face tokenizer renders the template to text, then encodes it with the
+    template's special tokens ([INST], <|eot_id|>...) recognised as such. vLLM's
+    mistral_common tokenizer (tokenizer_mode 'mistral') would encode that text as plain
+    text, so it builds the ids itself (vLLM's own chat path). `template_kwargs`: the
+    family's thinking switch (Qwen3: enable_thinking)."""
+    conversation = chat_messages(messages, system_role)
+    extra = template_kwargs or {}
+    if type(tokenizer).__name__ == "MistralTokenizer":
+        return list(tokenizer.apply_chat_template(conversation, tokenize=True,
+                                                  add_generation_prompt=True, **extra))
+    text = tokenizer.apply_chat_template(conversation, tokenize=False,
+                                         add_generation_prompt=True, chat_template=chat_template,
+                                         **extra)
+    # The template already writes the special tokens (BOS etc.); do not add them twice.
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
 class _VLLMBase:
     """What the offline and the async engine share: engine arguments, prompts, sampling."""
 
@@ -89,9 +198,12 @@ class _VLLMBase:
     on_cpu: bool
     tokenizer: Any
     chat_template: str | None
+    settings: EngineSettings
+    """As declared before start; after start, as vLLM resolved them (KV-cache figures too)."""
 
     def _engine_kwargs(self, spec: ModelSpec, seed: int, llm_kwargs: dict[str, Any],
-                       s3: S3Settings | None = None) -> dict[str, Any]:
+                       s3: S3Settings | None = None, gpu_class: str | None = None,
+                       ) -> dict[str, Any]:
         assert spec.source is not None  # guaranteed by ModelSpec.check
         if is_local(spec.source):
             # Everything is on disk: never let a library wander off to the Hub. Set before
@@ -102,35 +214,24 @@ class _VLLMBase:
         self.max_model_len = spec.max_model_len
         self.on_cpu = on_cpu()
         self._log = get_logger(stage="engine", model=spec.name)
-        folder = materialise(spec.source, s3)
+        self.settings = resolve_settings(spec, CPU if self.on_cpu else (
+            gpu_class or detect_gpu_class()))
+        arch = spec.architecture
+        folder = materialise(spec.source, s3,
+                             arch.weight_bytes(2 if spec.dtype != "float32" else 4) if arch else 0)
         if self.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.kv_cache_gib))
-        eager = spec.enforce_eager if spec.enforce_eager is not None else self.on_cpu
-        kwargs: dict[str, Any] = {
-            "model": folder,
-            "tokenizer": folder,
-            "dtype": spec.dtype,
-            "max_model_len": spec.max_model_len,
-            "enable_prefix_caching": True,
-            "tensor_parallel_size": spec.tensor_parallel_size,
-            "enforce_eager": eager,
-            "seed": seed,
-            "trust_remote_code": spec.trust_remote_code,
-            **spec.vllm_args,
-            **llm_kwargs,
-        }
-        if not self.on_cpu:
-            # The CPU backend sizes its cache from VLLM_CPU_KVCACHE_SPACE instead.
-            kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
-        for key, value in family_engine_args(spec).items():
-            kwargs.setdefault(key, value)
+        kwargs = engine_kwargs(spec, self.settings, folder=folder, seed=seed, cpu=self.on_cpu,
+                               extra=llm_kwargs)
         if spec.tensor_parallel_size > 1 and not self.on_cpu and _in_ray_placement_group():
             # Inside an engine host's placement group (pipeline.engine_host): vLLM's Ray
             # executor puts its tensor-parallel workers on the group's GPU bundles, as Ray
             # Data's own LLM stages do. Outside Ray, vLLM's default (processes) stays.
             kwargs.setdefault("distributed_executor_backend", "ray")
+            share_ray_cluster()
         self._log.info("starting vLLM", source=spec.source, cpu=self.on_cpu,
-                       tensor_parallel_size=spec.tensor_parallel_size)
+                       tensor_parallel_size=spec.tensor_parallel_size,
+                       gpu_class=self.settings.gpu_class)
         return kwargs
 
     # -- prompts -------------------------------------------------------------------------
@@ -139,17 +240,8 @@ class _VLLMBase:
         """Token ids of the chat-templated prompt, ready for generation."""
         # The family's thinking switch is a template argument (Qwen3: enable_thinking).
         extra = self.spec.reasoning.template_kwargs(thinking or Thinking())
-        conversation = chat_messages(messages, self.spec.system_role)
-        if self.spec.tokenizer_mode == "mistral":
-            # mistral_common builds the ids itself; encoding its rendered text would take
-            # [INST] markup as plain text.
-            return list(self.tokenizer.apply_chat_template(
-                conversation, tokenize=True, add_generation_prompt=True, **extra))
-        text = self.tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True,
-            chat_template=self.chat_template, **extra)
-        # The template already writes the special tokens (BOS etc.); do not add them twice.
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return render_prompt(self.tokenizer, messages, self.spec.system_role, self.chat_template,
+                             extra)
 
     def _family_setup(self) -> None:
         """Once the tokenizer is there: how this family's samples are split."""
@@ -261,11 +353,12 @@ class VLLMEngine(_VLLMBase):
     """
 
     def __init__(self, spec: ModelSpec, *, seed: int = 0, s3: S3Settings | None = None,
-                 **llm_kwargs: Any) -> None:
-        kwargs = self._engine_kwargs(spec, seed, llm_kwargs, s3)
+                 gpu_class: str | None = None, **llm_kwargs: Any) -> None:
+        kwargs = self._engine_kwargs(spec, seed, llm_kwargs, s3, gpu_class)
         from vllm import LLM
 
         self.llm: Any = LLM(**kwargs)
+        self.settings = from_vllm_config(self.settings, self.llm.llm_engine.vllm_config)
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_template = load_chat_template(spec.chat_template)
         self._family_setup()
@@ -317,14 +410,14 @@ class VLLMEngine(_VLLMBase):
                 out.extend(self._generate([item]))
             return out
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         """Stop the engine core and free its memory (the engine is unusable afterwards)."""
         llm = getattr(self, "llm", None)
         if llm is None:
             return
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            core.shutdown(timeout=timeout_s)
         self.llm = None
         gc.collect()
 
@@ -340,23 +433,36 @@ class AsyncVLLMEngine(_VLLMBase):
     """
 
     def __init__(self, spec: ModelSpec, *, seed: int = 0, s3: S3Settings | None = None,
-                 **llm_kwargs: Any) -> None:
-        kwargs = self._engine_kwargs(spec, seed, llm_kwargs, s3)
+                 gpu_class: str | None = None, **llm_kwargs: Any) -> None:
+        kwargs = self._engine_kwargs(spec, seed, llm_kwargs, s3, gpu_class)
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         # LLM turns per-step stats off; the async engine would log them every few seconds.
         kwargs.setdefault("disable_log_stats", True)
-        self.llm: Any = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        args = AsyncEngineArgs(**kwargs)
+        # The config is built once, here, as the offline LLM class builds it (its usage
+        # context): anything a model file leaves to vLLM gets the LLM class's defaults,
+        # never the smaller ones of a bare AsyncLLM (ENGINE_CONTEXT).
+        config = args.create_engine_config(UsageContext.LLM_CLASS)
+        self.llm: Any = AsyncLLM.from_vllm_config(config, usage_context=UsageContext.LLM_CLASS,
+                                                  disable_log_stats=True)
+        self.settings = from_vllm_config(self.settings, self.llm.vllm_config)
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_template = load_chat_template(spec.chat_template)
         self._family_setup()
         self._ids = itertools.count()
+        # Rendering and tokenising run off the event loop, which must keep handing vLLM's
+        # outputs back; one thread, since a fast tokenizer is not safe to share between
+        # threads.
+        self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
 
     async def agenerate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         if not requests:
             return []
-        prompts, samplings = self._prepare(requests)
+        loop = asyncio.get_running_loop()
+        prompts, samplings = await loop.run_in_executor(self._tokenize, self._prepare, requests)
 
         async def run_job(job: Job) -> RawOutput:
             return await self._run_one(job, prompts[job.index])
@@ -397,17 +503,16 @@ class AsyncVLLMEngine(_VLLMBase):
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         raise RuntimeError("AsyncVLLMEngine is driven by `await agenerate(...)` (an engine host)")
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop the engine core (within `timeout_s` where given; vLLM then kills it)."""
         llm = getattr(self, "llm", None)
         if llm is not None:
-            llm.shutdown()
+            llm.shutdown(timeout=timeout_s)
             self.llm = None
             gc.collect()
-
-
-class EngineDead(RuntimeError):
-    """The engine itself is gone (vLLM's engine core died): no row's fault, no call can
-    succeed on it again. Engine hosts exit on it so that Ray restarts them."""
+        pool = getattr(self, "_tokenize", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def family_engine_args(spec: ModelSpec) -> dict[str, Any]:

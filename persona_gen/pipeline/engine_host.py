@@ -6,15 +6,33 @@ engines live in long-lived actors created once per model and job; each pass's Ra
 workers hold a handle to one of them.
 
 A host is an async actor around an async engine (vLLM's AsyncLLM, or `sim`): it serves
-`pipeline.blocks_in_flight` `generate` calls at once, and every call's requests enter the
-engine's running batch as soon as they arrive. A block returns when its own rows are done,
-so the batch never drains at a block's end and the next block's I/O overlaps generation.
-Engines without an async form (echo, HTTP) run in the host's threads.
+`pipeline.blocks_in_flight` `generate` calls at once, and lets about 1.1 x max_num_seqs of
+their requests into the engine at a time (pipeline.admission); the rest wait in the host
+and enter as sequences finish, so the batch never drains at a block's end and the next
+block's I/O overlaps generation. Engines without an async form (echo, HTTP) run in the
+host's threads. At start the host logs its engine's resolved settings as one JSON line
+(`engine_settings`), which the job records in the manifest.
 
-A dead engine (vLLM's engine core killed or crashed) makes the host exit at once: Ray
-restarts it, reloading the model, and re-sends the calls that were in flight (the actor
-has max_task_retries=-1). Nothing was committed for those blocks (workers commit after a
-call returns), so nothing is committed twice.
+Lifecycle:
+- A dead engine (vLLM's engine core killed or crashed) makes the host exit: Ray restarts
+  it, reloading the model, and re-sends the calls that were in flight (the actor has
+  max_task_retries=-1). Nothing was committed for those blocks (workers commit after a call
+  returns), so nothing is committed twice.
+- A host that exits (engine death, a restart asked for, the job's end) first closes its
+  engine within `pipeline.engine_close_timeout_s`, then ends its own child processes; a
+  watcher process ends them too if the host is killed outright (pipeline.reaper). No engine
+  core outlives its host.
+- Every engine call has a deadline (CallDeadline); past it the worker restarts the host and
+  waits for the re-sent call once more.
+- The rows in the engine when it died are suspects: the restarted host runs them alone
+  (the engine drained first), in groups an eighth of the size each time one crashes; a row
+  that kills the engine again when it runs by itself is committed as an error row
+  (`engine crash`) instead of being retried forever. The crash ledger (an actor of the
+  job's) carries this across host restarts.
+
+Hosts are placed from the config and each model's GPU count, not from the GPUs a cluster
+shows at start (an autoscaling cluster may show none); while the cluster has no room for
+them, the job logs `waiting_for_gpus`.
 """
 
 from __future__ import annotations
@@ -22,17 +40,32 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from persona_gen.engines.base import ChatRequest, ChatResult
+from persona_gen.engines.failures import ENGINE_CRASH
 from persona_gen.engines.registry import ModelSpec, get_spec
-from persona_gen.errors import UserError
+from persona_gen.engines.settings import admission_limit, start_timeout_s
+from persona_gen.engines.structured import effective_sampling
+from persona_gen.errors import ConfigError, InfrastructureError, UserError
+from persona_gen.hashing import hex_id
+from persona_gen.log import get_logger
+from persona_gen.pipeline.admission import Admission
 from persona_gen.pipeline.config import PipelineConfig
 from persona_gen.storage.settings import S3Settings
 
 GPU_ENGINES = ("vllm", "sim")
 """Engine kinds that hold GPUs (sim stands in for a GPU engine, so it is placed like one)."""
+WAIT_LOG_EVERY_S = 30.0
+"""How often the driver says it is still waiting for GPUs."""
+CRASH_SPLIT = 8
+"""After a crash, suspects run alone in groups this many times smaller."""
 
 
 @dataclass(frozen=True)
@@ -50,81 +83,336 @@ class EngineLayout:
         return self.gpus_per_engine > 1
 
 
-def engine_layout(spec: ModelSpec, cfg: PipelineConfig, cluster_gpus: float | None = None,
-                  ) -> EngineLayout:
+def engine_layout(spec: ModelSpec, cfg: PipelineConfig) -> EngineLayout:
     """GPUs per engine from the model file's tensor_parallel_size, and how many engines.
 
-    `pipeline.actors` is the most engines per model; where `cluster_gpus` is known (> 0),
-    only as many engines as fit are made (a 70B model over 8 GPUs: one per 8-GPU node).
-    plan-cost reads the same function.
+    The job's GPUs are `pipeline.actors` x `pipeline.num_gpus_per_actor`; a model gets as
+    many engines as fit in them (8 GPUs: eight 8B engines, or one 70B engine over 8), never
+    fewer than one, whatever the cluster shows at start (an autoscaling cluster may start
+    with no GPU node). A hosted model (HTTP) gets at most one host per request its
+    `concurrency` allows, since the hosts share that total.
     """
     if spec.engine not in GPU_ENGINES or cfg.num_gpus_per_actor == 0:
-        return EngineLayout(cfg.actors, 0.0)
+        engines = cfg.actors
+        if spec.engine == "openai":
+            engines = min(engines, spec.concurrency)
+        return EngineLayout(engines, 0.0)
     gpus = float(spec.tensor_parallel_size) if spec.tensor_parallel_size > 1 else cfg.num_gpus_per_actor
-    engines = cfg.actors
-    if cluster_gpus:
-        engines = max(1, min(engines, math.floor(cluster_gpus / gpus + 1e-9)))
+    budget = cfg.actors * cfg.num_gpus_per_actor
+    engines = max(1, math.floor(budget / gpus + 1e-9))
     return EngineLayout(engines, gpus, spec.accelerator_type or cfg.accelerator_type)
+
+
+def refuse_unworkable(spec: ModelSpec, layout: EngineLayout) -> None:
+    """ConfigError for host layouts that cannot work, before anything starts."""
+    backend = spec.vllm_args.get("distributed_executor_backend")
+    if spec.engine == "vllm" and layout.packed and backend not in (None, "ray"):
+        raise ConfigError(
+            f"'vllm_args.distributed_executor_backend': '{backend}' cannot work in a "
+            f"tensor-parallel engine host: the host holds no GPU itself (its "
+            f"{layout.gpus_per_engine:g} GPUs are in its placement group), so its processes "
+            "would see every GPU of the node; use 'ray' or leave it unset",
+            source=f"model '{spec.name}'")
+
+
+def concurrency_shares(total: int, hosts: int) -> list[int]:
+    """A hosted model's `concurrency` split between its hosts: the job's total stays it."""
+    return [total // hosts + (1 if i < total % hosts else 0) for i in range(hosts)]
+
+
+def request_key(req: ChatRequest) -> str:
+    """One request, as the crash ledger knows it (the same request in every attempt)."""
+    return hex_id(req.model_dump_json())
+
+
+@dataclass(frozen=True)
+class CallDeadline:
+    """How long one engine call (a block) may take before its host counts as hung.
+
+    Derived: the engine's start timeout (a restart may reload the model within the call)
+    plus, at `min_tok_s`, every token the block may ask for (max_tokens x samples, times
+    the schema retries) for each of the blocks in flight that share the engine. A fixed
+    `override_s` wins."""
+
+    start_s: float
+    blocks_in_flight: int
+    min_tok_s: float
+    json_retries: int
+    override_s: float | None = None
+
+    def seconds(self, requests: list[ChatRequest]) -> float:
+        if self.override_s is not None:
+            return self.override_s
+        tokens = 0
+        for r in requests:
+            attempts = 1 + (self.json_retries if r.json_schema is not None or r.choices else 0)
+            tokens += r.sampling.max_tokens * r.sampling.n * attempts
+        return self.start_s + self.blocks_in_flight * tokens / self.min_tok_s
+
+
+def call_deadline(spec: ModelSpec, cfg: PipelineConfig) -> CallDeadline:
+    gpu = spec.engine in GPU_ENGINES and cfg.num_gpus_per_actor > 0
+    return CallDeadline(
+        start_s=start_timeout_s(spec, cfg.engine_start_timeout_s, cfg.engine_start_s_per_gb),
+        blocks_in_flight=cfg.blocks_in_flight,
+        min_tok_s=cfg.deadline_min_tok_s if gpu else cfg.deadline_min_tok_s / 20,
+        json_retries=spec.json_retries, override_s=cfg.call_deadline_s)
 
 
 def _engine_dead(exc: BaseException) -> bool:
     return type(exc).__name__ in ("EngineDead", "EngineDeadError")
 
 
+class _CrashLedger:
+    """Which requests were in an engine when it died, across host restarts (an actor).
+
+    `next[key]` is the size of the group the request runs in alone next time (0: it killed
+    the engine while running by itself, and becomes an error row)."""
+
+    def __init__(self) -> None:
+        self.next: dict[str, int] = {}
+        self.crashes = 0
+        self.poisoned = 0
+
+    def status(self, keys: list[str]) -> dict[str, int]:
+        return {k: self.next[k] for k in keys if k in self.next} if self.next else {}
+
+    def crashed(self, keys: list[str], alone: bool) -> None:
+        """The engine died with `keys` in it; `alone`: they ran as an exclusive group."""
+        self.crashes += 1
+        if alone and len(keys) == 1:
+            if self.next.get(keys[0]) != 0:
+                self.poisoned += 1
+            self.next[keys[0]] = 0
+            return
+        size = max(1, math.ceil(len(keys) / CRASH_SPLIT))
+        for k in keys:
+            if self.next.get(k) != 0:
+                self.next[k] = min(self.next.get(k, size), size)
+
+    def cleared(self, keys: list[str]) -> None:
+        for k in keys:
+            self.next.pop(k, None)
+
+    def counts(self) -> dict[str, int]:
+        return {"crashes": self.crashes, "poisoned": self.poisoned,
+                "suspects": sum(1 for v in self.next.values() if v > 0)}
+
+
 class _EngineHost:
     """The actor body: one engine, created in the actor's event loop, serving `generate`."""
 
     def __init__(self, spec: ModelSpec, run_id: str, log_json: bool,
-                 s3: S3Settings | None = None) -> None:
+                 s3: S3Settings | None = None, accelerator_type: str | None = None,
+                 ledger: Any = None, close_timeout_s: float = 30.0) -> None:
         from persona_gen import log
 
         log.configure(json=log_json)
         log.bind_run(run_id)
         self.spec = spec
         self.s3 = s3
+        self.accelerator_type = accelerator_type
+        self.ledger = ledger
+        self.close_timeout_s = close_timeout_s
+        self.started_at = time.time()
         self.engine: Any = None
+        self.settings_line: dict[str, Any] | None = None
+        self.admission: Admission | None = None
+        self._died_with: set[str] = set()
+        """Requests whose own call saw the engine die (they left the admission already)."""
+        self._died_alone: list[str] | None = None
+        """The group running alone when the engine died."""
         self._starting: asyncio.Lock | None = None
         self._log = log.get_logger(stage="engine_host", model=spec.name)
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     async def _ready_engine(self) -> Any:
-        # Built lazily, inside the actor's event loop: AsyncLLM's output handler is a task
-        # of the loop that creates it. A restarted host builds it on the first call.
+        # Built lazily, inside the actor's event loop: AsyncLLM's output handler is a task of
+        # the loop that creates it. A restarted host builds it on the first call.
         if self.engine is None:
             if self._starting is None:
                 self._starting = asyncio.Lock()
             async with self._starting:
                 if self.engine is None:
                     from persona_gen.engines.factory import create_async_engine
+                    from persona_gen.engines.vllm_engine import detect_gpu_class
 
-                    self.engine = create_async_engine(self.spec, s3=self.s3)
+                    if self.spec.engine in ("vllm", "custom") and self._reaper is None:
+                        # Engines that start processes of their own (vLLM's engine core).
+                        self._reaper = _start_reaper()
+                    gpu_class = (detect_gpu_class(self.accelerator_type)
+                                 if self.spec.engine == "vllm" else None)
+                    engine = create_async_engine(self.spec, s3=self.s3, gpu_class=gpu_class)
+                    settings = getattr(engine, "settings", None)
+                    if settings is not None:
+                        self.settings_line = settings.log_fields()
+                        self.admission = Admission(admission_limit(settings.max_num_seqs))
+                        # One line a reader can parse: what this engine really runs with.
+                        self._log.info("engine_settings", **self.settings_line)
+                    self.engine = engine
         return self.engine
 
     async def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         engine = await self._ready_engine()
         try:
             if hasattr(engine, "agenerate"):
-                return await engine.agenerate(requests)
+                return await self._run_async(engine, requests)
             return await asyncio.to_thread(engine.generate, requests)
         except Exception as exc:
             if _engine_dead(exc):
                 self._die(exc)
             raise
 
+    # -- async engines: admission and crash attribution ------------------------------------
+
+    async def _run_async(self, engine: Any, requests: list[ChatRequest]) -> list[ChatResult]:
+        if not requests:
+            return []
+        keys = [request_key(r) for r in requests]
+        status: dict[str, int] = {}
+        if self.ledger is not None:
+            status = await self.ledger.status.remote(keys)
+        results: list[ChatResult | None] = [None] * len(requests)
+        suspects: list[int] = []
+        for i, k in enumerate(keys):
+            if status.get(k) == 0:
+                results[i] = ChatResult(id=requests[i].id, error=(
+                    f"{ENGINE_CRASH}: the engine died twice with this request in it, the "
+                    "second time running it alone; not retried"))
+            elif k in status:
+                suspects.append(i)
+        # Suspects first, alone in the engine, in groups of the ledger's size.
+        suspects.sort(key=lambda i: status[keys[i]])
+        if suspects or len(status) > len(suspects):
+            self._log.warning("running_suspects_alone", suspects=len(suspects),
+                              errors=len(status) - len(suspects),
+                              group=status[keys[suspects[0]]] if suspects else 0)
+        while suspects:
+            size = status[keys[suspects[0]]]
+            group, suspects = suspects[:size], suspects[size:]
+            group_keys = [keys[i] for i in group]
+            admission = self._admission()
+            try:
+                async with admission.exclusive(group_keys):
+                    done = await asyncio.gather(*(self._one(engine, requests[i], keys[i])
+                                                  for i in group))
+            except Exception as exc:
+                if _engine_dead(exc):
+                    self._died_alone = group_keys  # the group left the gate with the error
+                raise
+            for i, res in zip(group, done, strict=True):
+                results[i] = res
+            if self.ledger is not None:
+                await self.ledger.cleared.remote(group_keys)
+        rest = [i for i, r in enumerate(results) if r is None]
+        done = await asyncio.gather(*(self._one(engine, requests[i], keys[i]) for i in rest))
+        for i, res in zip(rest, done, strict=True):
+            results[i] = res
+        return [r for r in results if r is not None]
+
+    def _admission(self) -> Admission:
+        if self.admission is None:
+            self.admission = Admission(admission_limit(1024))
+        return self.admission
+
+    async def _one(self, engine: Any, req: ChatRequest, key: str) -> ChatResult:
+        n = effective_sampling(req.sampling, self.spec.sampling).n
+        try:
+            async with self._admission().slot(n, key):
+                (res,) = await engine.agenerate([req])
+        except Exception as exc:
+            if _engine_dead(exc):
+                self._died_with.add(key)  # it left the engine with the error: still a suspect
+            raise
+        return res
+
+    # -- exits -------------------------------------------------------------------------------
+
     def _die(self, exc: BaseException) -> None:
         # Not ray.actor.exit_actor(): an intended exit is never restarted. A crash is, and
         # Ray then re-sends every call that was in flight to the fresh host.
         self._log.error("engine died; exiting so that Ray restarts this host",
                         error=" ".join(str(exc).split())[:300] or type(exc).__name__)
-        os._exit(1)
+        self._report_crash()
+        self._exit(1)
+
+    def _report_crash(self) -> None:
+        if self.ledger is None or self.admission is None:
+            return
+        alone = self._died_alone or self.admission.exclusive_keys
+        keys = alone if alone is not None else sorted(
+            set(self.admission.in_flight_keys()) | self._died_with)
+        if not keys:
+            return
+        import ray
+
+        try:
+            ray.get(self.ledger.crashed.remote(keys, alone is not None), timeout=30)
+            self._log.warning("engine_crash_recorded", requests=len(keys),
+                              alone=alone is not None)
+        except Exception as exc:  # the crash goes unrecorded; the retry still happens
+            self._log.warning("crash_not_recorded", error=str(exc)[:200])
+
+    def _stop(self) -> None:
+        """Close the engine within the time limit, then end every process this host started."""
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            closer = threading.Thread(target=_close, args=(engine, self.close_timeout_s),
+                                      daemon=True)
+            closer.start()
+            closer.join(self.close_timeout_s + 5)
+            if closer.is_alive():
+                self._log.warning("engine did not close in time; ending its processes",
+                                  timeout_s=self.close_timeout_s)
+        import psutil
+
+        from persona_gen.pipeline.reaper import end_processes
+
+        end_processes(psutil.Process().children(recursive=True))
+
+    def _exit(self, code: int) -> None:
+        self._stop()
+        os._exit(code)
+
+    async def restart(self, requested_at: float, reason: str) -> bool:
+        """Exit so that Ray restarts this host (and re-sends its calls). A request that
+        reaches a host started after it was made (Ray re-sends it too) does nothing."""
+        if self.started_at >= requested_at:
+            return False
+        # A hung engine is not a crash: no row becomes a suspect for it.
+        self._log.error("restarting this engine host", reason=reason)
+        self._exit(1)
+        return True  # never reached
+
+    async def shutdown(self) -> bool:
+        """The job's end: close the engine and end its processes (the driver then kills
+        the actor)."""
+        self._stop()
+        return True
+
+    # -- for the driver, tests and ops -----------------------------------------------------
+
+    def ping(self) -> float:
+        """Answers once the host is placed (its process is up): when it started."""
+        return self.started_at
 
     async def ready(self) -> bool:
         await self._ready_engine()
         return True
 
+    def settings(self) -> dict[str, Any] | None:
+        """The engine's resolved settings (the `engine_settings` line), or None."""
+        return self.settings_line
+
     async def stats(self) -> dict[str, Any]:
-        """The engine's own counters where it keeps any (sim: simulated busy time)."""
+        """The engine's own counters where it keeps any (sim: simulated busy time), and the
+        host's admission figures."""
         engine = await self._ready_engine()
-        return engine.stats() if hasattr(engine, "stats") else {}
+        out = dict(engine.stats()) if hasattr(engine, "stats") else {}
+        if self.admission is not None:
+            out.update(admission_limit=self.admission.limit, admission_peak=self.admission.peak,
+                       admitted=self.admission.admitted)
+        return out
 
     def processes(self) -> list[dict[str, Any]]:
         """This host's process and its children (vLLM's engine core), for tests and ops."""
@@ -141,17 +429,74 @@ class _EngineHost:
         return out
 
 
-class RemoteEngine:
-    """The Engine interface over a host actor, for code that runs in Ray Data workers."""
+def _close(engine: Any, timeout_s: float) -> None:
+    try:
+        try:
+            engine.close(timeout_s=timeout_s)
+        except TypeError:
+            engine.close()
+    except Exception:
+        pass  # a dead engine may fail to close; its processes are ended next
 
-    def __init__(self, name: str, host: Any) -> None:
+
+def _start_reaper() -> subprocess.Popen[bytes] | None:
+    try:
+        return subprocess.Popen([sys.executable, "-m", "persona_gen.pipeline.reaper",
+                                 str(os.getpid())], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+class RemoteEngine:
+    """The Engine interface over a host actor, for code that runs in Ray Data workers.
+
+    Each call waits at most its deadline; past it, the host is restarted (Ray re-sends the
+    call to the fresh host) and the call waited for once more. A second miss raises."""
+
+    def __init__(self, name: str, host: Any, deadline: CallDeadline | None = None) -> None:
         self.name = name
         self.host = host
+        self.deadline = deadline
+        self.restarts = 0
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         import ray
+        from ray.exceptions import GetTimeoutError
 
-        return ray.get(self.host.generate.remote(requests))
+        ref = self.host.generate.remote(requests)
+        limit = self.deadline.seconds(requests) if self.deadline is not None else None
+        try:
+            return ray.get(ref, timeout=limit)
+        except GetTimeoutError:
+            pass
+        self._restart(limit or 0.0, len(requests))
+        try:
+            return ray.get(ref, timeout=limit)
+        except GetTimeoutError:
+            ray.cancel(ref)
+            raise InfrastructureError(
+                f"an engine call of {len(requests)} requests to model '{self.name}' passed its "
+                f"deadline of {limit:.0f} s twice, the second time on a restarted host; rerun "
+                "to resume (pipeline.call_deadline_s sets the deadline)",
+                source="pipeline") from None
+
+    def _restart(self, limit: float, rows: int) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        self.restarts += 1
+        get_logger(stage="engine").warning(
+            "engine_call_deadline", model=self.name, deadline_s=round(limit, 1), rows=rows,
+            action="restarting the engine host; the call is sent again")
+        try:
+            ray.get(self.host.restart.remote(time.time(), f"a call passed its {limit:.0f} s "
+                                                          "deadline"), timeout=120)
+        except RayActorError:
+            pass  # it exited, as asked
+        except GetTimeoutError:
+            # Its event loop does not answer: kill it outright (the reaper ends its engine).
+            ray.kill(self.host, no_restart=False)
 
     def close(self) -> None:
         return None
@@ -169,18 +514,28 @@ class _Counter:
 
 
 class EngineHosts:
-    """Creates each model's engine hosts on first use (placed per its layout); kills them on close."""
+    """Creates each model's engine hosts on first use (placed per its layout); closes them
+    (engine first, then the actor) at the end.
+
+    `on_settings(model, line)` is called once per model with its first host's resolved
+    engine settings (the job records them in the manifest)."""
 
     def __init__(self, cfg: PipelineConfig, run_id: str, log_json: bool = True,
-                 s3: S3Settings | None = None) -> None:
+                 s3: S3Settings | None = None,
+                 on_settings: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.cfg = cfg
         self.s3 = s3
         """The run's storage settings: engines fetch s3:// weights through them."""
         self.run_id = run_id
         self.log_json = log_json
+        self.on_settings = on_settings
+        self.settings: dict[str, dict[str, Any]] = {}
+        """model -> its engines' resolved settings (from the first host)."""
         self._hosts: dict[str, list[Any]] = {}
         self._groups: dict[str, list[Any]] = {}
         self._counter: Any = None
+        self._ledger: Any = None
+        self._log = get_logger(stage="engines")
 
     def counter(self) -> Any:
         import ray
@@ -189,10 +544,18 @@ class EngineHosts:
             self._counter = ray.remote(_Counter).options(num_cpus=0).remote()
         return self._counter
 
-    def layout(self, model: str) -> EngineLayout:
+    def ledger(self) -> Any:
         import ray
 
-        return engine_layout(get_spec(model), self.cfg, ray.cluster_resources().get("GPU", 0))
+        if self._ledger is None:
+            self._ledger = ray.remote(_CrashLedger).options(num_cpus=0).remote()
+        return self._ledger
+
+    def layout(self, model: str) -> EngineLayout:
+        return engine_layout(get_spec(model), self.cfg)
+
+    def deadline(self, model: str) -> CallDeadline:
+        return call_deadline(get_spec(model), self.cfg)
 
     def _fits(self, layout: EngineLayout) -> bool:
         """Whether one more model's engine actors fit in the cluster's free resources."""
@@ -245,31 +608,105 @@ class EngineHosts:
             # that counts, and a bad model name fails before any actor starts.
             spec = get_spec(model)
             layout = self.layout(model)
+            refuse_unworkable(spec, layout)
             if self._hosts and not self._fits(layout):
                 # Another model's engines hold the room this one needs (a judge that differs
                 # from the generator on a small cluster): release them; they reload if needed.
                 self._release_engines()
+            specs = [spec] * layout.engines
+            if spec.engine == "openai":
+                # Each host's HTTP pool gets its share: the file's concurrency is the total.
+                specs = [spec.model_copy(update={"concurrency": c})
+                         for c in concurrency_shares(spec.concurrency, layout.engines)]
+            ledger = self.ledger() if spec.engine != "openai" else None
             hosts = [ray.remote(_EngineHost).options(**self._options(layout, model))
-                     .remote(spec, self.run_id, self.log_json, self.s3)
-                     for _ in range(layout.engines)]
-            ready, _ = ray.wait([h.ready.remote() for h in hosts], num_returns=len(hosts),
-                                timeout=self.cfg.engine_start_timeout_s)
-            if len(ready) < len(hosts):
-                self._kill(hosts, self._groups.pop(model, []))
-                raise UserError(
-                    f"{len(hosts) - len(ready)} of {len(hosts)} engine actors for model '{model}' "
-                    f"did not start within {self.cfg.engine_start_timeout_s:.0f} s (each needs "
-                    f"{self.cfg.num_cpus_per_actor} CPU, {layout.gpus_per_engine:g} GPU"
-                    f"{' of type ' + layout.accelerator_type if layout.accelerator_type else ''}; "
-                    f"free: {ray.available_resources()})", source="pipeline")
-            ray.get(ready)  # an engine that failed to load raises here
+                     .remote(s, self.run_id, self.log_json, self.s3, layout.accelerator_type,
+                             ledger, self.cfg.engine_close_timeout_s)
+                     for s in specs]
+            try:
+                self._wait_placed(model, hosts, layout)
+                self._wait_ready(model, spec, hosts, layout)
+            except BaseException:
+                # A host still loading cannot answer a shutdown: kill it outright (its
+                # reaper ends the engine processes it had started).
+                self._kill(hosts, self._groups.pop(model, []), graceful=False)
+                raise
             self._hosts[model] = hosts
+            line = ray.get(hosts[0].settings.remote())
+            if line is not None:
+                self.settings[model] = line
+                self._warn_underfed(spec, line)
+                if self.on_settings is not None:
+                    self.on_settings(model, line)
         return self._hosts[model]
 
-    @staticmethod
-    def _kill(hosts: list[Any], groups: list[Any]) -> None:
+    def _warn_underfed(self, spec: ModelSpec, line: dict[str, Any]) -> None:
+        """On a GPU, the blocks in flight must hold more rows than the engine admits, or its
+        batch drains at every block's end (sim_scale: 0.60 of the ideal at 4 x 256 rows
+        against 1,024 sequences, 0.90 at 4 x 1,024). A CPU engine is full far sooner."""
+        gpu = spec.engine == "sim" or self.cfg.num_gpus_per_actor > 0
+        rows = self.cfg.batch_size * self.cfg.blocks_in_flight
+        if gpu and rows < 2 * line["admission_limit"]:
+            self._log.warning(
+                "engine_underfed", model=spec.name, rows_in_flight=rows,
+                admission_limit=line["admission_limit"],
+                advice=f"set pipeline.batch_size x pipeline.blocks_in_flight to at least "
+                       f"{2 * line['admission_limit']} so the engine's batch stays full")
+
+    def _needs(self, layout: EngineLayout) -> str:
+        accel = f" of type {layout.accelerator_type}" if layout.accelerator_type else ""
+        return (f"{self.cfg.num_cpus_per_actor} CPU, {layout.gpus_per_engine:g} GPU{accel} "
+                "each")
+
+    def _wait_placed(self, model: str, hosts: list[Any], layout: EngineLayout) -> None:
+        """Until the cluster has placed every host (an autoscaler may be starting GPU
+        nodes), saying so every WAIT_LOG_EVERY_S."""
         import ray
 
+        pending = {h.ping.remote(): h for h in hosts}
+        started = time.monotonic()
+        while pending:
+            left = self.cfg.gpu_wait_timeout_s - (time.monotonic() - started)
+            if left <= 0:
+                raise UserError(
+                    f"{len(pending)} of {len(hosts)} engine actors for model '{model}' were not "
+                    f"placed within {self.cfg.gpu_wait_timeout_s:.0f} s ({self._needs(layout)}; "
+                    f"cluster: {ray.cluster_resources()}; free: {ray.available_resources()})",
+                    source="pipeline.gpu_wait_timeout_s")
+            done, _ = ray.wait(list(pending), num_returns=len(pending),
+                               timeout=min(WAIT_LOG_EVERY_S, left))
+            for ref in done:
+                pending.pop(ref)
+            if pending:
+                self._log.info("waiting_for_gpus", model=model, engines=len(hosts),
+                               placed=len(hosts) - len(pending), needs=self._needs(layout),
+                               cluster_gpus=ray.cluster_resources().get("GPU", 0),
+                               free_gpus=ray.available_resources().get("GPU", 0),
+                               waited_s=round(time.monotonic() - started))
+
+    def _wait_ready(self, model: str, spec: ModelSpec, hosts: list[Any],
+                    layout: EngineLayout) -> None:
+        import ray
+
+        timeout = start_timeout_s(spec, self.cfg.engine_start_timeout_s,
+                                  self.cfg.engine_start_s_per_gb)
+        ready, _ = ray.wait([h.ready.remote() for h in hosts], num_returns=len(hosts),
+                            timeout=timeout)
+        if len(ready) < len(hosts):
+            raise UserError(
+                f"{len(hosts) - len(ready)} of {len(hosts)} engines for model '{model}' did not "
+                f"load within {timeout:.0f} s (pipeline.engine_start_timeout_s plus "
+                f"engine_start_s_per_gb for its weights)", source="pipeline")
+        ray.get(ready)  # an engine that failed to load raises here
+
+    def _kill(self, hosts: list[Any], groups: list[Any], graceful: bool = True) -> None:
+        """Each host closes its engine and ends its processes, then the actor goes."""
+        import ray
+
+        if graceful:
+            closing = [h.shutdown.remote() for h in hosts]
+            ray.wait(closing, num_returns=len(closing),
+                     timeout=self.cfg.engine_close_timeout_s + 15)
         for h in hosts:
             ray.kill(h)
         for g in groups:
@@ -280,13 +717,19 @@ class EngineHosts:
             self._kill(hosts, self._groups.pop(model, []))
         self._hosts.clear()
 
+    def crash_counts(self) -> dict[str, int]:
+        import ray
+
+        return ray.get(self.ledger().counts.remote())
+
     def close(self) -> None:
         import ray
 
         self._release_engines()
-        if self._counter is not None:
-            ray.kill(self._counter)
-            self._counter = None
+        for actor in (self._counter, self._ledger):
+            if actor is not None:
+                ray.kill(actor)
+        self._counter = self._ledger = None
 
     def __enter__(self) -> EngineHosts:
         return self

@@ -16,17 +16,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
+from persona_gen.engines.failures import EngineUnavailable
+from persona_gen.errors import InfrastructureError
+from persona_gen.log import get_logger
 from persona_gen.pipeline.chain import BlockResult, Chain, LookupCache, pending_blocks, run_block
 from persona_gen.pipeline.config import PipelineConfig
-from persona_gen.pipeline.engine_host import EngineHosts, RemoteEngine
+from persona_gen.pipeline.engine_host import CallDeadline, EngineHosts, RemoteEngine
 from persona_gen.storage.runref import RunRef
 
 
 class EngineWorker:
-    """A Ray Data actor: runs chain blocks against one long-lived engine host."""
+    """A Ray Data actor: runs chain blocks against one long-lived engine host.
+
+    A block whose engine is out of reach past its retry budget (EngineUnavailable: a hosted
+    API that keeps answering 429) is left uncommitted and reported, not failed: the pass
+    goes on with the other blocks, and the job then stops so that a resume retries it."""
 
     def __init__(self, model: str, hosts: list[Any], counter: Any, chains: dict[str, Chain],
-                 run: RunRef, log_json: bool = True) -> None:
+                 run: RunRef, log_json: bool = True, deadline: CallDeadline | None = None,
+                 ) -> None:
         import ray
 
         from persona_gen import log
@@ -38,15 +46,38 @@ class EngineWorker:
         self.run = run
         self.cache = LookupCache(run)
         index = ray.get(counter.next.remote())
-        self.engine = RemoteEngine(model, hosts[index % len(hosts)])
+        self.engine = RemoteEngine(model, hosts[index % len(hosts)], deadline)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: list[str] = []
+        unavailable: list[str] = []
         for chain_name, block in zip(batch["chain"], batch["block"], strict=True):
-            res = run_block(self.chains[str(chain_name)], str(block), self.model, self.engine,
-                            self.run, self.cache)
+            try:
+                res = run_block(self.chains[str(chain_name)], str(block), self.model,
+                                self.engine, self.run, self.cache)
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
+                reason = " ".join(str(_cause(exc)).split())[:300]
+                get_logger(stage=str(chain_name), block=str(block)).warning(
+                    "block_left_for_resume", model=self.model, reason=reason)
+                res = BlockResult(chain=str(chain_name), block=str(block))
+                out.append(json.dumps(asdict(res)))
+                unavailable.append(reason)
+                continue
             out.append(json.dumps(asdict(res)))
-        return {"result": out}
+            unavailable.append("")
+        return {"result": out, "unavailable": unavailable}
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task raised, through Ray's wrapper."""
+    inner = getattr(exc, "cause", None)
+    return inner if isinstance(inner, BaseException) else exc
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, EngineUnavailable) or isinstance(_cause(exc), EngineUnavailable)
 
 
 def _result_from_json(text: str) -> BlockResult:
@@ -106,14 +137,24 @@ def run_chains(chains: Iterable[Chain], run: RunRef, cfg: PipelineConfig,
             fn_constructor_kwargs={
                 "model": model, "hosts": engines, "counter": hosts.counter(),
                 "chains": chains, "run": run, "log_json": log_json,
+                "deadline": hosts.deadline(model),
             },
         )
         progressed = False
+        left: list[str] = []
         for row in ds.iter_rows():
+            if row["unavailable"]:
+                left.append(row["unavailable"])
+                continue
             res = _result_from_json(row["result"])
             progressed = progressed or any(not s.resumed for s in res.steps)
             results.append(res)
             if on_result:
                 on_result(res)
+        if left:
+            raise InfrastructureError(
+                f"{len(left)} of {len(tasks)} blocks were left uncommitted: model '{model}' "
+                f"stayed out of reach past its retry budget ({left[0]}); every other block is "
+                "committed, and rerunning the same command resumes these", source="pipeline")
         if not progressed:
             raise RuntimeError(f"a pass of model {model} committed nothing; stopping to avoid a loop")

@@ -105,8 +105,14 @@ class Attempt:
         if self._hosts is None:
             self._stack.enter_context(ray_session(self.cfg.pipeline))
             self._hosts = self._stack.enter_context(
-                EngineHosts(self.cfg.pipeline, self.run.run_id, s3=self.cfg.storage))
+                EngineHosts(self.cfg.pipeline, self.run.run_id, s3=self.cfg.storage,
+                            on_settings=self.record_engine_settings))
         return self._hosts
+
+    def record_engine_settings(self, model: str, line: dict[str, Any]) -> None:
+        """A model's engines started: what they run with goes in the manifest at once."""
+        self.manifest.engine_settings[model] = line
+        self.save()
 
     def complete(self, folder: str) -> bool:
         return objects.exists(self.run.child(folder, DONE_MARKER))

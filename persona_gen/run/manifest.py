@@ -103,6 +103,9 @@ class Manifest(BaseModel):
     template_changes: list[dict[str, Any]] = Field(default_factory=list)
     """Templates changed on resume under --allow-template-change: stage, attempt, hashes.
     Rows committed before that attempt were made with the earlier text."""
+    engine_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per model, the settings its engines run with, as their host logged them at start
+    (`engine_settings`: scheduler values, KV-cache capacity, tensor parallelism, dtype)."""
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 1

@@ -19,7 +19,7 @@ from persona_gen.storage.runref import RunRef
 
 def write_synthetic_inputs(run: RunRef, n_personas: int, n_prompts: int, seed: int,
                            plan_cfg: PlanConfig, block_size: int, heldout_fraction: float = 868 / 3868,
-                           persona_words: int = 120) -> int:
+                           persona_words: int = 120, original_words: int = 48) -> int:
     """Personas, prompts, originals and the plan for a synthetic run; returns planned pairs."""
     persona_ids = synthetic_ids("persona", n_personas)
     prompt_ids = synthetic_ids("prompt", n_prompts)
@@ -37,7 +37,8 @@ def write_synthetic_inputs(run: RunRef, n_personas: int, n_prompts: int, seed: i
     }))
     objects.write_table_atomic(run.child(R.stage("original").writes, "part-00000.parquet"), pa.table({
         "prompt_id": prompt_ids,
-        "original": [f"A general answer to {p}, " + "with several balanced points. " * 8
+        "original": [f"A general answer to {p}, "
+                     + "with several balanced points. " * max(1, original_words // 4)
                      for p in prompt_ids],
         "original_finish_reason": ["stop"] * n_prompts,  # the pairs chain looks it up too
     }))
