@@ -116,6 +116,16 @@ def test_every_model_stage_stores_its_finish_reason_and_the_manifest_its_figures
     assert c["on_inconsistent"] == "drop" and c["personas"] == 6 and c["paper_rate"] == 0.085
     assert c["rate"] == round((c["rejected_by_rule"] + c["rejected_by_judge"]) / 6, 4)
     assert q["classifier"]["candidates"] == 12 and q["classifier"]["paper_share"] == 0.4828
+    # personas.n kept exactly under drop (the echo judge rejects about half), with the draws.
+    p = m["counts"]["personas"]
+    assert p["kept"] == p["requested"] == 6 and p["rejected_by_judge"] > 0
+    assert p["drawn"] == p["kept"] + p["dropped"] + p["surplus"]
+    assert c["kept"] == 6 and c["drawn"] == p["drawn"]
+    # The kept personas' census fidelity, judged against sampling noise.
+    f = q["fidelity"]
+    assert f["n"] == 6 and f["threshold"] is None and f["attributes"]
+    for a in f["attributes"]:
+        assert a["flagged"] == (a["tvd"] > a["noise_p95"])
     # The limits a stage ran with are the configured ones, its retry twice that.
     assert (R.stage("critique").max_tokens(cfg), R.stage("critique").retry_max_tokens(cfg)) \
         == (24, 48)
@@ -129,6 +139,9 @@ def test_status_prints_the_quality_summary(echo_run):
     assert res.exit_code == 0, res.output
     assert "cut at the token limit" in res.output
     assert "consistency, first round:" in res.output and "paper: 8.5% dropped" in res.output
+    assert "personas: kept 6 of 6 asked for, from " in res.output
+    assert "census fidelity of the 6 kept personas" in res.output
+    assert "attribute" in res.output and "expect" in res.output and "p95" in res.output
     assert "prompts kept after every filter" in res.output and "paper: 48.3%" in res.output
     assert "verification: judge preferred the revision in" in res.output
     assert "paper: 96.0%" in res.output

@@ -44,9 +44,11 @@ def export(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Write a folder that `datasets.load_dataset(FOLDER)` loads: data/ with train and test (the paper's question_type) and persona/prompt split columns, a `personas` config, and a README.md dataset card (counts, models, seed, census fidelity, verification, licences, citation).
+    """Write a folder that `datasets.load_dataset(FOLDER)` loads: data/ with train and test (the paper's question_type) and persona/prompt split columns, a `personas` config, the run's resolved config (run_config.yaml) and a README.md dataset card (splits, the pair filter's counts, an example row, models, sampling settings and templates, personas and census fidelity, bias and limitations, licences, citation; no location of the run).
 
-    Reads and writes block by block; checks every block's schema before writing; the folder appears only when complete (on s3://, the card is uploaded last). Upload it with `hf upload <namespace>/<name> FOLDER . --repo-type dataset`.
+    Reads and writes block by block; checks every block's schema before writing; the folder appears only when complete (on s3://, the card is uploaded last).
+
+    Upload it with the Hub's tool (`hf auth login` first; copy an s3:// export down first, e.g. with `aws s3 sync`): `hf upload <namespace>/<name> FOLDER . --repo-type dataset` (huggingface_hub 2.x splits a large folder into several commits and resumes when run again); with huggingface_hub 1.x, a large export goes up with `hf upload-large-folder <namespace>/<name> FOLDER --repo-type dataset`.
     """  # typer keeps line breaks: one line per paragraph
     from persona_gen.export import ExportOptions, export_run
     from persona_gen.export.target import Target

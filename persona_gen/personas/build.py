@@ -79,6 +79,7 @@ def planned_draws(n: int, rejected_share: float, rounds: int) -> int:
         survivors += extra * survival
     return math.ceil(drawn)
 
+
 _NUMERIC = ("age", "income")
 
 

@@ -9,8 +9,9 @@
 The `stages` section is made from the recipe's declarations (persona_gen.run.recipe): a
 stage added there has its settings here, typed by its class's `settings_type`. Keys from
 before `stages` existed (`feedback.critique_max_tokens`, `personas.judge_model`, ...) and
-`census.n` (now `personas.n`: the personas a run keeps) are still read, each with one deprecation line naming its new key, so older configs and the
-manifests of older runs still load and resume.
+`census.n` (now `personas.n`: the personas a run keeps) are still read, each with one
+deprecation line naming its new key, so older configs and the manifests of older runs
+still load and resume.
 """
 
 from __future__ import annotations
