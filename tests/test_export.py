@@ -263,6 +263,10 @@ def test_persona_turn_puts_the_framed_persona_where_the_chat_template_takes_it(
 
     assert export(capsys, echo_run, tmp_path / "bad", "--format", "trl-dpo",
                   "--persona-turn", "assistant")[0] == EXIT_USAGE
+    # The paper format has no prompt to put it in: one line, exit 2, nothing written.
+    code, _, errors = export(capsys, echo_run, tmp_path / "paper", "--persona-turn", "user")
+    assert code == 2 and errors[0].startswith("error: --persona-turn: only the trl formats")
+    assert not (tmp_path / "paper").exists()
 
 
 def test_verified_only_drops_exactly_the_pairs_the_judge_did_not_prefer(echo_run, tmp_path,

@@ -65,7 +65,7 @@ def test_manifest_says_what_produced_the_dataset(poisoned_run):
     tmp, _, _ = poisoned_run
     m = json.loads((tmp / "out" / "p1" / "manifest.json").read_text())
     assert m["status"] == "complete" and m["run_id"] == "p1"
-    assert m["config"]["census"]["n"] == 4 and m["seed"] == 11
+    assert m["config"]["personas"]["n"] == 4 and m["seed"] == 11
     assert "ray" in m["packages"] and m["code_version"]
     assert m["models"]["echo"]["engine"] == "echo"
     assert m["counts"]["plan"]["pairs"] == m["stages"]["critique"]["planned"]

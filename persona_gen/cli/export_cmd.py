@@ -63,7 +63,13 @@ def export(
     opts = ExportOptions(fmt=fmt, verified_only=verified_only, all_pairs=all_pairs,
                          persona_turn=persona_turn, max_shard_bytes=max_shard_mb << 20,
                          fidelity=fidelity)
-    opts.pair_filter  # noqa: B018  # contradictory flags fail before any work
+    # Contradictory flags fail before any work.
+    opts.pair_filter  # noqa: B018
+    if persona_turn is not PersonaTurn.system and not fmt.dpo:
+        from persona_gen.errors import UserError
+
+        raise UserError("only the trl formats have a prompt to put the persona in; add "
+                        "--format trl-dpo or trl-dpo-only", source="--persona-turn")
     result = export_run(ref, target, opts)
     typer.echo(result.target)
     for name, splits in result.splits.items():
