@@ -44,7 +44,8 @@ def write_config(path: Path, census_file: Path, prompt_file: Path, output: str,
                  **sections: Any) -> Path:
     cfg: dict[str, Any] = {
         "run": {"output": output, "seed": 11},
-        "census": {"sources": [str(census_file)], "n": 8},
+        "census": {"sources": [str(census_file)]},
+        "personas": {"n": 8},
         "prompts": {"source": str(prompt_file), "text_column": "opening_prompt",
                     "topic_column": "topic"},
         "stages": {"defaults": {"model": "echo", "max_tokens": 32},
@@ -96,7 +97,8 @@ def kill_tree(proc: subprocess.Popen) -> None:
 def personas_with(census: pa.Table, enrich: Engine | None, judge: Engine | None,
                   cfg: PersonasConfig | None = None, seed: int = 0, resample: Any = None, *,
                   stages: dict[str, Any] | None = None,
-                  runner: Runner | None = None) -> tuple[pa.Table, PersonaStats]:
+                  runner: Runner | None = None, keep: int | None = None,
+                  more: Any = None) -> tuple[pa.Table, PersonaStats]:
     """The persona build with the stages the recipe builds from `stages` (a config's
     `stages` section), bound to the engines given (None, or a disabled stage: not run)."""
     run = RunConfig.model_validate({"run": {"seed": seed}, "stages": stages or {}})
@@ -108,4 +110,4 @@ def personas_with(census: pa.Table, enrich: Engine | None, judge: Engine | None,
 
     return build_personas(census, cfg or PersonasConfig(), seed, resample,
                           enrich=bound("enrich", enrich), consistency=bound("consistency", judge),
-                          runner=runner)
+                          runner=runner, keep=keep, more=more)

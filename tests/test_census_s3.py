@@ -178,7 +178,7 @@ def test_echo_run_reads_census_zip_and_prompts_from_s3(s3_bucket: str, tmp_path:
     prompts_uri = _put(s3_bucket, "inputs/prism.jsonl", prompts.read_bytes())
     output = f"s3://{s3_bucket}/runs"
     cfg = write_config(tmp_path / "job.yaml", Path("unused"), Path("unused"), output,
-                       census={"sources": [census_uri], "n": 4},
+                       census={"sources": [census_uri]}, personas={"n": 4},
                        prompts={"source": prompts_uri},
                        plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 1})

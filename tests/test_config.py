@@ -20,11 +20,20 @@ def _write(tmp_path, data) -> str:
 
 
 def test_valid_file_and_overrides(tmp_path):
-    path = _write(tmp_path, {"run": {"seed": 3, "output": "s3://b/runs"}, "census": {"n": 10}})
+    path = _write(tmp_path, {"run": {"seed": 3, "output": "s3://b/runs"}, "personas": {"n": 10}})
     cfg = load_config(path, ["run.seed=9", "pipeline.batch_size=16", "census.states=[TX, MA]"])
     assert cfg.run.seed == 9 and cfg.run.output == "s3://b/runs"
     assert cfg.pipeline.batch_size == 16 and cfg.census.states == ["TX", "MA"]
-    assert cfg.census.n == 10
+    assert cfg.personas.n == 10
+
+
+def test_census_n_is_read_as_personas_n(tmp_path):
+    """`census.n` (before personas.n was the number kept) still loads, as personas.n; set
+    to another value beside personas.n, it is refused naming both."""
+    cfg = load_config(_write(tmp_path, {"census": {"n": 12}}))
+    assert cfg.personas.n == 12 and "n" not in type(cfg.census).model_fields
+    with pytest.raises(ConfigError, match=r"'census\.n' \(deprecated\) and 'personas\.n'"):
+        load_config(_write(tmp_path, {"census": {"n": 12}, "personas": {"n": 10}}))
 
 
 def test_misspelt_key_names_the_dotted_path_and_file(tmp_path):
@@ -41,8 +50,8 @@ def test_misspelt_override_is_rejected_like_the_file(tmp_path):
 
 
 def test_wrong_type_names_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"'census\.n': Input should be a valid integer"):
-        load_config(_write(tmp_path, {"census": {"n": "many"}}))
+    with pytest.raises(ConfigError, match=r"'personas\.n': Input should be a valid integer"):
+        load_config(_write(tmp_path, {"personas": {"n": "many"}}))
 
 
 def test_secrets_in_yaml_are_refused(tmp_path):

@@ -71,7 +71,7 @@ def test_the_tone_check_example_runs_end_to_end(tmp_path, census_dir, ray_local,
 
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 6)
     path = write_config(tmp_path / "job.yaml", census_dir / "nist-acs-2019" / "ma2019.csv",
-                        prompts, str(tmp_path / "out"), census={"n": 4},
+                        prompts, str(tmp_path / "out"), personas={"n": 4},
                         stages={"tone_check": {"template": str(template)}})
     import yaml
 

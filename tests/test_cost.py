@@ -26,8 +26,7 @@ from persona_gen.errors import UserError
 from persona_gen.run.config import RunConfig
 
 PAPER = {
-    "census": {"n": 1586},
-    "personas": {"max_resamples": 2},
+    "personas": {"n": 1586, "max_resamples": 2},
     "plan": {"train_pairs_per_persona": 100, "seen_test_pairs_per_persona": 50,
              "heldout_test_pairs_per_persona": 50},
     "stages": {"defaults": {"model": "llama-3.1-8b-instruct"},
@@ -301,3 +300,32 @@ def test_the_plan_runs_each_engine_at_its_resolved_settings(raw_table: dict) -> 
              / roofline_decode_tok_s(m, g, 1, d, 256, 1300))
     assert rate_with_settings(table, entry, settings, own, context)[0] == pytest.approx(
         fig["output_tok_s"] * ratio)
+
+
+def test_the_paper_config_plans_the_draws_that_keep_1586_personas(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The paper's 1,586 are counted after its consistency filter (about 8.5% dropped): with
+    `drop`, the run draws census people in rounds until 1,586 pass, and the plan counts
+    those draws, round by round as the build sizes them, and 317,200 pairs."""
+    root = Path(__file__).resolve().parents[1]
+    n, rate = 1586, 0.085
+    # Round 1 draws n; about n * rate are rejected. Round 2 draws enough that the missing
+    # ones are met within two standard deviations: m * s - 2 sqrt(m s (1 - s)) = missing.
+    s, missing = 1 - rate, n * rate
+    second = math.ceil((math.sqrt(1 - s) + math.sqrt(1 - s + missing)) ** 2 / s)
+    assert n + second == 1741  # expected survivors: n - missing + second * s >= n
+    with pytest.raises(SystemExit) as done:
+        main(["plan-cost", "--config", str(root / "jobs/configs/paper_8xh100.yaml"),
+              "--cluster", "8xH100", "--json"])
+    assert done.value.code in (0, None)
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["workload"]["personas"] == n and plan["persona_attempts"] == n + second
+    assert plan["workload"]["personas"] * plan["workload"]["pairs_per_persona"] == 317_200
+    calls = {st["stage"]: st["calls"] for st in plan["stages"]}
+    assert calls["enrich"] == calls["consistency"] == 1741
+    assert calls["critique"] == calls["revision"] == calls["verify"] == 317_200
+    with pytest.raises(SystemExit):
+        main(["plan-cost", "--config", str(root / "jobs/configs/paper_8xh100.yaml"),
+              "--cluster", "8xH100"])
+    assert ("1,586 personas kept (of 1,741 census draws) x 200 prompts = 317,200 pairs"
+            in capsys.readouterr().out)

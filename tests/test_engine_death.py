@@ -43,7 +43,7 @@ def test_sigkill_engine_core_mid_run_heals_and_every_pair_lands_once(tmp_path, c
     cfg = load_config(write_config(
         tmp_path / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv", prompts,
         str(tmp_path / "out"),
-        census={"n": 4},
+        personas={"n": 4},
         plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 0,
               "heldout_test_pairs_per_persona": 1},
         prompts={"heldout_fraction": 0.5},

@@ -1,8 +1,10 @@
 """`persona-gen export` on a real echo run: the folder `datasets` loads, its card, the TRL
-DPO view, verified-only, S3 both ways, and the schema checks that refuse a bad block."""
+DPO view (filtered by default, --all-pairs, --persona-turn), verified-only, S3 both ways,
+and the schema checks that refuse a bad block."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -35,8 +37,11 @@ def echo_run(tmp_path_factory: pytest.TempPathFactory, census_dir: Path, ray_loc
     """A demo-sized run of the real job with the no-model engine, through the CLI."""
     tmp = tmp_path_factory.mktemp("export-run")
     prompts = write_prompt_file(tmp / "prompts.jsonl", 12)
+    # The paper's persona rule: rejects dropped, the next people in draw order drawn until
+    # 6 are kept (the echo judge rejects about half).
     cfg = write_config(tmp / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv",
-                       prompts, str(tmp / "out"), census={"n": 6},
+                       prompts, str(tmp / "out"), personas={"n": 6, "on_inconsistent": "drop"},
+                       stages={"consistency": {"enabled": True}},
                        plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 2},
                        pipeline={"batch_size": 16})
@@ -55,6 +60,11 @@ def export(capsys: pytest.CaptureFixture[str], run: str | Path, to: str | Path,
     cap = capsys.readouterr()
     errors = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
     return int(done.value.code or 0), cap.out.splitlines(), errors
+
+
+def verdicts_of(run: Path) -> dict[str, str]:
+    table, _ = read_folder(str(run), "feedback/verification")
+    return dict(zip(table["pair_id"].to_pylist(), table["preferred"].to_pylist(), strict=True))
 
 
 def card_header(folder: Path) -> dict:
@@ -125,16 +135,23 @@ def test_card_header_declares_configs_splits_and_features(echo_run, tmp_path, ca
     body = (out / "README.md").read_text()
     for needle in ("2407.17387", "code version", "seed: `11`", "| verify | echo |",
                    "Census fidelity", "| sex |", "public domain", "`prompts.jsonl`",
-                   "hf upload", "--repo-type dataset", "truncated rows", "revision 0",
-                   "the judge preferred the revision in"):
+                   "truncated rows", "revision 0", "the judge preferred the revision in",
+                   "## Bias, limitations and sensitive attributes", "## Example row"):
         assert needle in body, needle
+    # Upload instructions are the publisher's (README, `export --help`), not the reader's.
+    assert "hf upload" not in body and "## Publishing" not in body
+
+
+FRAME = ("About the person:\n{}\n\nYou are a helpful assistant, and the person described "
+         "above is the user you are answering.")
 
 
 def test_trl_dpo_rows_pair_the_revision_against_the_original(echo_run, tmp_path, capsys):
     out = tmp_path / "dpo"
     assert export(capsys, echo_run, out, "--format", "trl-dpo")[0] == 0
     for row in load(out)["train"]:
-        assert row["prompt"] == [{"role": "system", "content": row["persona"]},
+        # The persona as generation framed it: the attributes of the user being answered.
+        assert row["prompt"] == [{"role": "system", "content": FRAME.format(row["persona"])},
                                  {"role": "user", "content": row["instruction"]}]
         assert row["chosen"] == [{"role": "assistant", "content": row["data"]}]
         assert row["rejected"] == [{"role": "assistant", "content": row["original"]}]
@@ -143,6 +160,113 @@ def test_trl_dpo_rows_pair_the_revision_against_the_original(echo_run, tmp_path,
     cols = load(only)["test"].column_names
     assert {"prompt", "chosen", "rejected", "persona_split", "prompt_split"} <= set(cols)
     assert "critique" not in cols
+
+
+def _cut_some(run: Path) -> None:
+    """Mark the revision of every third pair and the original of every fifth as cut."""
+    def change(t: pa.Table) -> pa.Table:
+        n = t.num_rows
+        for col, every in (("revision_finish_reason", 3), ("original_finish_reason", 5)):
+            t = t.set_column(t.schema.get_field_index(col), col, pa.array(
+                ["length" if i % every == 0 else "stop" for i in range(n)]))
+        return t
+    _rewrite_pairs(run, change)
+
+
+def test_the_dpo_view_keeps_only_verified_uncut_pairs_and_the_card_counts_each_filter(
+        echo_run, tmp_path, capsys):
+    run = copy_run(echo_run, tmp_path / "runs" / RUN_ID)
+    _cut_some(run)
+    pairs, _ = read_folder(str(run), "feedback/pairs")
+    preferred = verdicts_of(run)
+    expect: dict[str, dict[str, int]] = {s: {"original": 0, "unjudged": 0, "cut": 0, "kept": 0}
+                                         for s in ("train", "test")}
+    kept = set()
+    for r in pairs.to_pylist():
+        e = expect[r["question_type"]]
+        verdict = preferred.get(r["pair_id"])
+        if verdict != "revision":
+            e["original" if verdict == "original" else "unjudged"] += 1
+        elif "length" in (r["revision_finish_reason"], r["original_finish_reason"]):
+            e["cut"] += 1
+        else:
+            e["kept"] += 1
+            kept.add(r["pair_id"])
+    assert all(e["original"] and e["cut"] for e in expect.values())  # the test tests something
+    out = tmp_path / "dpo"
+    code, stdout, _ = export(capsys, run, out, "--format", "trl-dpo")
+    assert code == 0
+    ds = load(out)
+    rows = ds["train"].to_list() + ds["test"].to_list()
+    assert {r["pair_id"] for r in rows} == kept
+    assert {r["preferred"] for r in rows} == {"revision"}
+    assert {r["revision_finish_reason"] for r in rows} == {r["original_finish_reason"]
+                                                           for r in rows} == {"stop"}
+    total = sum(e["original"] + e["unjudged"] + e["cut"] for e in expect.values())
+    assert stdout[-1] == (
+        f"filtered: dropped {total:,} pairs (judge preferred the original "
+        f"{sum(e['original'] for e in expect.values()):,}; not judged 0; cut at the token "
+        f"limit {sum(e['cut'] for e in expect.values()):,})")
+    body = (out / "README.md").read_text()
+    assert ("This export keeps pairs where the judge preferred the revision and neither the "
+            "original nor the revision was cut at its token limit") in body
+    for split, e in expect.items():
+        assert f"| {split} | {e['original']:,} | {e['unjudged']:,} | {e['cut']:,} |" in body
+
+
+def test_all_pairs_exports_every_pair_and_the_card_says_what_the_filter_would_drop(
+        echo_run, tmp_path, capsys):
+    run = copy_run(echo_run, tmp_path / "runs" / RUN_ID)
+    _cut_some(run)
+    pairs, _ = read_folder(str(run), "feedback/pairs")
+    out = tmp_path / "all"
+    code, stdout, _ = export(capsys, run, out, "--format", "trl-dpo", "--all-pairs")
+    assert code == 0 and not any(ln.startswith("filtered:") for ln in stdout)
+    ds = load(out)
+    assert ds["train"].num_rows + ds["test"].num_rows == pairs.num_rows
+    body = (out / "README.md").read_text()
+    assert "This export keeps every pair (`--all-pairs`)" in body
+    assert "Pairs the DPO filter would drop, per split" in body
+    # The two flags contradict each other: one line, exit 2, nothing written.
+    code, _, errors = export(capsys, run, tmp_path / "both", "--all-pairs", "--verified-only")
+    assert code == 2 and len(errors) == 1 and "--all-pairs" in errors[0]
+    assert not (tmp_path / "both").exists()
+
+
+def test_every_format_keeps_the_verdict_and_the_finish_reasons(echo_run, tmp_path, capsys):
+    pairs, _ = read_folder(str(echo_run), "feedback/pairs")
+    finish = sorted(c for c in pairs.column_names if c.endswith("_finish_reason"))
+    assert {"original_finish_reason", "critique_finish_reason",
+            "revision_finish_reason"} <= set(finish)
+    preferred = verdicts_of(echo_run)
+    for fmt in ("paper", "trl-dpo", "trl-dpo-only"):
+        out = tmp_path / fmt
+        assert export(capsys, echo_run, out, "--format", fmt, "--all-pairs")[0] == 0
+        rows = load(out)["train"].to_list()
+        assert {"preferred", *finish} <= set(rows[0]), fmt
+        assert all(r["preferred"] == preferred.get(r["pair_id"]) for r in rows), fmt
+
+
+def test_persona_turn_puts_the_framed_persona_where_the_chat_template_takes_it(
+        echo_run, tmp_path, capsys):
+    for turn in ("user", "none"):
+        out = tmp_path / turn
+        assert export(capsys, echo_run, out, "--format", "trl-dpo", "--all-pairs",
+                      "--persona-turn", turn)[0] == 0
+        for row in load(out)["test"]:
+            content = (FRAME.format(row["persona"]) + "\n\n" + row["instruction"]
+                       if turn == "user" else row["instruction"])
+            # No system turn: templates without a system role (Gemma) take it as it is.
+            assert row["prompt"] == [{"role": "user", "content": content}]
+        assert f"`--persona-turn {turn}`" in (out / "README.md").read_text()
+    from persona_gen.errors import EXIT_USAGE
+
+    assert export(capsys, echo_run, tmp_path / "bad", "--format", "trl-dpo",
+                  "--persona-turn", "assistant")[0] == EXIT_USAGE
+    # The paper format has no prompt to put it in: one line, exit 2, nothing written.
+    code, _, errors = export(capsys, echo_run, tmp_path / "paper", "--persona-turn", "user")
+    assert code == 2 and errors[0].startswith("error: --persona-turn: only the trl formats")
+    assert not (tmp_path / "paper").exists()
 
 
 def test_verified_only_drops_exactly_the_pairs_the_judge_did_not_prefer(echo_run, tmp_path,
@@ -160,8 +284,10 @@ def test_verified_only_drops_exactly_the_pairs_the_judge_did_not_prefer(echo_run
     assert got == kept
     assert set(ds["train"]["preferred"]) == {"revision"}
     dropped = len(preferred) - len(kept)
-    assert stdout[-1] == f"verified only: dropped {dropped:,} pairs the judge did not prefer"
-    assert f"{dropped:,} were dropped" in (out / "README.md").read_text()
+    assert stdout[-1] == (f"filtered: dropped {dropped:,} pairs (judge preferred the original "
+                          f"{dropped:,}; not judged 0)")
+    body = (out / "README.md").read_text()
+    assert "keeps pairs where the judge preferred the revision (`--verified-only`)" in body
 
 
 def test_personas_config_loads_with_attributes_split_and_provenance(echo_run, tmp_path, capsys):
@@ -182,7 +308,7 @@ def test_export_from_s3_to_local_and_to_s3(echo_run, tmp_path, capsys, s3_bucket
                     source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3.fs)
     run = f"s3://{s3_bucket}/runs/{RUN_ID}"
     local = tmp_path / "from-s3"
-    assert export(capsys, run, local, "--format", "trl-dpo")[0] == 0
+    assert export(capsys, run, local, "--format", "trl-dpo", "--all-pairs")[0] == 0
     ds = load(local)
     pairs, _ = read_folder(str(echo_run), "feedback/pairs")
     assert ds["train"].num_rows + ds["test"].num_rows == pairs.num_rows
@@ -198,6 +324,9 @@ def test_export_from_s3_to_local_and_to_s3(echo_run, tmp_path, capsys, s3_bucket
     pafs.copy_files(loc.path, str(copy), source_filesystem=loc.fs,
                     destination_filesystem=pafs.LocalFileSystem())
     assert load(copy)["test"].num_rows == ds["test"].num_rows
+    # Nothing published names where the run lives (the bucket, the local folders).
+    for text in ((copy / "README.md").read_text(), (copy / "run_config.yaml").read_text()):
+        assert "s3://" not in text and s3_bucket not in text and str(tmp_path) not in text
     # A second export into a taken prefix is refused unless asked for.
     code, _, errors = export(capsys, run, target)
     assert code == 2 and errors == [f"error: {target}: the target folder is not empty; pass "
@@ -305,3 +434,87 @@ def test_a_bad_block_found_while_streaming_leaves_nothing_behind(echo_run, tmp_p
     assert code == 2 and stdout == []
     assert errors == [f"error: {last}: question_type 'dev' is not one of train, test"]
     assert not (tmp_path / "exports").exists()
+
+
+def test_the_card_header_derives_licence_sources_and_creators(echo_run, tmp_path, capsys):
+    """Model outputs carry model terms: a run on Llama 3.1 over PRISM prompts is `other`
+    (CC-BY-4.0 and the Llama 3.1 licence), from PRISM, machine-annotated."""
+    from huggingface_hub import DatasetCard
+
+    run = copy_run(echo_run, tmp_path / "runs" / RUN_ID)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["prompts"]["source"] = "s3://bucket/inputs/prism_conversations.jsonl"
+    for stage in ("critique", "revision"):
+        manifest["settings"][stage]["model"] = "llama-3.1-8b-instruct"
+    manifest["models"]["llama-3.1-8b-instruct"] = {
+        "name": "llama-3.1-8b-instruct", "engine": "vllm",
+        "source": "meta-llama/Llama-3.1-8B-Instruct"}
+    for stage in ("critique", "revision"):
+        manifest["stages"][stage]["model"] = "llama-3.1-8b-instruct"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "ds"
+    assert export(capsys, run, out, "--format", "trl-dpo")[0] == 0
+    head = card_header(out)
+    assert head["license"] == "other" and head["license_name"] == "cc-by-4.0-and-llama3.1"
+    assert head["license_link"] == "https://www.llama.com/llama3_1/license/"
+    assert head["source_datasets"] == ["original", "HannahRoseKirk/prism-alignment"]
+    assert head["annotations_creators"] == ["machine-generated"]
+    assert head["language_creators"] == ["machine-generated", "crowdsourced"]
+    data = DatasetCard.load(out / "README.md").data
+    assert data.license == "other" and data.annotations_creators == ["machine-generated"]
+    body = (out / "README.md").read_text()
+    assert "Llama 3.1 Community License" in body and "CC-BY-4.0" in body
+    assert "s3://" not in body and "bucket" not in body
+    # The echo run itself: its own prompt file's licence is not known, so neither is the set's.
+    plain = tmp_path / "plain"
+    assert export(capsys, echo_run, plain, "--format", "trl-dpo")[0] == 0
+    assert card_header(plain)["license"] == "unknown"
+
+
+def test_licences_combine_by_their_hub_ids():
+    from persona_gen.export.licence import header_fields, model_terms
+
+    apache = model_terms("qwen2.5-7b-instruct", {"engine": "vllm",
+                                                 "source": "Qwen/Qwen2.5-7B-Instruct"})
+    gemma = model_terms("gemma-2-9b-it", {"engine": "vllm", "source": "google/gemma-2-9b-it"})
+    assert model_terms("echo", {"engine": "echo"}) is None
+    assert header_fields("apache-2.0", [apache, None]) == {"license": "apache-2.0"}
+    assert header_fields("cc-by-4.0", [apache]) == {"license": ["cc-by-4.0", "apache-2.0"]}
+    assert header_fields("cc-by-4.0", [gemma])["license_name"] == "cc-by-4.0-and-gemma"
+    unknown = model_terms("my-model", {"engine": "vllm", "source": "me/my-model"})
+    assert header_fields("apache-2.0", [unknown]) == {"license": "unknown"}
+
+
+def test_the_card_says_how_every_row_was_made_and_names_no_run_location(echo_run, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "ds"
+    assert export(capsys, echo_run, out, "--format", "trl-dpo")[0] == 0
+    body = (out / "README.md").read_text()
+    manifest = json.loads((echo_run / "manifest.json").read_text())
+    stats = manifest["counts"]["personas"]
+    # Persona counts: drawn, rejected by rule and by judge, kept (personas.n).
+    assert stats["kept"] == stats["requested"] == 6 and stats["drawn"] > 6
+    assert (f"personas: 6 kept of 6 asked for (`on_inconsistent: drop`); census people drawn "
+            f"{stats['drawn']:,}; rejected by the rules {stats['rejected_by_rule']:,}, by the "
+            f"model judge {stats['rejected_by_judge']:,}") in body
+    # One split story, with a recipe per common selection.
+    for needle in ("| `question_type` |", "| `persona_split` |", "| `prompt_split` |",
+                   'r["persona_split"] == "train"', 'r["persona_split"] == "test"',
+                   'r["prompt_split"] == "heldout"'):
+        assert needle in body, needle
+    # Sampling settings and every stage's template, as the manifest recorded them.
+    assert "| critique | echo | 0.7 |" in body or "| critique | echo |" in body
+    for stage, t in manifest["templates"].items():
+        assert f"<code>{stage}</code>" in body and t["text"].strip() in body
+    # The resolved config beside the data, linked from the card; no run location anywhere.
+    assert "[`run_config.yaml`](run_config.yaml)" in body
+    config = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert config["personas"]["n"] == 6 and config["census"]["sources"] == ["national2019.csv"]
+    assert "storage" not in config and "output" not in config["run"]
+    for text in (body, (out / "run_config.yaml").read_text()):
+        assert str(echo_run) not in text and str(echo_run.parent) not in text
+    # An example row, texts cut for display; the census fidelity against sampling noise.
+    example = json.loads(body.split("## Example row", 1)[1].split("```json\n", 1)[1]
+                         .split("\n```", 1)[0])
+    assert example["preferred"] == "revision" and len(example["data"]) <= 160 + 6
+    assert "| attribute | TVD | expected | p95 | flagged |" in body

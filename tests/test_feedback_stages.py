@@ -76,6 +76,29 @@ def test_verify_maps_the_letter_back_to_the_answer_shown():
     assert out.column("error").null_count == 12
 
 
+def test_the_verification_judge_gives_its_reason_before_its_verdict():
+    """Schema property order is decoding order: the reason is written first, then the letter
+    (as the consistency judge does); the template asks for them in that order."""
+    import json
+
+    from persona_gen.feedback.stages import VERIFY_SCHEMA
+    from persona_gen.personas.consistency import verdict_model
+
+    assert list(VERIFY_SCHEMA["properties"]) == ["reason", "preferred"]
+    assert VERIFY_SCHEMA["required"] == ["reason", "preferred"]
+    assert list(verdict_model(80).model_fields) == ["reason", "consistent"]
+    req = VerifyStage(sampling=Sampling(max_tokens=8, seed=1)).requests(_pairs(1))[0]
+    assert req.json_schema == VERIFY_SCHEMA
+    ask = req.messages[-1].content
+    assert ask.index('"reason"') < ask.index('"preferred"')
+    # An answer in that order parses to the same verdict; the coin and its mapping stay.
+    answer = {"reason": "shorter and on point", "preferred": "A"}
+    result = ChatResult(id="pair0", texts=[json.dumps(answer)], parsed=[answer])
+    out = VerifyStage(judge_model="j").parse(_pairs(1).to_pylist()[0], result)
+    assert out["reason"] == "shorter and on point"
+    assert out["preferred"] == ("revision" if revision_first("pair0") else "original")
+
+
 def test_revision_is_the_assistant_answering_the_persona_while_the_critique_is_the_persona():
     s = Sampling(max_tokens=8, seed=1)
     critique = text_stage(CRITIQUE, s).requests(_pairs(1))[0].messages

@@ -71,7 +71,7 @@ def test_progress_lines_then_sigkill_shows_stale_then_resume_completes(tmp_path,
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 120)
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "job.yaml", census_dir / CENSUS, prompts, str(out),
-                       census={"n": 40}, pipeline={"batch_size": 64},
+                       personas={"n": 40}, pipeline={"batch_size": 64},
                        run={"progress_every_s": 0.5, "stale_after_s": 3})
     run = out / "ops"
     log = tmp_path / "driver.log"
@@ -114,7 +114,7 @@ def test_error_rows_over_the_limit_commit_everything_then_fail(tmp_path, census_
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 12, extra=[POISON, POISON + "?"])
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "job.yaml", census_dir / CENSUS, prompts, str(out),
-                       census={"n": 4},
+                       personas={"n": 4},
                        plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 2})
     with pytest.raises(SystemExit) as ex:
@@ -188,7 +188,7 @@ def test_a_run_that_dies_shows_failed_with_its_reason(tmp_path, census_dir, ray_
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 12)
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "job.yaml", census_dir / CENSUS, prompts, str(out),
-                       census={"n": 4})
+                       personas={"n": 4})
     with pytest.raises(SystemExit) as ex:
         main(["run", "--config", str(cfg), "--run-id", "dies", "--until", "prompts",
               "--no-progress"])
@@ -227,7 +227,7 @@ def test_storage_outage_mid_run_is_ridden_out(tmp_path, census_dir, s3_server, s
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 120)
     root = f"s3://{s3_bucket}/runs"
     cfg = write_config(tmp_path / "job.yaml", census_dir / CENSUS, prompts, root,
-                       census={"n": 24}, pipeline={"batch_size": 32},
+                       personas={"n": 24}, pipeline={"batch_size": 32},
                        storage={"retry_budget_s": 120}, run={"progress_every_s": 1})
     log = tmp_path / "driver.log"
     proc = _start(["run", "--config", str(cfg), "--run-id", "outage", "--no-progress"], log)

@@ -315,7 +315,7 @@ def test_a_runs_census_draw_and_resampling_build_the_personas(census_dir: Path,
 
     source = str(census_dir / "nist-acs-2019" / "ma2019.csv")
     cfg = load_config(None, [f"run.output={tmp_path}", "run.seed=4", f"census.sources=[{source}]",
-                             "census.n=12"])
+                             "personas.n=12"])
     census = census_sampler(cfg, 12, census_seed(cfg))
     third = census.column("persona_id")[2].as_py()
     verdict = {"consistent": False, "reason": "contradiction"}
@@ -356,7 +356,7 @@ def test_cli_builds_personas_with_the_echo_engine(census_dir: Path, tmp_path: Pa
 
     source = census_dir / "nist-acs-2019" / "tx2019.csv"
     args = ["personas", "build", "--set", f"run.output={tmp_path}", "--set", "run.run_id=cli",
-            "--set", f"census.sources=[{source}]", "--set", "census.n=10",
+            "--set", f"census.sources=[{source}]", "--set", "personas.n=10",
             "--set", "stages.enrich.model=echo", "--set", "stages.consistency.model=echo"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -373,7 +373,7 @@ def test_cli_builds_personas_with_the_echo_engine(census_dir: Path, tmp_path: Pa
     assert set(table.column("enrich_model").to_pylist()) <= {"echo"}
 
     bad = CliRunner().invoke(app, ["personas", "build", "--set", f"run.output={tmp_path}",
-                                   "--set", "census.n=3"])
+                                   "--set", "personas.n=3"])
     assert isinstance(bad.exception, UserError) and "census.sources" in str(bad.exception)
 
 
@@ -391,3 +391,62 @@ def test_build_copes_with_a_runner_that_returns_only_failed_rows() -> None:
     assert out.num_rows == 0
     assert stats.invalid_outputs == {"consistency": 4} and stats.dropped == 2
     assert stats.error_samples["consistency"] == ["worker died"] * 3
+
+
+# --- personas.n: the number kept (drop draws on in draw order) ---------------------------
+
+
+def test_drop_draws_on_in_draw_order_until_exactly_n_are_kept(census_dir: Path) -> None:
+    """A judge that rejects every fourth person in draw order (a known 25%): the build
+    draws on from the run's census draw, in draw order, and keeps exactly personas.n, the
+    first n survivors; the kept set is the draw minus the rejects."""
+    from persona_gen.run.config import load_config
+    from persona_gen.run.draws import DrawOrder
+
+    n = 30
+    source = str(census_dir / "nist-acs-2019" / "tx2019.csv")
+    cfg = load_config(None, ["run.seed=4", f"census.sources=[{source}]", f"personas.n={n}",
+                             "personas.on_inconsistent=drop"])
+    draws = DrawOrder(cfg)
+    census = draws.next(n)
+    ids = census.column("persona_id").to_pylist()
+    rejected = {pid for i, pid in enumerate(ids) if i % 4 == 0}
+
+    class EveryFourth(ScriptedJsonEngine):
+        """Rejects the persona at every fourth place of the draw order (ids are p<seed>-<place>)."""
+
+        def _answer(self, req: ChatRequest) -> ChatResult:
+            pid = req.id.split(":")[1]
+            if int(pid.rsplit("-", 1)[1]) % 4 == 0:
+                self.inconsistent.add(pid)
+            return super()._answer(req)
+
+    judge = EveryFourth("judge")
+    table, stats = personas_with(census, None, judge, cfg.personas, cfg.run.seed,
+                                 keep=n, more=draws.next)
+    assert table.num_rows == stats.kept == n == stats.requested
+    drawn = draws.table().column("persona_id").to_pylist()
+    assert len(drawn) == stats.drawn > n
+    # The census draw of `drawn` people (one draw, in order), minus the rejects, cut at n.
+    survivors = [p for i, p in enumerate(drawn) if i % 4 != 0]
+    assert table.column("persona_id").to_pylist() == survivors[:n]
+    assert stats.rejected_by_judge == len(drawn[::4]) == stats.dropped
+    assert stats.surplus == len(survivors) - n
+    assert stats.kept + stats.dropped + stats.surplus == stats.drawn
+    assert stats.first_round.personas == n and stats.first_round.rejected_by_judge == len(rejected)
+    # Nobody is drawn twice, and no persona is chosen by its attributes: every drawn person
+    # was either kept, rejected, or came after the n-th survivor.
+    assert len(set(drawn)) == len(drawn)
+
+
+def test_top_up_rounds_are_sized_from_the_survival_seen(census_dir: Path) -> None:
+    from persona_gen.personas.build import next_draw, planned_draws
+
+    assert next_draw(0, 0.5) == 0
+    assert next_draw(1, 1.0) == 1
+    # 135 missing at 91.5% survival: the expected 148 plus about two standard deviations.
+    assert 150 <= next_draw(135, 0.915) <= 160
+    # A judge rejecting nearly everyone cannot ask for the whole census in one round.
+    assert next_draw(10, 0.0) == 200
+    # The paper's figures: 1,586 kept at 8.5% rejected, in up to three rounds.
+    assert planned_draws(1586, 0.085, 3) == 1586 + next_draw(1586 - 1586 * 0.915, 0.915)

@@ -23,7 +23,7 @@ def poisoned_run(tmp_path_factory, census_dir, ray_local):
     tmp = tmp_path_factory.mktemp("poison")
     prompts = write_prompt_file(tmp / "prompts.jsonl", 12, extra=[POISON])
     cfg_path = write_config(tmp / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv",
-                            prompts, str(tmp / "out"), census={"n": 4},
+                            prompts, str(tmp / "out"), personas={"n": 4},
                             plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
                                   "heldout_test_pairs_per_persona": 2},
                             # 1 poisoned prompt of 13 is 7.7%: allowed here, so the run
@@ -65,7 +65,7 @@ def test_manifest_says_what_produced_the_dataset(poisoned_run):
     tmp, _, _ = poisoned_run
     m = json.loads((tmp / "out" / "p1" / "manifest.json").read_text())
     assert m["status"] == "complete" and m["run_id"] == "p1"
-    assert m["config"]["census"]["n"] == 4 and m["seed"] == 11
+    assert m["config"]["personas"]["n"] == 4 and m["seed"] == 11
     assert "ray" in m["packages"] and m["code_version"]
     assert m["models"]["echo"]["engine"] == "echo"
     assert m["counts"]["plan"]["pairs"] == m["stages"]["critique"]["planned"]
@@ -104,7 +104,7 @@ def test_until_plan_then_the_whole_run_equals_one_whole_run(tmp_path, census_dir
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 10)
     cfg_path = write_config(tmp_path / "job.yaml",
                             census_dir / "nist-acs-2019" / "national2019.csv", prompts,
-                            str(tmp_path / "out"), census={"n": 3},
+                            str(tmp_path / "out"), personas={"n": 3},
                             plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
                                   "heldout_test_pairs_per_persona": 1})
     args = ["run", "--config", str(cfg_path), "--no-progress"]

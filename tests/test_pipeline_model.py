@@ -21,7 +21,7 @@ def _config(tmp_path, census_dir, output: str, **sections):
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 4)
     base = {
         # Three people, one resample each: the 135M judge rejects about half of them.
-        "census": {"n": 3},
+        "personas": {"n": 3},
         "plan": {"train_pairs_per_persona": 1, "seen_test_pairs_per_persona": 0,
                  "heldout_test_pairs_per_persona": 1},
         "prompts": {"heldout_fraction": 0.5},
@@ -84,8 +84,8 @@ def test_model_run_to_a_local_folder(tmp_path, census_dir, ray_local):
 def test_model_consistency_judge_in_the_job(tmp_path, census_dir, ray_local):
     """The persona phase with the model judge on: every judged slot is kept or dropped, and
     the judge's tokens reach the run's summary (whatever its verdicts were)."""
-    cfg = _config(tmp_path, census_dir, str(tmp_path / "out"), census={"n": 2},
-                  personas={"max_resamples": 0}, stages={"consistency": {"enabled": True}})
+    cfg = _config(tmp_path, census_dir, str(tmp_path / "out"),
+                  personas={"n": 2, "max_resamples": 0}, stages={"consistency": {"enabled": True}})
     summary = execute(cfg, RunRef.at(cfg.run.output, "judged"), until="personas",
                       progress=False)
     judge = summary.stages["consistency"]

@@ -62,7 +62,7 @@ def test_sigkill_driver_twice_and_a_worker_then_resume(tmp_path, census_dir):
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 260)
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv",
-                       prompts, str(out), census={"n": 104},
+                       prompts, str(out), personas={"n": 104},
                        pipeline={"batch_size": 400, "actors": 2})
     run = out / "kill"
     log = tmp_path / "driver.log"

@@ -41,7 +41,7 @@ def job(tmp_path: Path) -> Path:
     """A small echo config over the bundled census excerpt (no model, no Ray yet)."""
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 12)
     return write_config(tmp_path / "job.yaml", EXCERPT, prompts, str(tmp_path / "out"),
-                        census={"n": 4})
+                        personas={"n": 4})
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, list[str]]:
@@ -126,7 +126,7 @@ def test_rerun_after_fixing_the_census_path_keeps_the_run_id(job: Path, tmp_path
     assert m["replaced"][0]["changed"] == ["census"]
     assert "/nope.csv" in m["replaced"][0]["failure"]
     # Once a phase has committed data, a changed config is refused, as before.
-    code, _, errors = _cli(capsys, *args, "--set", "census.n=5")
+    code, _, errors = _cli(capsys, *args, "--set", "personas.n=5")
     assert code == 2 and len(errors) == 1
     assert "exists with a different configuration (census changed)" in errors[0]
     assert _manifest(run / "manifest.json")["status"] == "partial"

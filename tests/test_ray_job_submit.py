@@ -143,7 +143,7 @@ def test_submit_runs_the_job_and_a_resubmission_rewrites_nothing(ray_head: Head,
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 10)
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "job.yaml", Path(CENSUS), prompts, str(out),
-                       census={"n": 4},
+                       personas={"n": 4},
                        plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 1})
     args = ["--config", str(cfg), "--run-id", "submitted"]
@@ -184,7 +184,7 @@ def test_run_beside_a_ray_start_cluster_starts_its_own_and_joins_it_when_told(
     accident: without an address the run starts a local instance; with RAY_ADDRESS it joins."""
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 8)
     cfg = write_config(tmp_path / "job.yaml", ROOT / CENSUS, prompts, str(tmp_path / "out"),
-                       census={"n": 2},
+                       personas={"n": 2},
                        plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 1})
     # `ray start` records the address once the head is up, a moment after the dashboard.

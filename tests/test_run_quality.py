@@ -43,16 +43,38 @@ def test_cut_rows_are_counted_per_stage_from_the_committed_blocks(tmp_path):
     assert text == ["cut at the token limit (retried / still cut, of rows): critique 3/3 of 7"]
 
 
-def test_a_classifier_far_from_the_papers_kept_share_gets_a_note(tmp_path):
+def _prompt_stats(run: RunRef, rows: int, steps: list[tuple[str, int, int]]) -> None:
+    objects.write_json_atomic(run.child(R.PROMPT_STATS), {
+        "classifier": "m", "rows": rows,
+        "steps": [{"name": n, "seen": seen, "kept": kept} for n, seen, kept in steps]})
+
+
+def test_the_kept_share_is_after_every_filter_as_the_papers_is(tmp_path):
+    """The paper's 3,868 of 8,011 is the share left after all its filters; ours is the same
+    kind of figure (the product of every filter's kept share; `limit` is a subset, not a
+    filter), and the warning fires on it, not on the classifier's share of its candidates."""
     run = RunRef.at(str(tmp_path), "r")
-    objects.write_json_atomic(run.child(R.PROMPT_STATS), {
-        "classifier": "m", "steps": [{"name": "controversy", "seen": 100, "kept": 97}]})
+    # The classifier keeps 97% of its candidates, but the rule filters already halved the
+    # source: 50% survive in all, near the paper's 48.3%: no warning.
+    _prompt_stats(run, 200, [("empty", 200, 200), ("question_mark", 200, 120),
+                             ("min_words", 120, 100), ("controversy", 100, 97)])
     k = quality.classifier(run)
-    assert (k["kept"], k["candidates"], k["share"]) == (97, 100, 0.97)
+    assert (k["kept"], k["candidates"], k["classifier_share"]) == (97, 100, 0.97)
+    assert k["share"] == 0.485 and k["paper_share"] == 0.4828 and "note" not in k
+    # A seeded `limit` subset changes the counts the classifier sees, not the share.
+    _prompt_stats(run, 200, [("question_mark", 200, 120), ("min_words", 120, 100),
+                             ("limit", 100, 10), ("controversy", 10, 9)])
+    assert quality.classifier(run)["share"] == 0.45
+    # The classifier keeps 45% of its candidates (close to the paper's 48% if compared
+    # wrongly), but only 9% of the source survives: warned.
+    _prompt_stats(run, 1000, [("question_mark", 1000, 300), ("min_words", 300, 200),
+                              ("controversy", 200, 90)])
+    k = quality.classifier(run)
+    assert k["classifier_share"] == 0.45 and k["share"] == 0.09
     assert "far from the paper's 48%" in k["note"]
-    objects.write_json_atomic(run.child(R.PROMPT_STATS), {
-        "classifier": "m", "steps": [{"name": "controversy", "seen": 100, "kept": 45}]})
-    assert "note" not in quality.classifier(run)
+    line = next(ln for ln in quality.lines({"classifier": k}) if ln.startswith("prompts kept"))
+    assert line.startswith("prompts kept after every filter: 9.0% of the source")
+    assert "paper: 48.3% after every filter" in line
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +83,7 @@ def echo_run(tmp_path_factory, census_dir, ray_local):
     prompts = write_prompt_file(tmp / "prompts.jsonl", 12)
     cfg_path = write_config(
         tmp / "job.yaml", census_dir / "nist-acs-2019" / "national2019.csv", prompts,
-        str(tmp / "out"), census={"n": 6},
-        personas={"on_inconsistent": "drop"},
+        str(tmp / "out"), personas={"n": 6, "on_inconsistent": "drop"},
         stages={"consistency": {"enabled": True}, "controversy": {"enabled": True},
                 "critique": {"max_tokens": 24}, "revision": {"max_tokens": 16}},
         plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 1,
@@ -95,6 +116,16 @@ def test_every_model_stage_stores_its_finish_reason_and_the_manifest_its_figures
     assert c["on_inconsistent"] == "drop" and c["personas"] == 6 and c["paper_rate"] == 0.085
     assert c["rate"] == round((c["rejected_by_rule"] + c["rejected_by_judge"]) / 6, 4)
     assert q["classifier"]["candidates"] == 12 and q["classifier"]["paper_share"] == 0.4828
+    # personas.n kept exactly under drop (the echo judge rejects about half), with the draws.
+    p = m["counts"]["personas"]
+    assert p["kept"] == p["requested"] == 6 and p["rejected_by_judge"] > 0
+    assert p["drawn"] == p["kept"] + p["dropped"] + p["surplus"]
+    assert c["kept"] == 6 and c["drawn"] == p["drawn"]
+    # The kept personas' census fidelity, judged against sampling noise.
+    f = q["fidelity"]
+    assert f["n"] == 6 and f["threshold"] is None and f["attributes"]
+    for a in f["attributes"]:
+        assert a["flagged"] == (a["tvd"] > a["noise_p95"])
     # The limits a stage ran with are the configured ones, its retry twice that.
     assert (R.stage("critique").max_tokens(cfg), R.stage("critique").retry_max_tokens(cfg)) \
         == (24, 48)
@@ -108,7 +139,10 @@ def test_status_prints_the_quality_summary(echo_run):
     assert res.exit_code == 0, res.output
     assert "cut at the token limit" in res.output
     assert "consistency, first round:" in res.output and "paper: 8.5% dropped" in res.output
-    assert "classifier kept" in res.output and "paper: 48.3%" in res.output
+    assert "personas: kept 6 of 6 asked for, from " in res.output
+    assert "census fidelity of the 6 kept personas" in res.output
+    assert "attribute" in res.output and "expect" in res.output and "p95" in res.output
+    assert "prompts kept after every filter" in res.output and "paper: 48.3%" in res.output
     assert "verification: judge preferred the revision in" in res.output
     assert "paper: 96.0%" in res.output
 

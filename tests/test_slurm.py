@@ -67,7 +67,7 @@ def test_sbatch_echo_run_scancel_and_resubmit_resumes_exactly_once(slurm: LocalS
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 80)
     runs = tmp_path / "shared" / "runs"  # the "shared filesystem": every node is this one
     cfg = write_config(tmp_path / "job.yaml", EXCERPT, prompts, str(runs),
-                       census={"n": 60},
+                       personas={"n": 60},
                        plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 1},
                        pipeline={"batch_size": 8})

@@ -97,7 +97,7 @@ def _read(store: Store, *parts: str) -> Any:
 def test_echo_run_killed_mid_pairs_resumes_exactly_once(store: Store, tmp_path: Path) -> None:
     census, prompts = _inputs(store, tmp_path, 60)
     cfg = write_config(tmp_path / "job.yaml", Path("unused"), Path("unused"), store.uri("runs"),
-                       census={"sources": [census], "n": 40}, prompts={"source": prompts},
+                       census={"sources": [census]}, personas={"n": 40}, prompts={"source": prompts},
                        plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 1},
                        pipeline={"batch_size": 8})

@@ -25,7 +25,8 @@ def _png(fig) -> bytes:
 
 
 def tvd_chart(report: FidelityReport) -> bytes:
-    """One bar per attribute: its TVD, the sampling-noise floor and the threshold line."""
+    """One bar per attribute: its TVD, the expected TVD and the 95th percentile of an ideal
+    draw of the same n, and the fixed threshold line where one was set."""
     attrs = report.attributes
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(attrs) + 1.5))
     names = [a.attribute for a in attrs][::-1]
@@ -33,8 +34,14 @@ def tvd_chart(report: FidelityReport) -> bytes:
     colors = ["#c0392b" if a.flagged else "#2e86c1" for a in attrs][::-1]
     ax.barh(names, values, color=colors, label="TVD")
     ax.scatter([a.noise_floor for a in attrs][::-1], names, color="black", marker="|", s=120,
-               label="sampling-noise floor", zorder=3)
-    ax.axvline(report.threshold, color="#c0392b", linestyle="--", label="threshold")
+               label="expected TVD of an ideal draw", zorder=3)
+    band = [(a.noise_p95, name) for a, name in zip(attrs[::-1], names, strict=True)
+            if a.noise_p95 is not None]
+    if band:
+        ax.scatter([b for b, _ in band], [n for _, n in band], color="#c0392b", marker="|",
+                   s=120, label="95th percentile (flag above)", zorder=3)
+    if report.threshold is not None:
+        ax.axvline(report.threshold, color="#c0392b", linestyle="--", label="fixed threshold")
     ax.set_xlabel("total-variation distance, sample vs weighted population")
     ax.set_title(f"Census fidelity: n={report.n}, seed={report.seed}, layout={report.layout}")
     ax.legend(loc="lower right", fontsize=8)

@@ -7,14 +7,20 @@ its weighted decile. The population is re-read with the sample's own filters (fr
 metadata), in record batches: per batch only distinct code combinations and their summed
 weights are kept, and they are labelled once at the end with each file's codebook year.
 
-`noise_floor` is the TVD expected from sampling noise alone for a simple random sample of
-the same size (0.5 * sum sqrt(2 p (1 - p) / (pi n))): a TVD far above it means bias, one
-near it means the sample is as close as its size allows.
+Judged against sampling noise: even an ideal weighted draw of n people lands a TVD above
+zero (at n = 1,586, about 0.03 on a 10-bin attribute), so a fixed cap measures luck. For
+each attribute the report simulates `noise_draws` ideal weighted draws of the same n from
+the population's weighted shares (multinomial, from a fixed seed per attribute) and gives
+their mean TVD (`noise_floor`, close to 0.5 * sum sqrt(2 p (1 - p) / (pi n))) and their 95th
+percentile (`noise_p95`). An attribute is flagged when its TVD is above that percentile: an
+ideal draw does so for about 1 attribute in 20. A fixed `threshold` is still available (off
+by default); when given, it decides the flags instead.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,7 +28,12 @@ import pyarrow as pa
 
 from persona_gen.census import attributes_map as amap
 from persona_gen.census.read import DEFAULT_BLOCK_BYTES
-from persona_gen.census.sample import AGE_BIN_YEARS, PopulationInfo, read_metadata
+from persona_gen.census.sample import (
+    AGE_BIN_YEARS,
+    METADATA_KEY,
+    PopulationInfo,
+    read_metadata,
+)
 from persona_gen.census.universe import (
     Filters,
     IncomeHistogram,
@@ -39,7 +50,11 @@ from persona_gen.errors import DataError
 from persona_gen.storage.settings import S3Settings
 
 NONE_LABEL = "(none)"
-DEFAULT_THRESHOLD = 0.05
+LEGACY_THRESHOLD = 0.05
+"""The fixed cap reports used before the noise band (kept for `--threshold 0.05`)."""
+NOISE_DRAWS = 2000
+NOISE_SEED = 0
+NOISE_QUANTILE = 0.95
 
 
 class CategoryShare(StrictModel):
@@ -52,7 +67,11 @@ class AttributeFidelity(StrictModel):
     attribute: str
     tvd: float
     noise_floor: float
+    """Expected TVD of an ideal weighted draw of the same n (mean of the simulated draws)."""
+    noise_p95: float | None = None
+    """95th percentile of those draws' TVD (None in reports from before the noise band)."""
     flagged: bool
+    """TVD above noise_p95 (or above the report's threshold, when one is set)."""
     categories: list[CategoryShare]
     """Every category: bins in order for age and income decile, else largest first."""
 
@@ -63,7 +82,10 @@ class FidelityReport(StrictModel):
     layout: str
     n: int
     seed: int
-    threshold: float
+    threshold: float | None = None
+    """A fixed cap that decided the flags instead of the noise band; None: the noise band."""
+    noise_draws: int = NOISE_DRAWS
+    noise_seed: int = NOISE_SEED
     filters: dict[str, object]
     population: PopulationInfo
     attributes: list[AttributeFidelity]
@@ -71,13 +93,29 @@ class FidelityReport(StrictModel):
     not_compared: dict[str, str]
     """Attribute -> why it is not in the comparison (e.g. the layout lacks it)."""
 
+    @property
+    def rule(self) -> str:
+        """What flags an attribute, in words."""
+        if self.threshold is not None:
+            return f"TVD above the fixed threshold {self.threshold:g}"
+        return ("TVD above the 95th percentile of an ideal weighted draw of the same n "
+                f"({self.noise_draws:,} simulated draws)")
+
     def table_lines(self) -> list[str]:
-        width = max([len(a.attribute) for a in self.attributes] + [9])
-        lines = [f"{'attribute':<{width}}  {'TVD':>6}  {'noise':>6}  flag"]
-        for a in self.attributes:
-            flag = "ABOVE" if a.flagged else ""
-            lines.append(f"{a.attribute:<{width}}  {a.tvd:6.3f}  {a.noise_floor:6.3f}  {flag}")
-        return lines
+        return fidelity_lines([(a.attribute, a.tvd, a.noise_floor, a.noise_p95, a.flagged)
+                               for a in self.attributes])
+
+
+def fidelity_lines(rows: Sequence[tuple[str, float, float, float | None, bool]]) -> list[str]:
+    """The fidelity table as text lines: attribute, TVD, expected TVD under sampling noise,
+    its 95th percentile, flag (`fidelity` command and `status` print the same)."""
+    width = max([len(r[0]) for r in rows] + [9])
+    lines = [f"{'attribute':<{width}}  {'TVD':>6}  {'expect':>6}  {'p95':>6}  flag"]
+    for attr, d, expected, p95, flagged in rows:
+        band = "     -" if p95 is None else f"{p95:6.3f}"
+        lines.append(f"{attr:<{width}}  {d:6.3f}  {expected:6.3f}  {band}  "
+                     f"{'ABOVE' if flagged else ''}".rstrip())
+    return lines
 
 
 def tvd(sample: dict[str, float], population: dict[str, float]) -> float:
@@ -87,7 +125,38 @@ def tvd(sample: dict[str, float], population: dict[str, float]) -> float:
 
 
 def noise_floor(population: dict[str, float], n: int) -> float:
+    """Normal approximation of an ideal draw's expected TVD (checks `noise_band`)."""
     return 0.5 * sum(math.sqrt(2 * p * (1 - p) / (math.pi * n)) for p in population.values())
+
+
+def noise_band(population: dict[str, float], n: int, draws: int = NOISE_DRAWS,
+               seed: int = NOISE_SEED, attribute: str = "") -> tuple[float, float]:
+    """(mean, 95th percentile) of the TVD of `draws` ideal weighted draws of n people.
+
+    A draw is multinomial over the population's weighted shares (a weighted draw without
+    replacement from a population much larger than n is multinomial to within n / N, and
+    a little closer to the population, so the band errs on the wide side). Seeded per
+    attribute, so the band does not depend on which other attributes are compared.
+    """
+    if n <= 0 or not population:
+        return 0.0, 0.0
+    p = np.array([population[k] for k in sorted(population)], dtype=float)
+    p = p / p.sum()
+    rng = np.random.default_rng([seed, zlib.crc32(attribute.encode())])
+    counts = rng.multinomial(n, p, size=draws)
+    tvds = 0.5 * np.abs(counts / n - p).sum(axis=1)
+    return float(tvds.mean()), float(np.quantile(tvds, NOISE_QUANTILE))
+
+
+def kept_sample(draw: pa.Table, kept: pa.Table) -> pa.Table:
+    """The census attributes of the people kept (a persona table, or any subset of the
+    draw), carrying the draw's metadata (layout, filters, seed), so `fidelity_report`
+    compares what a dataset holds rather than everyone drawn."""
+    meta = read_metadata(draw.schema, "census draw")
+    meta.n = kept.num_rows
+    cols = [c for c in amap.output_attributes() if c in kept.column_names]
+    return kept.select(cols).replace_schema_metadata(
+        {METADATA_KEY: meta.model_dump_json().encode()})
 
 
 def _age_bin(age: np.ndarray) -> np.ndarray:
@@ -186,12 +255,16 @@ def fidelity_report(
     sample: pa.Table,
     *,
     sample_name: str = "sample",
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
+    noise_draws: int = NOISE_DRAWS,
     layout: str | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     s3: S3Settings | None = None,
 ) -> FidelityReport:
-    """Compare a sample (as written by sample_people) with the population it came from."""
+    """Compare a sample (as written by sample_people) with the population it came from.
+
+    Flags attributes above the 95th percentile of sampling noise, or above `threshold`
+    when one is given."""
     meta = read_metadata(sample.schema, sample_name)
     srcs = open_sources(sources, layout or meta.layout, s3)
     if srcs[0].layout.name != meta.layout:
@@ -207,17 +280,21 @@ def fidelity_report(
         raise DataError(f"sample lacks columns {', '.join(missing_cols)}", source=sample_name)
     pop, info = population_counts(srcs, filters, attrs, block_bytes)
     n = sample.num_rows
+    if n == 0:
+        raise DataError("the sample has no rows", source=sample_name)
     results = []
     for attr in attrs:
         p = _shares(pop.get(attr, {}))
         q = _shares(sample_counts(sample, attr))
         d = tvd(q, p)
+        expected, p95 = noise_band(p, n, noise_draws, NOISE_SEED, attr)
         cats = sorted(set(p) | set(q), key=_order_key(attr, p, q))
         results.append(AttributeFidelity(
             attribute=attr,
             tvd=round(d, 6),
-            noise_floor=round(noise_floor(p, n), 6),
-            flagged=d > threshold,
+            noise_floor=round(expected, 6),
+            noise_p95=round(p95, 6),
+            flagged=d > (threshold if threshold is not None else p95),
             categories=[CategoryShare(label=k, sample=round(q.get(k, 0.0), 6),
                                       population=round(p.get(k, 0.0), 6)) for k in cats],
         ))
@@ -228,6 +305,7 @@ def fidelity_report(
         n=n,
         seed=meta.seed,
         threshold=threshold,
+        noise_draws=noise_draws,
         filters=meta.filters.model_dump(),
         population=info,
         attributes=results,

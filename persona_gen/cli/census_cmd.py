@@ -38,7 +38,7 @@ def _split(text: str | None) -> list[str] | None:
 def sample_cmd(
     source: SourceOpt = None,
     layout: LayoutOpt = None,
-    n: Annotated[int | None, typer.Option("--n", help="People to draw (default 1586).")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="People to draw (default: personas.n, 1586).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: run.seed).")] = None,
     out: Annotated[str | None, typer.Option("--out",
                                             help="Parquet file: a path or s3://, gs://, az://bucket/key.")] = None,
@@ -62,7 +62,7 @@ def sample_cmd(
                         source="--out")
     table = sample_people(
         source or c.sources,
-        n=n if n is not None else c.n,
+        n=n if n is not None else cfg.personas.n,
         seed=seed if seed is not None else (c.seed if c.seed is not None else cfg.run.seed),
         layout=layout or c.layout,
         states=_split(states) if states is not None else c.states,
@@ -90,7 +90,9 @@ def fidelity_cmd(
         "--out", help="Folder for fidelity.json and the PNG charts (default: the "
         "sample's folder).")] = None,
     threshold: Annotated[float | None, typer.Option(
-        "--threshold", help="Flag attributes whose TVD is above this (default 0.05).")] = None,
+        "--threshold", help="Flag attributes whose TVD is above this fixed cap instead of "
+        "those above the 95th percentile of sampling noise (default: the noise band; "
+        "census.fidelity.threshold).")] = None,
     fail_on_flag: Annotated[bool, typer.Option(
         "--fail-on-flag", help="Exit 1 when any attribute is flagged.")] = False,
     config: ConfigOpt = None,
@@ -110,7 +112,7 @@ def fidelity_cmd(
     report = fidelity_report(
         source or c.sources, table, sample_name=sample_loc.uri,
         threshold=threshold if threshold is not None else c.fidelity.threshold,
-        layout=layout, block_bytes=c.block_mb << 20, s3=cfg.storage,
+        noise_draws=c.fidelity.noise_draws, layout=layout, block_bytes=c.block_mb << 20, s3=cfg.storage,
     )
     dest = resolve(out, cfg.storage) if out else resolve(
         sample_loc.uri.rsplit("/", 1)[0] if "/" in sample_loc.uri else ".", cfg.storage)
@@ -129,10 +131,11 @@ def fidelity_cmd(
         reasons.setdefault(why, []).append(attr)
     for why, attrs in reasons.items():
         typer.echo(f"not compared ({why}): {', '.join(attrs)}")
+    typer.echo(f"flagged: {report.rule}")
     if report.flagged:
-        typer.echo(f"FLAGGED (TVD > {report.threshold}): {', '.join(report.flagged)}")
+        typer.echo(f"FLAGGED: {', '.join(report.flagged)}")
     else:
-        typer.echo(f"all attributes within TVD {report.threshold}")
+        typer.echo("no attribute flagged")
     typer.echo(f"wrote {dest.child('fidelity.json').uri} and 2 charts")
     if report.flagged and fail_on_flag:
         raise typer.Exit(1)

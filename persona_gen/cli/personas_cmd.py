@@ -23,7 +23,9 @@ def build(config: ConfigOpt = None, set_: SetOpt = None, output: OutputOpt = Non
     s = PersonaStats.model_validate(objects.read_json(ref.child(PERSONA_STATS)))
     typer.echo(
         f"personas: kept {s.kept:,} of {s.requested:,} (train {s.splits.get('train', 0):,}, "
-        f"test {s.splits.get('test', 0):,}); dropped {s.dropped:,}; resampled {s.resampled:,}"
+        f"test {s.splits.get('test', 0):,}); census people drawn {s.drawn:,}; dropped "
+        f"{s.dropped:,}; resampled {s.resampled:,}"
+        + (f"; passed but beyond the count {s.surplus:,}" if s.surplus else "")
     )
     if s.rejections:
         typer.echo("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(s.rejections.items())))

@@ -4,8 +4,9 @@ Pure functions over pydantic models. The stages, their models and their switches
 from the run's recipe (persona_gen.run.recipe); each stage's calls follow from its unit
 (a persona attempt, a source prompt, a prompt, a pair) and its prompt from the parts its
 class declares (persona, prompt, original, ...). At paper scale (arXiv 2407.17387): 1,586
-personas x 200 prompts = 317,200 pairs over 3,868 prompts. Output lengths are upper
-bounds: every call is assumed to run to its max_tokens setting.
+personas x 200 prompts = 317,200 pairs over 3,868 prompts, the 1,586 counted after the
+consistency filter, so the persona stages plan the census people drawn to keep them.
+Output lengths are upper bounds: every call is assumed to run to its max_tokens setting.
 """
 
 from __future__ import annotations
@@ -96,12 +97,14 @@ class StagePlan(StrictModel):
 
 class Workload(StrictModel):
     personas: int = Field(ge=0)
+    """Personas kept (personas.n)."""
     prompts: int = Field(ge=0)
     pairs_per_persona: int = Field(ge=0)
     text_tokens: dict[str, int]
     """Output caps of the original, the critique and the revision (stages.<name>.max_tokens,
     resolved): the length each has where a later prompt quotes it."""
     max_resamples: int = Field(0, ge=0)
+    on_inconsistent: Literal["drop", "replace"] = "replace"
     source_prompts: int = Field(0, ge=0)
     """Prompts the controversy classifier reads (0 without a classifier)."""
     stages: list[StagePlan]
@@ -133,7 +136,7 @@ def workload_from_config(cfg: RunConfig, prompts: int = PAPER_PROMPTS,
                         if s.settings(cfg).thinking == "on" else 0)
               for s in recipe(cfg)]
     return Workload(
-        personas=cfg.census.n,
+        personas=cfg.personas.n,
         prompts=prompts,
         pairs_per_persona=(plan.train_pairs_per_persona + plan.seen_test_pairs_per_persona
                            + plan.heldout_test_pairs_per_persona),
@@ -141,6 +144,7 @@ def workload_from_config(cfg: RunConfig, prompts: int = PAPER_PROMPTS,
                      "critique": settings(cfg, "critique").max_tokens or 0,
                      "revision": settings(cfg, "revision").max_tokens or 0},
         max_resamples=cfg.personas.max_resamples,
+        on_inconsistent=cfg.personas.on_inconsistent,
         source_prompts=source_prompts if any(s.stage == "controversy" for s in stages) else 0,
         stages=stages,
         stored=[s.writes for s in all_stages() if s.unit in ("prompt", "pair")],
@@ -166,12 +170,24 @@ def expected_attempts(rate: float, max_resamples: int) -> float:
     return sum(rate**k for k in range(max_resamples + 1))
 
 
+def persona_attempts(w: Workload) -> int:
+    """Persona profiles the build makes to keep `w.personas`. With `drop`: the census people
+    it draws, round by round, as the build itself sizes its rounds
+    (persona_gen.personas.build.planned_draws) at the assumed rejection rate; with
+    `replace`: slots times the expected tries per slot."""
+    from persona_gen.personas.build import planned_draws
+
+    rate = w.tokens.inconsistency_rate
+    if w.on_inconsistent == "drop":
+        return planned_draws(w.personas, rate, w.max_resamples + 1)
+    return math.ceil(w.personas * expected_attempts(rate, w.max_resamples))
+
+
 def stage_volumes(w: Workload) -> list[StageVolume]:
     t = w.tokens
     pairs = w.pairs
     calls_per_unit = {
-        "persona_attempt": math.ceil(w.personas * expected_attempts(t.inconsistency_rate,
-                                                                    w.max_resamples)),
+        "persona_attempt": persona_attempts(w),
         "source_prompt": w.source_prompts,
         "prompt": min(w.prompts, pairs),  # originals: one per prompt some pair uses
         "pair": pairs,
@@ -337,6 +353,8 @@ class CostPlan(StrictModel):
     billed_gpu_hours: float
     """Wall time x every GPU in the cluster (what a cloud bill counts)."""
     storage: StorageEstimate
+    persona_attempts: int = 0
+    """Persona profiles made (census draws with `drop`) to keep workload.personas."""
     notes: list[str] = []
 
 
@@ -355,5 +373,6 @@ def plan_cost(w: Workload, cluster: Cluster, table: ThroughputTable,
         reasoning_tokens=sum(s.reasoning_tokens for s in stages),
         gpu_hours=sum(s.gpu_hours for s in stages),
         wall_hours=wall, billed_gpu_hours=wall * cluster.count,
-        storage=storage_volume(w), notes=layout_notes(stages, table, cluster),
+        storage=storage_volume(w), persona_attempts=persona_attempts(w),
+        notes=layout_notes(stages, table, cluster),
     )

@@ -39,9 +39,11 @@ def size(n: float) -> str:
 
 def plan_tables(plan: CostPlan) -> Group:
     w = plan.workload
-    title = (f"Cost plan on {plan.cluster.label}: {w.personas:,} personas x "
-             f"{w.pairs_per_persona} prompts = {w.pairs:,} pairs over {w.prompts:,} prompts, "
-             "max_tokens " + "/".join(f"{k} {v}" for k, v in w.text_tokens.items()))
+    drawn = ("census draws" if w.on_inconsistent == "drop" else "profile attempts")
+    title = (f"Cost plan on {plan.cluster.label}: {w.personas:,} personas kept (of "
+             f"{plan.persona_attempts:,} {drawn}) x {w.pairs_per_persona} prompts = "
+             f"{w.pairs:,} pairs over {w.prompts:,} prompts\nmax_tokens "
+             + "/".join(f"{k} {v}" for k, v in w.text_tokens.items()))
     t = Table(title=title, title_justify="left")
     # Reasoning tokens (stages with thinking on) get their own column, only when planned.
     thinks = plan.reasoning_tokens > 0

@@ -9,8 +9,7 @@ from persona_gen.run import recipe as R
 MANIFEST = "manifest.json"
 PERSONAS = R.PERSONAS
 CENSUS_DRAW = R.CENSUS_DRAW
-FIDELITY = "personas/fidelity.json"
-"""Where `persona-gen census fidelity --sample <run>/personas/census.parquet` writes by default."""
+FIDELITY = R.FIDELITY
 PROMPTS = R.PROMPTS
 PAIRS = R.stage("revision").writes
 VERIFICATION = R.stage("verify").writes

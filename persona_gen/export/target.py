@@ -22,6 +22,8 @@ from persona_gen.storage import objects
 from persona_gen.storage.uri import Location
 
 CARD = "README.md"
+RUN_CONFIG = "run_config.yaml"
+"""The run's resolved configuration, published beside the data (the card links it)."""
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,14 @@ the chosen response (`data`, the released column's name)."""
 
 VERIFY_SCHEMA = {
     "type": "object",
+    # Property order is the decoding order of a schema-constrained answer: the reason comes
+    # first, so the verdict is conditioned on it rather than justified after the fact (as the
+    # consistency judge and the bench judge do).
     "properties": {
-        "preferred": {"type": "string", "enum": ["A", "B"]},
         "reason": {"type": "string", "maxLength": 300},
+        "preferred": {"type": "string", "enum": ["A", "B"]},
     },
-    "required": ["preferred", "reason"],
+    "required": ["reason", "preferred"],
     "additionalProperties": False,
 }
 
@@ -84,7 +87,7 @@ class VerifyStage(DeclaredStage):
     def parse(self, row: dict[str, Any], result: ChatResult) -> dict[str, Any]:
         obj = result.parsed[0] if result.parsed else None
         if not isinstance(obj, dict) or obj.get("preferred") not in ("A", "B"):
-            raise OutputError("judge output is not {preferred: A|B, reason}")
+            raise OutputError("judge output is not {reason, preferred: A|B}")
         picked_first = obj["preferred"] == "A"
         preferred = "revision" if picked_first == revision_first(row["pair_id"]) else "original"
         return {"preferred": preferred, "reason": str(obj.get("reason", "")),

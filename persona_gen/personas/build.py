@@ -1,15 +1,20 @@
 """The persona pipeline: census rows -> traits -> rules -> enrich -> judge -> resample -> split.
 
-Each round works on the persona slots still open. A slot keeps the persona id of the
-census row it started with (so ids are unique and stable across resamples); its census
-record may be replaced by a fresh draw (`resample`), and its traits are redrawn with the
-round number as `attempt`. The model stages arrive built (the recipe builds them from the
-config's `stages` section), each with its engine, and run through `runner` (in-process by
-default; the run passes the Ray Data runner).
+Each round works on the persona slots still open. With `on_inconsistent: replace`, a slot
+keeps the persona id of the census row it started with (so ids are unique and stable across
+resamples); its census record may be replaced by a fresh draw (`resample`), and its traits
+are redrawn with the round number as `attempt`. With `drop`, a rejected person is gone, and
+when the build is asked to keep a number of personas (`keep`, the run's personas.n) each
+later round draws the next census people in draw order (`more`) for the ones still missing;
+the first `keep` survivors in draw order are kept, so the kept personas are the census draw
+minus the rejects, never a choice by attributes. The model stages arrive built (the recipe
+builds them from the config's `stages` section), each with its engine, and run through
+`runner` (in-process by default; the run passes the Ray Data runner).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +38,47 @@ from persona_gen.pipeline.stage import Bound, Runner, in_process
 
 Resample = Callable[[int], pa.Table]
 """Given a count, that many fresh census rows (same columns as the census table)."""
+Draw = Callable[[int], pa.Table]
+"""Given a count, the next that many census people in draw order (the census draw
+extended), each with a persona id not used before."""
+
+SHORTFALL_SD = 2.0
+"""A top-up round draws enough people that it falls short only about 2.5% of the time
+(two standard deviations of the binomial count of survivors)."""
+MAX_DRAW_FACTOR = 20
+"""At most this many people drawn per person missing in one round (a judge that rejects
+nearly everyone would otherwise ask for the whole census)."""
+
+
+def next_draw(missing: float, survival: float) -> int:
+    """People to draw so that about `missing` more survive, when a share `survival` does.
+
+    The smallest m with m*s - k*sqrt(m*s*(1-s)) >= missing (normal approximation, k =
+    SHORTFALL_SD): x = sqrt(m*s) solves x^2 - k*sqrt(1-s)*x - missing = 0.
+    """
+    if missing <= 0:
+        return 0
+    s = min(max(survival, 1e-6), 1.0)
+    half = SHORTFALL_SD * math.sqrt(1 - s) / 2
+    m = (half + math.sqrt(half * half + missing)) ** 2 / s
+    return int(min(max(math.ceil(m - 1e-9), math.ceil(missing)),
+                   MAX_DRAW_FACTOR * math.ceil(missing)))
+
+
+def planned_draws(n: int, rejected_share: float, rounds: int) -> int:
+    """Census people a `drop` build draws to keep n, when a share `rejected_share` of them is
+    rejected: the build's own rounds (`next_draw`) with the expected survivors (the cost plan
+    uses this)."""
+    survival = 1.0 - rejected_share
+    drawn, survivors = float(n), n * survival
+    for _ in range(rounds - 1):
+        extra = next_draw(n - survivors, survival)
+        if not extra:
+            break
+        drawn += extra
+        survivors += extra * survival
+    return math.ceil(drawn)
+
 
 _NUMERIC = ("age", "income")
 
@@ -83,6 +129,7 @@ def _screen(table: pa.Table, stats: PersonaStats, can_resample: bool, rnd: _Roun
         for name in broken:
             stats.count("rejections", name)
         if broken:
+            stats.rejected_by_rule += 1
             # Without a fresh census draw, a rule that reads only census fields fails again.
             fixable = can_resample or not all(RULES_BY_NAME[n].census_only for n in broken)
             (rnd.retry if fixable and not drop else rnd.lost).append(pid)
@@ -113,6 +160,7 @@ def _replacements(
         raise DataError(f"resample returned {fresh.num_rows} rows for {len(ids)}", source="census")
     fresh = fresh.slice(0, len(ids))
     stats.resampled += fresh.num_rows
+    stats.drawn += fresh.num_rows
     # The slot keeps its persona id; the census record id stays in provenance.
     fresh = with_columns(fresh, {"persona_id": pa.array(ids, pa.string())})
     return prepare_census(fresh, "resampled census rows")
@@ -152,22 +200,26 @@ def build_personas(
     consistency: Bound | None = None,
     lists: CuratedLists | None = None,
     runner: Runner | None = None,
+    keep: int | None = None,
+    more: Draw | None = None,
 ) -> tuple[pa.Table, PersonaStats]:
     """Personas for the census rows given (one slot each), and what happened on the way.
 
     enrich None: the six open-ended attributes stay empty. consistency None: only the named
-    rules check consistency.
+    rules check consistency. keep and more (with `on_inconsistent: drop`): keep this many,
+    drawing the next census people from `more` in later rounds while fewer survive.
     """
     log = get_logger(stage="personas")
     runner = runner or in_process()
     lists = lists or load_lists()
     census = prepare_census(census)
     order = census.column("persona_id").to_pylist()
-    stats = PersonaStats(requested=len(order))
     drop = cfg.on_inconsistent == "drop"
+    topping_up = drop and keep is not None and more is not None
+    stats = PersonaStats(requested=keep if topping_up else len(order), drawn=len(order))
     stats.on_inconsistent = cfg.on_inconsistent
-    # Only `replace` draws new census people; with `drop`, a slot goes round again only for
-    # unusable model output, and then as the same person.
+    # Only `replace` draws new census people for a slot; with `drop`, a slot goes round again
+    # only for unusable model output, and then as the same person.
     fresh = None if drop else resample
     first = stats.first_round
     kept: list[pa.Table] = []
@@ -203,6 +255,7 @@ def build_personas(
             inconsistent = [pid for pid, ok in zip(ids, verdicts, strict=True) if not ok]
             by_judge = len(inconsistent)
             stats.count("rejections", "model_judge", by_judge)
+            stats.rejected_by_judge += by_judge
             (rnd.lost if drop else rnd.retry).extend(inconsistent)
             people = take_rows(people, [bool(v) for v in verdicts])
             people = _stamp(people, "judge_model", consistency.engine.name)
@@ -212,16 +265,45 @@ def build_personas(
             first.rejected_by_judge, first.unusable_output = by_judge, unusable
         kept.append(people)
         stats.dropped += len(rnd.lost)
+        survivors = sum(t.num_rows for t in kept)
+        # People still missing once the ones going round again (unusable output) are counted.
+        missing = (keep - survivors - len(rnd.retry)) if topping_up and keep else 0
         log.info("persona round", attempt=attempt, kept=people.num_rows,
-                 retry=len(rnd.retry), lost=len(rnd.lost))
-        if not rnd.retry:
+                 retry=len(rnd.retry), lost=len(rnd.lost), survivors=survivors,
+                 missing=max(missing, 0))
+        if not rnd.retry and missing <= 0:
             break
         if attempt == cfg.max_resamples:
             stats.dropped += len(rnd.retry)
+            if drop:  # with drop, only unusable output goes round again
+                stats.unusable += len(rnd.retry)
             break
         pending = _replacements(pending, rnd.retry, fresh, stats)
+        if missing > 0 and more is not None:
+            # Survival so far, with one survivor and one loss added (never 0 or 1 on few people).
+            decided = stats.drawn - len(rnd.retry)
+            extra = _next_people(more, next_draw(missing, (survivors + 1) / (decided + 2)),
+                                 set(order))
+            order += extra.column("persona_id").to_pylist()
+            stats.drawn += extra.num_rows
+            pending = pa.concat_tables([pending, extra], promote_options="permissive")
 
-    return _assemble(census, kept, order, cfg, seed, stats)
+    table, stats = _assemble(census, kept, order, cfg, seed, stats,
+                             keep=keep if topping_up else None)
+    if topping_up and keep is not None and stats.kept < keep:
+        log.warning("personas_short", kept=stats.kept, wanted=keep, drawn=stats.drawn,
+                    rounds=stats.rounds, note="raise personas.max_resamples for more rounds")
+    return table, stats
+
+
+def _next_people(more: Draw, count: int, used: set[str]) -> pa.Table:
+    """The next `count` census people in draw order, checked like the first draw."""
+    extra = prepare_census(more(count), "census draw (next people in draw order)")
+    ids = extra.column("persona_id").to_pylist()
+    if len(ids) != count or used.intersection(ids):
+        raise DataError(f"the next {count} people in draw order came back as {len(ids)} rows "
+                        "or with persona ids already used", source="census")
+    return extra
 
 
 def finalize_personas(
@@ -243,13 +325,25 @@ def finalize_personas(
 
 def _assemble(
     census: pa.Table, kept: list[pa.Table], order: list[str], cfg: PersonasConfig, seed: int,
-    stats: PersonaStats,
+    stats: PersonaStats, keep: int | None = None,
 ) -> tuple[pa.Table, PersonaStats]:
     parts = [t for t in kept if t.num_rows] or [census.slice(0, 0)]
-    table = finalize_personas(pa.concat_tables(parts, promote_options="permissive"), cfg, seed, order)
+    survivors = pa.concat_tables(parts, promote_options="permissive")
+    if keep is not None and survivors.num_rows > keep:
+        # The first `keep` survivors in draw order; later ones were drawn for safety margin.
+        position = {pid: i for i, pid in enumerate(order)}
+        ranks = [position[p] for p in survivors.column("persona_id").to_pylist()]
+        cut = sorted(ranks)[keep - 1]
+        survivors = take_rows(survivors, [r <= cut for r in ranks])
+    stats.surplus = sum(t.num_rows for t in kept) - survivors.num_rows
+    table = finalize_personas(survivors, cfg, seed, order)
     stats.kept = table.num_rows
     splits = table.column("split").to_pylist()
     stats.splits = {s: splits.count(s) for s in ("train", "test")}
-    if stats.kept + stats.dropped != stats.requested:
+    if cfg.on_inconsistent == "drop":
+        balanced = stats.kept + stats.dropped + stats.surplus == stats.drawn
+    else:
+        balanced = stats.kept + stats.dropped == stats.requested
+    if not balanced:
         raise AssertionError(f"persona accounting is off: {stats.model_dump()}")
     return table, stats

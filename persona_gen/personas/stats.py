@@ -25,12 +25,26 @@ class FirstRound(StrictModel):
 
 class PersonaStats(StrictModel):
     requested: int = 0
-    """Persona slots asked for (census rows given)."""
+    """Personas asked for: personas.n when a `drop` build draws until that many are kept,
+    else the slots given (census rows)."""
+    drawn: int = 0
+    """Census people drawn, every round included. With `drop`: kept + dropped + surplus."""
     kept: int = 0
     dropped: int = 0
-    """Slots still inconsistent (or unparseable) after max_resamples, or unfixable."""
+    """People (drop) or slots (replace) lost: rejected (drop), still inconsistent or
+    unusable after max_resamples, or unfixable."""
+    rejected_by_rule: int = 0
+    """Personas that broke at least one named rule (with `replace`, each try counts)."""
+    rejected_by_judge: int = 0
+    """Personas the model judge called inconsistent (with `replace`, each try counts)."""
+    unusable: int = 0
+    """With `drop`: people lost because their model output was still unusable after
+    max_resamples (not a verdict on them)."""
+    surplus: int = 0
+    """With `drop`: people who passed every check but came after the first personas.n
+    survivors in draw order (a top-up round draws a little more than it expects to need)."""
     resampled: int = 0
-    """Replacement census draws made (rows)."""
+    """Replacement census draws made (rows) for `replace` slots."""
     rounds: int = 0
     rejections: dict[str, int] = Field(default_factory=dict)
     """Why personas were sent back: a rule name, or 'model_judge'. A persona breaking two

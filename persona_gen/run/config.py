@@ -8,9 +8,10 @@
 
 The `stages` section is made from the recipe's declarations (persona_gen.run.recipe): a
 stage added there has its settings here, typed by its class's `settings_type`. Keys from
-before `stages` existed (`feedback.critique_max_tokens`, `personas.judge_model`, ...) are
-still read, each with one deprecation line naming its new key, so older configs and the
-manifests of older runs still load and resume.
+before `stages` existed (`feedback.critique_max_tokens`, `personas.judge_model`, ...) and
+`census.n` (now `personas.n`: the personas a run keeps) are still read, each with one
+deprecation line naming its new key, so older configs and the manifests of older runs
+still load and resume.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ MOVED: dict[str, tuple[str, ...]] = {
     "bench.temperature": ("stages.bench_answer.temperature",),
     "bench.max_tokens": ("stages.bench_answer.max_tokens",),
     "bench.max_tokens_by_mode": ("stages.bench_answer.max_tokens_by_mode",),
+    # The number of personas is what a run keeps, not what it first draws (issue 23).
+    "census.n": ("personas.n",),
 }
 """Old key -> the new key(s) it sets."""
 FALLBACK: dict[str, tuple[str, ...]] = {

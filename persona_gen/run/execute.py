@@ -215,23 +215,50 @@ def _bound(attempt: Attempt, built: dict[str, ModelStage], name: str) -> Bound |
 
 @runs("personas")
 def personas_phase(attempt: Attempt) -> None:
-    """The census draw, then persona slots through the persona stages (with resampling)."""
+    """The census draw, then persona slots through the persona stages: with `drop`, more of
+    the draw in draw order until personas.n are kept; with `replace`, fresh draws per slot.
+    Then the kept personas' census fidelity (personas/fidelity.json)."""
     from persona_gen.personas.build import build_personas
-    from persona_gen.run.draws import census_sampler, census_seed, resampler
+    from persona_gen.run.draws import DrawOrder, census_sampler, resampler
 
     if objects.exists(attempt.run.child(R.PERSONAS)):
         return
     cfg = attempt.cfg
-    census = census_sampler(cfg, cfg.census.n, census_seed(cfg))
-    objects.write_table_atomic(attempt.run.child(R.CENSUS_DRAW), census)
+    draws = DrawOrder(cfg, census_sampler)
+    census = draws.next(cfg.personas.n)
     built = R.built(cfg, "personas")
     table, stats = build_personas(
         census, cfg.personas, cfg.run.seed, resampler(cfg, census_sampler),
         enrich=_bound(attempt, built, "enrich"),
-        consistency=_bound(attempt, built, "consistency"), runner=_runner(attempt))
+        consistency=_bound(attempt, built, "consistency"), runner=_runner(attempt),
+        keep=cfg.personas.n, more=draws.next)
+    # Everyone drawn, in draw order (with `replace`, the first draw; its redraws are
+    # independent draws, recorded on the personas themselves).
+    objects.write_table_atomic(attempt.run.child(R.CENSUS_DRAW), draws.table())
+    if cfg.census.fidelity.report:
+        _write_fidelity(attempt, draws.table(), table)
     attempt.commit_table(R.PERSONAS, table, R.PERSONA_STATS, "personas",
                          stats.model_dump(mode="json"))
     attempt.close_bars([s.name for s in attempt.recipe.in_phase("personas")])
+
+
+def _write_fidelity(attempt: Attempt, draw: pa.Table, personas: pa.Table) -> None:
+    """The kept personas against the weighted census population they were drawn from
+    (persona_gen.census.fidelity), where status and the dataset card read it. Not
+    computable (a census file gone unreadable): a warning, and the card computes it later."""
+    from persona_gen.census.fidelity import fidelity_report, kept_sample
+    from persona_gen.errors import UserError
+
+    c = attempt.cfg.census
+    try:
+        report = fidelity_report(
+            c.sources, kept_sample(draw, personas), sample_name="kept personas",
+            threshold=c.fidelity.threshold, noise_draws=c.fidelity.noise_draws,
+            block_bytes=c.block_mb << 20, s3=attempt.cfg.storage)
+    except (UserError, OSError) as exc:
+        get_logger(stage="personas").warning("fidelity_not_computed", reason=one_line(exc))
+        return
+    objects.write_json_atomic(attempt.run.child(R.FIDELITY), report.model_dump(mode="json"))
 
 
 def _runner(attempt: Attempt) -> PipelineRunner:

@@ -46,7 +46,10 @@ Unit = Literal["persona_attempt", "source_prompt", "prompt", "pair", "request", 
 
 # ---- tables the driver computes (no model) ------------------------------------------------
 CENSUS_DRAW = "personas/census.parquet"
-"""The weighted census draw the personas start from."""
+"""The weighted census draw the personas start from: everyone drawn, in draw order."""
+FIDELITY = "personas/fidelity.json"
+"""The kept personas' census fidelity (persona_gen.census.fidelity), written by the
+personas phase; `census fidelity --sample <run>/personas/census.parquet` writes here too."""
 PERSONAS = "personas/personas.parquet"
 PERSONA_STATS = "personas/stats.json"
 """What the persona build kept, rejected and resampled (also in the manifest)."""
