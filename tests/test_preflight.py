@@ -128,7 +128,7 @@ def test_rerun_after_fixing_the_census_path_keeps_the_run_id(job: Path, tmp_path
     # Once a phase has committed data, a changed config is refused, as before.
     code, _, errors = _cli(capsys, *args, "--set", "personas.n=5")
     assert code == 2 and len(errors) == 1
-    assert "exists with a different configuration (census changed)" in errors[0]
+    assert "exists with a different configuration (personas changed)" in errors[0]
     assert _manifest(run / "manifest.json")["status"] == "partial"
 
 
@@ -187,19 +187,19 @@ def test_layout_against_what_a_cluster_offers() -> None:
                          accelerator_type="H100")
     h100 = NodeShape(192, 8, ("H100",))
     a10g = NodeShape(48, 4, ("A10G",))
-    layout = engine_layout(tp8, cfg, 8)
+    layout = engine_layout(tp8, cfg)
     assert fit_problem(layout, cfg, ClusterOffer("c", (h100,))) is None
     problem = fit_problem(layout, cfg, ClusterOffer("c", (a10g,)))
     assert problem is not None and "12 CPU and 8 GPU of type H100 on one node" in problem
     # A CPU-only head now, H100 workers the autoscaler may start: it fits.
     head = NodeShape(8, 0)
-    assert fit_problem(engine_layout(tp8, cfg, 0), cfg, ClusterOffer(
+    assert fit_problem(engine_layout(tp8, cfg), cfg, ClusterOffer(
         "c", (head, NodeShape(192, 8, ("H100",), 2, scalable=True)))) is None
     # The right GPUs but the wrong type.
     h200 = ClusterOffer("c", (NodeShape(192, 8, ("H200",)),))
     assert "of type H100" in (fit_problem(layout, cfg, h200) or "")
     # A CPU engine needs only its CPUs.
-    echo = engine_layout(get_spec("echo"), PipelineConfig(num_cpus_per_actor=3), None)
+    echo = engine_layout(get_spec("echo"), PipelineConfig(num_cpus_per_actor=3))
     assert "3 CPU on one node" in (fit_problem(echo, PipelineConfig(num_cpus_per_actor=3),
                                                ClusterOffer("c", (NodeShape(2, 0),))) or "")
 

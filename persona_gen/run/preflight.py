@@ -529,7 +529,7 @@ def _layout(spec: ModelSpec, cfg: RunConfig, offer: ClusterOffer) -> str:
     from persona_gen.pipeline.cluster import engine_needs, fit_problem
     from persona_gen.pipeline.engine_host import engine_layout
 
-    layout = engine_layout(spec, cfg.pipeline, offer.live_gpus)
+    layout = engine_layout(spec, cfg.pipeline)
     problem = fit_problem(layout, cfg.pipeline, offer)
     if problem:
         if offer.where.startswith("a local"):  # not a cluster: this machine
