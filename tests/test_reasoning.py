@@ -130,28 +130,28 @@ def test_r1_prompt_opens_the_think_block_and_the_split_finds_it():
 
 
 def test_thinking_budget_and_structured_output_reach_vllms_sampling_params():
-    from persona_gen.engines.structured import Job
+    from persona_gen.engines.structured import Call
 
     schema = {"type": "object", "properties": {"p": {"enum": ["A", "B"]}}, "required": ["p"]}
     r1 = render_only("tiny-r1-distill", R1)
     on = ChatRequest(id="a", messages=[USER], json_schema=schema,
                      thinking=Thinking(on=True, budget=64))
     off = on.model_copy(update={"thinking": Thinking()})
-    with_budget = r1._params(Job(0, on, on.sampling), 500)
+    with_budget = r1._params(Call(0, on, on.sampling), 500)
     assert with_budget.thinking_token_budget == 64
     # max_tokens sizes the answer; the budget comes on top (within the context left).
     assert with_budget.max_tokens == on.sampling.max_tokens + 64
-    assert r1._params(Job(0, on, on.sampling), 300).max_tokens == 300
+    assert r1._params(Call(0, on, on.sampling), 300).max_tokens == 300
     # An always-reasoning family with thinking off: its think block closes at once.
-    assert r1._params(Job(0, off, off.sampling), 500).thinking_token_budget == 0
+    assert r1._params(Call(0, off, off.sampling), 500).thinking_token_budget == 0
     qwen = render_only("tiny-qwen3", QWEN3)
-    assert qwen._params(Job(0, off, off.sampling), 500).thinking_token_budget is None
-    params = qwen._params(Job(0, off, off.sampling), 500)
+    assert qwen._params(Call(0, off, off.sampling), 500).thinking_token_budget is None
+    params = qwen._params(Call(0, off, off.sampling), 500)
     assert params.structured_outputs.json == schema and params.skip_special_tokens
 
 
 def test_gpt_oss_harmony_prompt_effort_and_final_channel_constraint():
-    from persona_gen.engines.structured import Job
+    from persona_gen.engines.structured import Call
 
     engine = render_only("tiny-gpt-oss", GPT_OSS)
     off = engine.tokenizer.decode(engine.render([SYSTEM, USER], Thinking(on=False)),
@@ -162,7 +162,7 @@ def test_gpt_oss_harmony_prompt_effort_and_final_channel_constraint():
     assert "<|start|>developer<|message|># Instructions\n\nSYSTEM-TEXT" in off
     assert off.endswith("<|start|>assistant")
     req = ChatRequest(id="a", messages=[USER], choices=["A", "B"])
-    params = engine._params(Job(0, req, req.sampling), 500)
+    params = engine._params(Call(0, req, req.sampling), 500)
     # Harmony markers are special tokens: they must survive detokenising to be split.
     assert params.skip_special_tokens is False
     tag = json.loads(params.structured_outputs.structural_tag)
@@ -322,12 +322,12 @@ def test_the_manifest_counts_reasoning_tokens_apart(tmp_path):
     block = apply_stage(stage, echo_family(QWEN3), pairs_batch(4))
     objects.write_table_atomic(run.child(R.stage("revision").writes, "b0.parquet"), block)
     with ExitStack() as stack:
-        job = Attempt(cfg, run, Manifest.new("r", cfg), StageProgress(False), stack, None)
-        job.refresh()
-    record = job.manifest.stages["revision"]
+        call = Attempt(cfg, run, Manifest.new("r", cfg), StageProgress(False), stack, None)
+        call.refresh()
+    record = call.manifest.stages["revision"]
     assert record.reasoning_tokens == sum(block.column("revision_reasoning_tokens").to_pylist())
     assert 0 < record.reasoning_tokens < record.output_tokens
-    assert job.manifest.stages["critique"].reasoning_tokens == 0
+    assert call.manifest.stages["critique"].reasoning_tokens == 0
 
 
 def test_export_leaves_reasoning_out_unless_asked():
@@ -350,25 +350,25 @@ def test_http_engine_takes_a_servers_reasoning_apart():
     import httpx
 
     from persona_gen.engines.openai_http import OpenAIEngine
-    from persona_gen.engines.structured import Job
+    from persona_gen.engines.structured import Call
 
     spec = ModelSpec(name="q", engine="openai", base_url="http://127.0.0.1:9/v1", model="q",
                      reasoning=QWEN3)
     engine = OpenAIEngine(spec)
     try:
         req = ChatRequest(id="a", messages=[USER], thinking=Thinking(on=True))
-        job = Job(0, req, req.sampling)
-        assert engine.body(job)["chat_template_kwargs"] == {"enable_thinking": True}
+        call = Call(0, req, req.sampling)
+        assert engine.body(call)["chat_template_kwargs"] == {"enable_thinking": True}
         given = httpx.Response(200, json={"choices": [{"index": 0, "finish_reason": "stop",
             "message": {"content": "Yes.", "reasoning_content": "weigh it"}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 9,
                       "completion_tokens_details": {"reasoning_tokens": 6}}})
-        out = engine._parse(given, job)
+        out = engine._parse(given, call)
         assert (out.texts, out.reasonings, out.reasoning_tokens) == (["Yes."], ["weigh it"], 6)
         inline = httpx.Response(200, json={"choices": [{"index": 0, "finish_reason": "stop",
             "message": {"content": "<think>weigh it</think>\n\nYes."}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 9}})
-        out = engine._parse(inline, job)
+        out = engine._parse(inline, call)
         assert (out.texts, out.reasonings) == (["Yes."], ["weigh it"])
     finally:
         engine.close()

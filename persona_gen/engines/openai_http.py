@@ -25,7 +25,7 @@ from persona_gen.engines.base import ChatRequest, ChatResult
 from persona_gen.engines.failures import EngineUnavailable
 from persona_gen.engines.reasoning import Reasoner
 from persona_gen.engines.registry import ModelSpec
-from persona_gen.engines.structured import Job, RawOutput, effective_sampling, run_with_retries
+from persona_gen.engines.structured import Call, RawOutput, effective_sampling, run_with_retries
 from persona_gen.errors import UserError
 
 MAX_DELAY_S = 60.0
@@ -124,20 +124,20 @@ class OpenAIEngine:
         samplings = [effective_sampling(r.sampling, self.spec.sampling) for r in requests]
         return run_with_retries(requests, samplings, self._run, self.spec.json_retries)
 
-    def _run(self, jobs: list[Job]) -> list[RawOutput]:
-        outputs = list(self._pool.map(self._call, jobs))
+    def _run(self, calls: list[Call]) -> list[RawOutput]:
+        outputs = list(self._pool.map(self._call, calls))
         gave_up = [o for o in outputs if isinstance(o, _GaveUp)]
         if gave_up:
             # Every row was tried (and the good ones are simply asked again on resume):
             # a retryable failure is no row's fault, so none becomes an error row.
-            raise EngineUnavailable(f"{len(gave_up)} of {len(jobs)} requests: {gave_up[0].error}")
+            raise EngineUnavailable(f"{len(gave_up)} of {len(calls)} requests: {gave_up[0].error}")
         return outputs
 
-    def body(self, job: Job) -> dict[str, Any]:
-        s = job.sampling
+    def body(self, call: Call) -> dict[str, Any]:
+        s = call.sampling
         body: dict[str, Any] = {
             "model": self.served_model(),
-            "messages": [{"role": m.role, "content": m.content} for m in job.request.messages],
+            "messages": [{"role": m.role, "content": m.content} for m in call.request.messages],
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
@@ -145,18 +145,18 @@ class OpenAIEngine:
         }
         if s.seed is not None:
             body["seed"] = s.seed
-        if job.request.json_schema is not None:
+        if call.request.json_schema is not None:
             body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "output", "schema": job.request.json_schema}}
-        elif job.request.choices:
+                "name": "output", "schema": call.request.json_schema}}
+        elif call.request.choices:
             body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "choice", "schema": _choice_schema(list(job.request.choices))}}
-        extra = self.spec.reasoning.template_kwargs(job.request.thinking)
+                "name": "choice", "schema": _choice_schema(list(call.request.choices))}}
+        extra = self.spec.reasoning.template_kwargs(call.request.thinking)
         if extra:
             # vLLM's and SGLang's servers pass these to the chat template (Qwen3's
             # enable_thinking); only model files of reasoning families set any.
             body["chat_template_kwargs"] = extra
-        budget = self.spec.reasoning.budget_for(job.request.thinking)
+        budget = self.spec.reasoning.budget_for(call.request.thinking)
         if budget is not None:
             # vLLM's server takes the budget as the offline engine does; it comes on top
             # of the answer's max_tokens.
@@ -164,9 +164,9 @@ class OpenAIEngine:
             body["max_tokens"] = s.max_tokens + budget
         return body
 
-    def _call(self, job: Job) -> RawOutput:
+    def _call(self, call: Call) -> RawOutput:
         started = time.monotonic()
-        body = self.body(job)
+        body = self.body(call)
         attempts = self.spec.max_retries + 1
         problem = ""
         for attempt in range(attempts):
@@ -179,7 +179,7 @@ class OpenAIEngine:
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             else:
                 if resp.status_code == 200:
-                    out = self._parse(resp, job)
+                    out = self._parse(resp, call)
                     out.latency_s = time.monotonic() - started
                     return out
                 problem = f"HTTP {resp.status_code}: {_error_detail(resp)}"
@@ -203,7 +203,7 @@ class OpenAIEngine:
         # Jitter spreads retries of many concurrent rows so they do not arrive together.
         return min(base * (1.0 + 0.25 * random.random()), MAX_DELAY_S)
 
-    def _parse(self, resp: httpx.Response, job: Job) -> RawOutput:
+    def _parse(self, resp: httpx.Response, call: Call) -> RawOutput:
         try:
             data = resp.json()
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
@@ -213,7 +213,7 @@ class OpenAIEngine:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return RawOutput(error=f"malformed response from {self.url}: {type(exc).__name__} {exc}")
         reasonings, spent = self._reasoning(choices, texts, usage)
-        if job.request.choices and job.request.json_schema is None:
+        if call.request.choices and call.request.json_schema is None:
             texts = [_unwrap_choice(t) for t in texts]
         return RawOutput(texts=texts, finish_reasons=reasons, reasonings=reasonings,
                          prompt_tokens=int(usage.get("prompt_tokens") or 0),

@@ -58,7 +58,7 @@ def check_choice(text: str, choices: list[str]) -> tuple[str | None, str | None]
 
 
 @dataclass
-class Job:
+class Call:
     """One generation call: `n` samples for `request`, on attempt `attempt` (0 = first)."""
 
     index: int
@@ -69,7 +69,7 @@ class Job:
 
 @dataclass
 class RawOutput:
-    """What an engine got back for one Job, before any parsing."""
+    """What an engine got back for one Call, before any parsing."""
 
     texts: list[str] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
@@ -83,7 +83,7 @@ class RawOutput:
     """The part of output_tokens spent reasoning."""
     error: str | None = None
     latency_s: float | None = None
-    """Time spent on this job alone, where the engine knows it (HTTP); None: the batch's."""
+    """Time spent on this call alone, where the engine knows it (HTTP); None: the batch's."""
 
 
 @dataclass
@@ -126,29 +126,29 @@ def retry_sampling(sampling: Sampling, missing: int, attempt: int) -> Sampling:
 def run_with_retries(
     requests: list[ChatRequest],
     samplings: list[Sampling],
-    run_jobs: Callable[[list[Job]], list[RawOutput]],
+    run_calls: Callable[[list[Call]], list[RawOutput]],
     retries: int,
 ) -> list[ChatResult]:
-    """Run every request through `run_jobs`, re-asking for samples that fail their constraint.
+    """Run every request through `run_calls`, re-asking for samples that fail their constraint.
 
-    `run_jobs` takes a list of jobs and returns one RawOutput per job, in order; it must not
-    raise for a single job's failure (set RawOutput.error instead).
+    `run_calls` takes a list of calls and returns one RawOutput per call, in order; it must not
+    raise for a single call's failure (set RawOutput.error instead).
     """
     started = time.monotonic()
     rows = [_Row(wanted=s.n) for s in samplings]
-    jobs = [Job(i, r, s) for i, (r, s) in enumerate(zip(requests, samplings, strict=True))]
-    while jobs:
-        outputs = run_jobs(jobs)
-        if len(outputs) != len(jobs):
-            raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(jobs)} jobs")
-        next_jobs = [j for j in (_take(rows[job.index], job, out, retries)
-                                 for job, out in zip(jobs, outputs, strict=True)) if j is not None]
-        jobs = next_jobs
+    calls = [Call(i, r, s) for i, (r, s) in enumerate(zip(requests, samplings, strict=True))]
+    while calls:
+        outputs = run_calls(calls)
+        if len(outputs) != len(calls):
+            raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(calls)} calls")
+        next_calls = [j for j in (_take(rows[call.index], call, out, retries)
+                                 for call, out in zip(calls, outputs, strict=True)) if j is not None]
+        calls = next_calls
     return _results(requests, rows, time.monotonic() - started)
 
 
-def _take(row: _Row, job: Job, out: RawOutput, retries: int) -> Job | None:
-    """Fold one job's output into its row; the retry job for missing samples, if any."""
+def _take(row: _Row, call: Call, out: RawOutput, retries: int) -> Call | None:
+    """Fold one call's output into its row; the retry call for missing samples, if any."""
     row.attempts += 1
     row.prompt_tokens = max(row.prompt_tokens, out.prompt_tokens)
     row.output_tokens += out.output_tokens
@@ -158,10 +158,10 @@ def _take(row: _Row, job: Job, out: RawOutput, retries: int) -> Job | None:
     if out.error is not None:
         row.error = out.error
         return None
-    missing = _collect(row, job.request, out.texts, out.finish_reasons, out.reasonings)
-    if missing and job.attempt < retries:
-        return Job(job.index, job.request, retry_sampling(job.sampling, missing, job.attempt + 1),
-                   job.attempt + 1)
+    missing = _collect(row, call.request, out.texts, out.finish_reasons, out.reasonings)
+    if missing and call.attempt < retries:
+        return Call(call.index, call.request, retry_sampling(call.sampling, missing, call.attempt + 1),
+                    call.attempt + 1)
     if missing:
         problem = row.last_problem or f"got {len(row.texts)} of {row.wanted} samples"
         row.error = f"no valid output after {row.attempts} attempt(s): {problem}"
@@ -171,30 +171,30 @@ def _take(row: _Row, job: Job, out: RawOutput, retries: int) -> Job | None:
 async def run_with_retries_async(
     requests: list[ChatRequest],
     samplings: list[Sampling],
-    run_job: Callable[[Job], Awaitable[RawOutput]],
+    run_call: Callable[[Call], Awaitable[RawOutput]],
     retries: int,
 ) -> list[ChatResult]:
     """`run_with_retries` for engines that take requests one at a time while running others.
 
     Each request is its own task: a sample that fails its constraint is asked for again as
     soon as it comes back, into the engine that is still busy with the rest (no waiting for
-    the batch to finish). `run_job` must not raise for a single job's failure.
+    the batch to finish). `run_call` must not raise for a single call's failure.
     """
     started = time.monotonic()
     rows = [_Row(wanted=s.n) for s in samplings]
 
-    async def one(job: Job) -> None:
-        next_job: Job | None = job
-        while next_job is not None:
-            out = await run_job(next_job)
-            next_job = _take(rows[next_job.index], next_job, out, retries)
+    async def one(call: Call) -> None:
+        next_call: Call | None = call
+        while next_call is not None:
+            out = await run_call(next_call)
+            next_call = _take(rows[next_call.index], next_call, out, retries)
 
-    # A task group, not gather: when one job raises (a dead engine), the others are
+    # A task group, not gather: when one call raises (a dead engine), the others are
     # cancelled, which aborts their requests in the engine instead of leaving them running.
     try:
         async with asyncio.TaskGroup() as group:
             for i, (r, s) in enumerate(zip(requests, samplings, strict=True)):
-                group.create_task(one(Job(i, r, s)))
+                group.create_task(one(Call(i, r, s)))
     except BaseExceptionGroup as failed:
         # Callers look at what failed (a dead engine), not at the group around it.
         first: BaseException = failed

@@ -37,7 +37,7 @@ from persona_gen.engines.settings import (
 )
 from persona_gen.engines.sources import is_local, materialise
 from persona_gen.engines.structured import (
-    Job,
+    Call,
     RawOutput,
     effective_sampling,
     run_with_retries,
@@ -285,24 +285,24 @@ class _VLLMBase:
                 prompts.append(ids)
         return prompts, [effective_sampling(r.sampling, self.spec.sampling) for r in requests]
 
-    def _params(self, job: Job, room: int) -> Any:
+    def _params(self, call: Call, room: int) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        s = job.sampling
+        s = call.sampling
         structured = None
-        if job.request.json_schema is not None:
+        if call.request.json_schema is not None:
             # Whitespace inside JSON carries nothing, and small models loop on it.
-            structured = StructuredOutputsParams(json=job.request.json_schema,
+            structured = StructuredOutputsParams(json=call.request.json_schema,
                                                  disable_any_whitespace=True)
-        elif job.request.choices:
-            structured = StructuredOutputsParams(choice=list(job.request.choices))
+        elif call.request.choices:
+            structured = StructuredOutputsParams(choice=list(call.request.choices))
         reasoning = self.spec.reasoning
         if structured is not None and reasoning.style == "channel":
             # gpt-oss: the constraint applies inside the final channel, after its analysis.
             structured = StructuredOutputsParams(structural_tag=harmony_structural_tag(
-                job.request.json_schema, job.request.choices))
-        budget = reasoning.budget_for(job.request.thinking)
+                call.request.json_schema, call.request.choices))
+        budget = reasoning.budget_for(call.request.thinking)
         # max_tokens sizes the answer; a thinking budget comes on top of it (vLLM counts
         # reasoning and answer against one max_tokens).
         cap = s.max_tokens + (budget or 0)
@@ -367,21 +367,21 @@ class VLLMEngine(_VLLMBase):
         if not requests:
             return []
         prompts, samplings = self._prepare(requests)
-        return run_with_retries(requests, samplings, lambda jobs: self._run(jobs, prompts),
+        return run_with_retries(requests, samplings, lambda calls: self._run(calls, prompts),
                                 self.spec.json_retries)
 
-    def _run(self, jobs: list[Job], prompts: list[list[int] | RawOutput]) -> list[RawOutput]:
+    def _run(self, calls: list[Call], prompts: list[list[int] | RawOutput]) -> list[RawOutput]:
         from vllm.inputs import TokensPrompt
 
-        outputs: list[RawOutput | None] = [None] * len(jobs)
+        outputs: list[RawOutput | None] = [None] * len(calls)
         ready: list[tuple[int, Any, Any]] = []
-        for k, job in enumerate(jobs):
-            prompt = prompts[job.index]
+        for k, call in enumerate(calls):
+            prompt = prompts[call.index]
             if isinstance(prompt, RawOutput):
                 outputs[k] = prompt  # the row failed before generation
                 continue
             try:
-                params = self._params(job, self.max_model_len - len(prompt))
+                params = self._params(call, self.max_model_len - len(prompt))
             except Exception as exc:  # e.g. a schema the grammar compiler rejects
                 outputs[k] = RawOutput(error=f"invalid sampling or schema: {_one_line(exc)}",
                                        prompt_tokens=len(prompt))
@@ -389,7 +389,7 @@ class VLLMEngine(_VLLMBase):
             ready.append((k, TokensPrompt(prompt_token_ids=prompt), params))
         if ready:
             for k, out in zip([r[0] for r in ready], self._generate(ready), strict=True):
-                outputs[k] = self._copy_greedy(out, jobs[k].sampling.n)
+                outputs[k] = self._copy_greedy(out, calls[k].sampling.n)
         return [o if o is not None else RawOutput(error="no output") for o in outputs]
 
     def _generate(self, ready: list[tuple[int, Any, Any]]) -> list[RawOutput]:
@@ -464,18 +464,18 @@ class AsyncVLLMEngine(_VLLMBase):
         loop = asyncio.get_running_loop()
         prompts, samplings = await loop.run_in_executor(self._tokenize, self._prepare, requests)
 
-        async def run_job(job: Job) -> RawOutput:
-            return await self._run_one(job, prompts[job.index])
+        async def run_call(call: Call) -> RawOutput:
+            return await self._run_one(call, prompts[call.index])
 
-        return await run_with_retries_async(requests, samplings, run_job, self.spec.json_retries)
+        return await run_with_retries_async(requests, samplings, run_call, self.spec.json_retries)
 
-    async def _run_one(self, job: Job, prompt: list[int] | RawOutput) -> RawOutput:
+    async def _run_one(self, call: Call, prompt: list[int] | RawOutput) -> RawOutput:
         from vllm.inputs import TokensPrompt
 
         if isinstance(prompt, RawOutput):
             return prompt  # the row failed before generation
         try:
-            params = self._params(job, self.max_model_len - len(prompt))
+            params = self._params(call, self.max_model_len - len(prompt))
         except Exception as exc:  # e.g. a schema the grammar compiler rejects
             return RawOutput(error=f"invalid sampling or schema: {_one_line(exc)}",
                              prompt_tokens=len(prompt))
@@ -487,7 +487,7 @@ class AsyncVLLMEngine(_VLLMBase):
         final = None
         try:
             # Unique per attempt: a retried row must never collide with its first attempt.
-            request_id = f"{job.request.id}#{job.attempt}#{next(self._ids)}"
+            request_id = f"{call.request.id}#{call.attempt}#{next(self._ids)}"
             async for out in self.llm.generate(TokensPrompt(prompt_token_ids=prompt), params,
                                                request_id):
                 final = out  # the last output carries the whole text
@@ -498,7 +498,7 @@ class AsyncVLLMEngine(_VLLMBase):
                              prompt_tokens=len(prompt))
         if final is None:
             return RawOutput(error="no output", prompt_tokens=len(prompt))
-        return self._copy_greedy(self._raw(final), job.sampling.n)
+        return self._copy_greedy(self._raw(final), call.sampling.n)
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         raise RuntimeError("AsyncVLLMEngine is driven by `await agenerate(...)` (an engine host)")
