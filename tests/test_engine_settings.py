@@ -27,10 +27,12 @@ from persona_gen.run.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_paper_8b_engine_arguments_resolve_to_the_offline_batch_on_h100():
+def test_paper_8b_engine_arguments_resolve_to_the_offline_batch_on_h100(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The paper config's 8B model, resolved without a GPU for the H100 class: the engine
     arguments carry 1,024 sequences and 16,384 tokens a step, and vLLM's own default logic
     (under the usage context an AsyncLLM gets) keeps them."""
+    import huggingface_hub.constants
     from vllm.config import SchedulerConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.usage.usage_lib import UsageContext
@@ -39,6 +41,9 @@ def test_paper_8b_engine_arguments_resolve_to_the_offline_batch_on_h100():
     spec = get_spec(R.settings(cfg, "critique").model or "")
     settings = resolve_settings(spec, "H100")
     kwargs = engine_kwargs(spec, settings, folder=str(spec.source), seed=0, cpu=False)
+    # An engine test earlier in the session sets the hub offline; offline, vLLM resolves the
+    # model id to a local snapshot (arg_utils.py:905-913), which this machine does not have.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     args = AsyncEngineArgs(**kwargs)
     model = SimpleNamespace(max_model_len=spec.max_model_len, is_multimodal_model=False)
     parallel = SimpleNamespace(use_batched_dp_moe=False)
