@@ -17,7 +17,7 @@ import yaml
 from persona_gen.engines.base import ChatRequest, Message, Sampling
 from persona_gen.engines.registry import SimSpec, get_spec
 from persona_gen.engines.sim import draw_length, stream_seconds
-from persona_gen.engines.structured import Job, RawOutput, run_with_retries_async
+from persona_gen.engines.structured import Call, RawOutput, run_with_retries_async
 from persona_gen.pipeline.config import PipelineConfig
 from persona_gen.pipeline.engine_host import EngineHosts
 
@@ -34,29 +34,29 @@ def test_async_retries_resubmit_only_the_failed_sample_at_once():
     calls: list[tuple[str, int]] = []
     slow_done = asyncio.Event()
 
-    async def run_job(job: Job) -> RawOutput:
-        calls.append((job.request.id, job.attempt))
-        if job.request.id == "r0":  # the slow row finishes only after r1's retry came back
+    async def run_call(call: Call) -> RawOutput:
+        calls.append((call.request.id, call.attempt))
+        if call.request.id == "r0":  # the slow row finishes only after r1's retry came back
             await asyncio.wait_for(slow_done.wait(), 5)
             return RawOutput(texts=['{"a": 0}'], finish_reasons=["stop"], output_tokens=3)
-        if job.attempt == 0:
+        if call.attempt == 0:
             return RawOutput(texts=['{"a": "x"'], finish_reasons=["length"], output_tokens=4)
         slow_done.set()
         return RawOutput(texts=['{"a": 1}'], finish_reasons=["stop"], output_tokens=3)
 
     reqs = [_req(0, json_schema=SCHEMA), _req(1, json_schema=SCHEMA)]
-    results = asyncio.run(run_with_retries_async(reqs, [r.sampling for r in reqs], run_job, 2))
+    results = asyncio.run(run_with_retries_async(reqs, [r.sampling for r in reqs], run_call, 2))
     assert [r.parsed for r in results] == [[{"a": 0}], [{"a": 1}]]
     assert results[1].output_tokens == 7 and results[1].finish_reasons == ["stop"]
     assert calls == [("r0", 0), ("r1", 0), ("r1", 1)]
 
 
 def test_async_retries_give_up_into_a_row_error():
-    async def run_job(job: Job) -> RawOutput:
+    async def run_call(call: Call) -> RawOutput:
         return RawOutput(texts=["not json"], finish_reasons=["stop"], output_tokens=2)
 
     reqs = [_req(0, json_schema=SCHEMA)]
-    (res,) = asyncio.run(run_with_retries_async(reqs, [r.sampling for r in reqs], run_job, 1))
+    (res,) = asyncio.run(run_with_retries_async(reqs, [r.sampling for r in reqs], run_call, 1))
     assert res.error and "after 2 attempt(s)" in res.error
     assert res.texts == ["not json", "not json"] and res.finish_reasons == ["stop", "stop"]
 

@@ -147,7 +147,7 @@ def test_echo_run_killed_mid_pairs_resumes_exactly_once(store: Store, tmp_path: 
     # `export` reads it from the store and writes the dataset back to the store.
     target = store.uri("exports", run_id)
     exported = _cli("export", "--run", store.uri("runs", run_id), "--to", target,
-                    "--format", "trl-dpo")
+                    "--format", "trl-dpo", "--all-pairs")  # every pair, to count them all
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert exported.stdout.strip().splitlines()[0] == target
     names = [p.rsplit("/", 1)[-1] for p in store.everything("exports", run_id)]
