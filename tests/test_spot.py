@@ -29,8 +29,8 @@ from tests.ray_nodes import Cluster, start_cluster
 pytestmark = pytest.mark.spot
 
 CENSUS = "data/census-excerpt/national2019.csv.gz"
-STEP_MS = 120
-"""Simulated decode step: 32 tokens take about 4 s, so pairs stream for tens of seconds."""
+STEP_MS = 60
+"""Simulated decode step: 32 tokens take about 2 s a call, 6 s a block of three stages."""
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,8 @@ def test_the_only_engine_node_lost_and_none_joins(cluster: Cluster, tmp_path: Pa
     assert manifest["status"] == "failed"
     assert manifest["failure"]["exit_code"] == 5
     assert "pipeline.capacity_wait_s" in manifest["failure"]["reason"]
-    # The wait, plus Ray's few seconds to see the engine gone and the driver's exit.
-    assert wait_s <= took <= wait_s + 60, took
+    # The wait counts from when Ray declares the node dead (10-30 s after the kill); then
+    # the workers see the verdict within seconds and the driver exits.
+    assert wait_s <= took <= wait_s + 90, took
     lines = [ln for ln in logs.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "capacity_wait_s" in lines[0], logs[-3000:]

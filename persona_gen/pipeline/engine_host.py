@@ -823,12 +823,15 @@ class EngineHosts:
                 f"engine_start_s_per_gb for its weights)", source="pipeline")
         ray.get(ready)  # an engine that failed to load raises here
 
-    def _kill(self, hosts: list[Any], groups: list[Any], graceful: bool = True) -> None:
-        """Each host closes its engine and ends its processes, then the actor goes."""
+    def _kill(self, hosts: list[Any], groups: list[Any], graceful: bool = True,
+              gone: set[int] | None = None) -> None:
+        """Each host closes its engine and ends its processes, then the actor goes. Hosts in
+        `gone` (lost with their node, not back) are not waited for: none would answer."""
         import ray
 
         if graceful:
-            closing = [h.shutdown.remote() for h in hosts]
+            closing = [h.shutdown.remote() for i, h in enumerate(hosts)
+                       if i not in (gone or set())]
             ray.wait(closing, num_returns=len(closing),
                      timeout=self.cfg.engine_close_timeout_s + 15)
         for h in hosts:
@@ -837,8 +840,10 @@ class EngineHosts:
             ray.util.remove_placement_group(g)
 
     def _release_engines(self) -> None:
+        lost = self.watch.lost_hosts() if self.watch is not None else set()
         for model, hosts in self._hosts.items():
-            self._kill(hosts, self._groups.pop(model, []))
+            gone = {i for i in range(len(hosts)) if f"{model}/{i}" in lost}
+            self._kill(hosts, self._groups.pop(model, []), gone=gone)
         self._hosts.clear()
 
     def crash_counts(self) -> dict[str, int]:
@@ -851,8 +856,8 @@ class EngineHosts:
 
         if self.watch is not None:
             self.watch.stop()
-            self.watch = None
         self._release_engines()
+        self.watch = None
         for actor in (self._fleet, self._ledger):
             if actor is not None:
                 ray.kill(actor)

@@ -52,7 +52,8 @@ class FleetView:
     """The driver's latest view, as workers read it."""
 
     hosts: dict[str, str | None] = field(default_factory=dict)
-    """host key (model/index) -> the node it answered from, None when it did not answer."""
+    """host key (model/index) -> the node it last answered from (None: never yet). A host
+    that is slow to answer (a loaded node, an engine reloading in place) keeps its node."""
     dead: frozenset[str] = frozenset()
     """Nodes Ray has marked dead during this attempt."""
     draining: dict[str, int] = field(default_factory=dict)
@@ -198,8 +199,8 @@ class NodeWatch:
         # crash blocks its event loop for as long as the load takes, but it is coming back
         # on a node the run still has). Not alive: its node was lost and it has not answered
         # since from anywhere else.
-        alive = sum(1 for k, n in where.items() if (n if n is not None else self._where.get(k))
-                    not in (None, *self._dead))
+        where = {k: n if n is not None else self._where.get(k) for k, n in where.items()}
+        alive = sum(1 for n in where.values() if n not in (None, *self._dead))
         changed = alive != self.alive
         self.alive = alive
         self._capacity(alive)
@@ -210,6 +211,10 @@ class NodeWatch:
             self.on_change(list(self.losses), self.alive, self.planned)
         if self.verdict is not None:
             self._interrupt_if_stuck()
+
+    def lost_hosts(self) -> set[str]:
+        """Hosts last seen on a node that was lost, not answering since."""
+        return {k for k, n in self._where.items() if n in self._dead}
 
     def _ping(self, hosts: dict[str, Any]) -> dict[str, str | None]:
         """host key -> the node it answers from now (None: no answer within the timeout).
