@@ -63,9 +63,25 @@ class Cluster:
         self.workers.remove(node)
         self.lost.append(node)
 
-    def add_worker(self, name: str, gpus: int = 1, cpus: int = 2) -> Node:
+    def add_worker(self, name: str, gpus: int = 1, cpus: int = 2, tries: int = 3) -> Node:
         """A worker node with `gpus` GPUs as Ray counts them (none exist here: Ray only
-        schedules by them), tagged with the resource `name`."""
+        schedules by them), tagged with the resource `name`. On a loaded machine a raylet
+        may give up waiting for its own agents and exit: it is started again."""
+        for attempt in range(tries):
+            worker = self._start_worker(name, gpus, cpus)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and worker.proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    if self.node_id(name) is not None:
+                        self.workers.append(worker)
+                        return worker
+                time.sleep(0.5)
+            worker.stop()
+            if attempt + 1 == tries:
+                raise AssertionError(f"node {name} did not join in {tries} tries")
+        raise AssertionError("unreachable")
+
+    def _start_worker(self, name: str, gpus: int, cpus: int) -> Node:
         temp = tempfile.mkdtemp(prefix=f"pg-{name}-", dir="/tmp")
         node, obj, metrics, agent, agent_grpc, env_agent = free_ports(6)
         proc = subprocess.Popen(
@@ -78,10 +94,7 @@ class Cluster:
              "--worker-port-list=" + ",".join(map(str, free_ports(16))), "--disable-usage-stats"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
             start_new_session=True)
-        worker = Node(name, proc, temp)
-        self.workers.append(worker)
-        self.wait_for(lambda: self.node_id(name) is not None, f"node {name} to join", 120)
-        return worker
+        return Node(name, proc, temp)
 
     def nodes(self) -> list[dict[str, object]]:
         """Every node the GCS knows: id, alive, resources. Asked from a child process with

@@ -181,7 +181,8 @@ def test_a_draining_node_hands_its_blocks_back(cluster: Cluster, tmp_path: Path)
 
 def test_the_only_engine_node_lost_and_a_replacement_joins(cluster: Cluster,
                                                            tmp_path: Path) -> None:
-    (b,) = cluster.workers  # spot_b, left by the first scenario
+    # spot_b, left by the first scenarios (started here when this one runs alone)
+    (b,) = cluster.workers or [cluster.add_worker("spot_b")]
     cfg = _config(tmp_path, engines=1, capacity_wait_s=150)
     run = tmp_path / "out" / "replaced"
     _submit(cluster, "pg-replaced", cfg, "replaced")
@@ -200,7 +201,7 @@ def test_the_only_engine_node_lost_and_a_replacement_joins(cluster: Cluster,
 
 
 def test_the_only_engine_node_lost_and_none_joins(cluster: Cluster, tmp_path: Path) -> None:
-    (d,) = cluster.workers
+    (d,) = cluster.workers or [cluster.add_worker("spot_d")]
     wait_s = 20
     cfg = _config(tmp_path, engines=1, capacity_wait_s=wait_s)
     run = tmp_path / "out" / "starved"

@@ -491,6 +491,7 @@ class RemoteEngine:
         self.resent = 0
         self._view: Any = None
         self._view_at = 0.0
+        self._moved = False
         self._lock = threading.Lock()
 
     @property
@@ -525,6 +526,7 @@ class RemoteEngine:
             for test in (view.usable, view.up):  # a draining host only when no other is up
                 for i in order:
                     if test(self._key(i)):
+                        self._note_move(view, i)
                         return i
             if waited == 0.0:
                 get_logger(stage="engine").warning("no_engine_alive", model=self.name,
@@ -532,6 +534,18 @@ class RemoteEngine:
             time.sleep(1.0)
             waited += 1.0
             view = self.view()
+
+    def _note_move(self, view: Any, i: int) -> None:
+        """Log once when this worker's blocks start going to another host, and why."""
+        own = self._key(self.index)
+        moved = i != self.index
+        if moved and not self._moved:
+            node = view.hosts.get(own)
+            why = ("its node is draining" if node in view.draining else
+                   "its node was lost" if node in view.dead else "it is not placed")
+            get_logger(stage="engine").info("engine_host_avoided", model=self.name,
+                                            host=own, to=self._key(i), reason=why)
+        self._moved = moved
 
     def _abandon(self, i: int, node: str | None, ref: Any) -> str | None:
         """Why a call in flight on host i (placed on `node`) must go elsewhere, or None."""
