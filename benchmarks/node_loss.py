@@ -70,7 +70,8 @@ def _job(cluster: object, folder: Path, run_id: str, kill: bool) -> tuple[float,
         status = c.ray("job", "status", "--address", c.dashboard, run_id).stdout  # type: ignore[attr-defined]
         if any(s in status.lower() for s in ("succeeded", "failed", "stopped")):
             break
-        if not killed and (run / "feedback").exists() and any((run / "feedback").rglob("*.parquet")):
+        critiques = run / "feedback" / "critiques"  # the pairs phase's first stage
+        if not killed and critiques.exists() and any(critiques.glob("*.parquet")):
             victim = c.workers[0]  # type: ignore[attr-defined]
             c.lose(victim)  # type: ignore[attr-defined]
             c.add_worker(f"spare_{int(time.time())}")  # type: ignore[attr-defined]

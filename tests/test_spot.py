@@ -96,12 +96,14 @@ def _wait_job(cluster: Cluster, sid: str, timeout_s: float = 300) -> tuple[str, 
 
 
 def _wait_pairs(run: Path, cluster: Cluster, sid: str, timeout_s: float = 240) -> None:
-    """Until the first pair is committed (pairs are streaming)."""
+    """Until the pairs phase has committed its first block (pairs are streaming)."""
     def streaming() -> bool:
         if _job_status(cluster, sid) in ("SUCCEEDED", "FAILED", "STOPPED"):
             raise AssertionError(f"the job ended before pairs streamed: "
                                  f"{cluster.ray('job', 'logs', '--address', cluster.dashboard, sid).stdout[-3000:]}")
-        return any((run / "feedback").rglob("*.parquet")) if (run / "feedback").exists() else False
+        # The pairs phase's first stage (feedback/originals belongs to the prompts phase).
+        folder = run / "feedback" / "critiques"
+        return folder.exists() and any(folder.glob("*.parquet"))
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
