@@ -102,7 +102,7 @@ demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./
 	# filter would drop.
 	$(VENV)/bin/persona-gen export --run out/demo/demo --to out/demo/demo/export --format trl-dpo --all-pairs
 
-bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan, census, fidelity noise, engine, storage
+bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan, census, fidelity noise, engine, storage, node loss
 	$(PY) benchmarks/plan_build.py
 	$(PY) benchmarks/census_sampling.py
 	$(PY) benchmarks/fidelity_noise.py
@@ -113,3 +113,4 @@ bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan,
 	$(PY) benchmarks/sim_scale.py
 	$(PY) benchmarks/storage_streaming.py
 	$(PY) benchmarks/gpu_acceptance.py --cpu
+	$(PY) benchmarks/node_loss.py

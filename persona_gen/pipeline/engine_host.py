@@ -655,6 +655,7 @@ class EngineHosts:
         self._ledger: Any = None
         self.on_capacity = on_capacity
         self.watch: NodeWatch | None = None
+        self._verdict: CapacityLost | None = None
         self._log = get_logger(stage="engines")
 
     def fleet(self) -> Any:
@@ -686,7 +687,8 @@ class EngineHosts:
 
     @property
     def verdict(self) -> CapacityLost | None:
-        return self.watch.verdict if self.watch is not None else None
+        """Why the node watch ended the attempt (kept after close), or None."""
+        return self.watch.verdict if self.watch is not None else self._verdict
 
     def layout(self, model: str) -> EngineLayout:
         return engine_layout(get_spec(model), self.cfg)
@@ -870,6 +872,7 @@ class EngineHosts:
 
         if self.watch is not None:
             self.watch.stop()
+            self._verdict = self.watch.verdict
         self._release_engines()
         self.watch = None
         for actor in (self._fleet, self._ledger):

@@ -413,6 +413,11 @@ def execute(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
                              seconds=time.perf_counter() - started, example=_example(run))
         check_error_rates(manifest.stages, cfg.pipeline.max_error_fraction, summary)
     except BaseException as exc:
+        verdict = attempt._hosts.verdict if attempt is not None and attempt._hosts else None
+        if isinstance(exc, KeyboardInterrupt) and verdict is not None:
+            # The node watch interrupted the driver: capacity was lost (exit 5), not Ctrl-C.
+            _record_failure(run, manifest, verdict, attempt)
+            raise verdict from None
         _record_failure(run, manifest, exc, attempt)
         raise
     log.info("run_complete", seconds=round(summary.seconds, 1), phases=done,
