@@ -21,6 +21,8 @@ def test_a_view_sends_blocks_only_to_hosts_on_live_nodes_that_are_not_draining()
     assert [view.usable(f"m/{i}") for i in range(4)] == [True, False, False, False]
     # A draining node's host still serves when no other is up.
     assert [view.up(f"m/{i}") for i in range(4)] == [True, True, False, False]
+    # A host placed since the driver's last look is taken as up (it answered `ready`).
+    assert view.usable("m/9") and view.up("m/9")
 
 
 def test_capacity_lost_exits_5_with_the_setting_named() -> None:

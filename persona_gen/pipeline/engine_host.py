@@ -845,9 +845,9 @@ class EngineHosts:
         `gone` (lost with their node, not back) are not waited for: none would answer."""
         import ray
 
-        if graceful:
-            closing = [h.shutdown.remote() for i, h in enumerate(hosts)
-                       if i not in (gone or set())]
+        closing = [h.shutdown.remote() for i, h in enumerate(hosts)
+                   if i not in (gone or set())] if graceful else []
+        if closing:
             ray.wait(closing, num_returns=len(closing),
                      timeout=self.cfg.engine_close_timeout_s + 15)
         for h in hosts:

@@ -62,11 +62,15 @@ class FleetView:
     """Set when the attempt must end (CapacityLost's line)."""
 
     def usable(self, key: str) -> bool:
-        node = self.hosts.get(key)
+        if key not in self.hosts:
+            return True  # a host placed since the driver's last look: it answered `ready`
+        node = self.hosts[key]
         return node is not None and node not in self.dead and node not in self.draining
 
     def up(self, key: str) -> bool:
-        node = self.hosts.get(key)
+        if key not in self.hosts:
+            return True
+        node = self.hosts[key]
         return node is not None and node not in self.dead
 
 
