@@ -52,11 +52,11 @@ def cluster(models_dir: Path) -> Iterator[Cluster]:
         c.stop()
 
 
-def _config(tmp_path: Path, engines: int, **pipeline: object) -> Path:
+def _config(tmp_path: Path, engines: int, personas: int = 4, **pipeline: object) -> Path:
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 8)
     return write_config(
         tmp_path / "job.yaml", Path(CENSUS), prompts, str(tmp_path / "out"),
-        personas={"n": 4},
+        personas={"n": personas},
         plan={"train_pairs_per_persona": 3, "seen_test_pairs_per_persona": 1,
               "heldout_test_pairs_per_persona": 1},
         stages={"defaults": {"model": "sim-spot"}},
@@ -157,7 +157,8 @@ def test_a_node_lost_mid_stream_the_same_submission_finishes(cluster: Cluster,
 
 def test_a_draining_node_hands_its_blocks_back(cluster: Cluster, tmp_path: Path) -> None:
     c = cluster.add_worker("spot_c")
-    cfg = _config(tmp_path, engines=2, drain_margin_s=4)
+    # Twice the pairs, one block in flight: the pairs phase outlasts the drain's deadline.
+    cfg = _config(tmp_path, engines=2, personas=8, blocks_in_flight=1, drain_margin_s=4)
     run = tmp_path / "out" / "drained"
     _submit(cluster, "pg-drain", cfg, "drained")
     _wait_pairs(run, cluster, "pg-drain")
@@ -171,6 +172,7 @@ def test_a_draining_node_hands_its_blocks_back(cluster: Cluster, tmp_path: Path)
                       "spot notice (test)", "--deadline-remaining-seconds", str(deadline_s))
     assert res.returncode == 0, res.stdout + res.stderr
     time.sleep(deadline_s)
+    assert _job_status(cluster, "pg-drain") == "RUNNING"  # the drain came mid-stream
     cluster.lose(c)
     status, logs = _wait_job(cluster, "pg-drain")
     assert status == "SUCCEEDED", logs[-5000:]
