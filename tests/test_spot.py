@@ -156,6 +156,8 @@ def test_a_node_lost_mid_stream_the_same_submission_finishes(cluster: Cluster,
 
 
 def test_a_draining_node_hands_its_blocks_back(cluster: Cluster, tmp_path: Path) -> None:
+    if not cluster.workers:  # spot_b, left by the first scenario (started here when alone)
+        cluster.add_worker("spot_b")
     c = cluster.add_worker("spot_c")
     # Twice the pairs, one block in flight: the pairs phase outlasts the drain's deadline.
     cfg = _config(tmp_path, engines=2, personas=8, blocks_in_flight=1, drain_margin_s=4)
