@@ -15,9 +15,9 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast test-cloud test-slurm test-families test-acceptance test-train azurite lint demo bench clean help
+.PHONY: setup test test-fast test-cloud test-slurm test-families test-acceptance test-train test-spot azurite lint demo bench clean help
 # Scenarios with targets of their own (CI runs each after make test).
-SLOW := cloud or slurm or families or acceptance or train
+SLOW := cloud or slurm or families or acceptance or train or spot
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -84,6 +84,9 @@ test-acceptance: setup  ## benchmarks/gpu_acceptance.py --cpu with the bundled m
 test-train: setup  ## TRL's DPOTrainer, 2 steps on an export's default DPO view with the bundled model (minutes on CPU; CI runs it)
 	$(PY) -m pytest -q --durations=5 -m train tests
 
+test-spot: setup  ## spot nodes: a cluster of raylets here, worker nodes killed and drained mid-run, the same job finishing (~5 min)
+	$(PY) -m pytest -q -rs --durations=5 -m spot tests
+
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
 
@@ -99,7 +102,7 @@ demo: setup  ## set-up plus the whole job on CPU with the bundled model, into ./
 	# filter would drop.
 	$(VENV)/bin/persona-gen export --run out/demo/demo --to out/demo/demo/export --format trl-dpo --all-pairs
 
-bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan, census, fidelity noise, engine, storage
+bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan, census, fidelity noise, engine, storage, node loss
 	$(PY) benchmarks/plan_build.py
 	$(PY) benchmarks/census_sampling.py
 	$(PY) benchmarks/fidelity_noise.py
@@ -110,3 +113,4 @@ bench: setup azurite  ## benchmarks (tables on stdout): pipeline overhead, plan,
 	$(PY) benchmarks/sim_scale.py
 	$(PY) benchmarks/storage_streaming.py
 	$(PY) benchmarks/gpu_acceptance.py --cpu
+	$(PY) benchmarks/node_loss.py

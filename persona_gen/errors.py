@@ -20,6 +20,10 @@ EXIT_FAILED_ROWS = 3
 `pipeline.max_error_fraction`."""
 EXIT_INFRASTRUCTURE = 4
 """Storage or Ray failed past the retry budget: rerunning the same command resumes."""
+EXIT_CAPACITY = 5
+"""The cluster lost its engines for good: more node losses than `pipeline.node_loss_budget`,
+or no engine alive for `pipeline.capacity_wait_s`. Everything committed is kept:
+resubmitting when capacity is back resumes."""
 EXIT_USAGE = 64
 """Unknown command or option, missing argument (sysexits' EX_USAGE)."""
 EXIT_INTERRUPTED = 130
@@ -52,6 +56,13 @@ class InfrastructureError(UserError):
     """Storage or the Ray cluster failed in a way that rerunning may fix."""
 
     exit_code = EXIT_INFRASTRUCTURE
+
+
+class CapacityLost(InfrastructureError):
+    """Node losses past `pipeline.node_loss_budget`, or no engine for
+    `pipeline.capacity_wait_s` (pipeline.fleet)."""
+
+    exit_code = EXIT_CAPACITY
 
 
 class StorageUnavailable(StorageError, InfrastructureError):

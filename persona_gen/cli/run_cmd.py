@@ -216,6 +216,9 @@ def run_state(ref: RunRef, stale_after_s: float | None = None) -> dict[str, Any]
         "heartbeat_at": manifest.get("heartbeat_at"),
         "heartbeat_age_s": None if age is None else round(age, 1),
         "stale_after_s": limit,
+        # Engines alive / planned, as the driver's node watch last saw them, and nodes lost.
+        "engines": manifest.get("engines") or None,
+        "node_losses": len(manifest.get("node_losses") or []),
         "stages": stages,
         # Cut rows per stage and the figures the paper reports (persona_gen.run.quality).
         "quality": quality_summary(ref, recipe(run_cfg)),
@@ -229,6 +232,11 @@ def state_table(state: dict[str, Any]) -> Table:
     if state["heartbeat_age_s"] is not None:
         title += f", {state['heartbeat_age_s']:.0f} s ago"
     title += ")"
+    engines = state.get("engines")
+    if engines:
+        title += f"\nengines alive {engines['alive']} / planned {engines['planned']}"
+        if state.get("node_losses"):
+            title += f"; nodes lost: {state['node_losses']}"
     if state["failure"]:
         title += f"\nfailed: {state['failure']['reason']}"
     table = Table(title=title)

@@ -54,6 +54,18 @@ class PipelineConfig(StrictModel):
     engine_close_timeout_s: float = Field(default=30, gt=0)
     """How long a stopping engine host waits for its engine to shut down before it kills
     the engine's processes."""
+    node_loss_budget: int = Field(default=3, ge=0)
+    """How many Ray nodes holding engines or workers the run may lose (spot preemption, a
+    crash) and carry on: engines restart on the nodes left or on replacements, the blocks in
+    flight there are redone. One more loss ends the attempt (exit 5); a resubmission
+    resumes."""
+    capacity_wait_s: float = Field(default=900, gt=0)
+    """How long the run waits with no engine alive (every engine node lost, none yet back)
+    before it exits (exit 5) naming this wait. With fewer engines than planned it carries
+    on and logs `waiting_for_capacity`."""
+    drain_margin_s: float = Field(default=10, ge=0)
+    """On a node Ray marks as draining (a spot notice), engine calls still running this many
+    seconds before the drain deadline are handed to engines elsewhere."""
     ray_address: str | None = None
     """Cluster to join; default $RAY_ADDRESS, else a local instance."""
     local_num_cpus: int | None = None

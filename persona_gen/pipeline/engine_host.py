@@ -38,6 +38,7 @@ them, the job logs `waiting_for_gpus`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import subprocess
@@ -53,11 +54,12 @@ from persona_gen.engines.failures import ENGINE_CRASH
 from persona_gen.engines.registry import ModelSpec, get_spec
 from persona_gen.engines.settings import admission_limit, start_timeout_s
 from persona_gen.engines.structured import effective_sampling
-from persona_gen.errors import ConfigError, InfrastructureError, UserError
+from persona_gen.errors import CapacityLost, ConfigError, InfrastructureError, UserError
 from persona_gen.hashing import hex_id
 from persona_gen.log import get_logger
 from persona_gen.pipeline.admission import Admission
 from persona_gen.pipeline.config import PipelineConfig
+from persona_gen.pipeline.fleet import NodeWatch, _Fleet, driver_node_actor
 from persona_gen.storage.settings import S3Settings
 
 GPU_ENGINES = ("vllm", "sim")
@@ -396,6 +398,12 @@ class _EngineHost:
         """Answers once the host is placed (its process is up): when it started."""
         return self.started_at
 
+    def where(self) -> str:
+        """The Ray node this host runs on (the driver's node watch asks every few seconds)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     async def ready(self) -> bool:
         await self._ready_engine()
         return True
@@ -448,40 +456,158 @@ def _start_reaper() -> subprocess.Popen[bytes] | None:
         return None
 
 
+_current = threading.local()
+"""The block a Ray Data worker's thread is running (its key), for the fleet's in-flight
+record."""
+
+
+def set_current_block(key: str | None) -> None:
+    _current.key = key
+
+
 class RemoteEngine:
-    """The Engine interface over a host actor, for code that runs in Ray Data workers.
+    """The Engine interface over a model's host actors, for code that runs in Ray Data
+    workers.
+
+    A call goes to this worker's own host (`index`) while the fleet's view shows it alive on
+    a node that is not draining, else to another host that is; with none alive it waits
+    (the driver ends the attempt after pipeline.capacity_wait_s). A call in flight on a host
+    whose node died, or on a draining node within pipeline.drain_margin_s of its deadline, is
+    sent again to a host elsewhere: nothing of it was committed (pipeline.fleet).
 
     Each call waits at most its deadline; past it, the host is restarted (Ray re-sends the
     call to the fresh host) and the call waited for once more. A second miss raises."""
 
-    def __init__(self, name: str, host: Any, deadline: CallDeadline | None = None) -> None:
+    def __init__(self, name: str, hosts: list[Any], index: int = 0,
+                 deadline: CallDeadline | None = None, fleet: Any = None,
+                 drain_margin_s: float = 10.0) -> None:
         self.name = name
-        self.host = host
+        self.hosts = hosts
+        self.index = index % len(hosts)
         self.deadline = deadline
+        self.fleet = fleet
+        self.drain_margin_s = drain_margin_s
         self.restarts = 0
+        self.resent = 0
+        self._view: Any = None
+        self._view_at = 0.0
+        self._moved = False
+        self._lock = threading.Lock()
+
+    @property
+    def host(self) -> Any:
+        return self.hosts[self.index]
+
+    def _key(self, i: int) -> str:
+        return f"{self.name}/{i}"
+
+    def view(self, max_age_s: float = 1.0) -> Any:
+        """The fleet's view, fetched at most every max_age_s (None without a fleet)."""
+        import ray
+
+        if self.fleet is None:
+            return None
+        with self._lock:
+            if self._view is None or time.monotonic() - self._view_at > max_age_s:
+                self._view = ray.get(self.fleet.get_view.remote(), timeout=60)
+                self._view_at = time.monotonic()
+            return self._view
+
+    def _pick(self) -> int:
+        """This worker's host if usable, else the next usable one; waits while none is."""
+        view = self.view()
+        if view is None or not view.hosts:
+            return self.index
+        waited = 0.0
+        while True:
+            if view.verdict:
+                raise CapacityLost(view.verdict)
+            order = [(self.index + k) % len(self.hosts) for k in range(len(self.hosts))]
+            for test in (view.usable, view.up):  # a draining host only when no other is up
+                for i in order:
+                    if test(self._key(i)):
+                        self._note_move(view, i)
+                        return i
+            if waited == 0.0:
+                get_logger(stage="engine").warning("no_engine_alive", model=self.name,
+                                                   action="waiting for capacity")
+            time.sleep(1.0)
+            waited += 1.0
+            view = self.view()
+
+    def _note_move(self, view: Any, i: int) -> None:
+        """Log once when this worker's blocks start going to another host, and why."""
+        own = self._key(self.index)
+        moved = i != self.index
+        if moved and not self._moved:
+            node = view.hosts.get(own)
+            why = ("its node is draining" if node in view.draining else
+                   "its node was lost" if node in view.dead else "it is not placed")
+            get_logger(stage="engine").info("engine_host_avoided", model=self.name,
+                                            host=own, to=self._key(i), reason=why)
+        self._moved = moved
+
+    def _abandon(self, i: int, node: str | None, ref: Any) -> str | None:
+        """Why a call in flight on host i (placed on `node`) must go elsewhere, or None."""
+        view = self.view()
+        if view is None:
+            return None
+        if view.verdict:
+            raise CapacityLost(view.verdict)
+        if node is not None and node in view.dead:
+            return "its node was lost"
+        deadline_ms = view.draining.get(node) if node is not None else None
+        if deadline_ms and time.time() * 1000 >= deadline_ms - self.drain_margin_s * 1000:
+            return "its node is draining and near its deadline"
+        return None
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         import ray
         from ray.exceptions import GetTimeoutError
 
-        ref = self.host.generate.remote(requests)
         limit = self.deadline.seconds(requests) if self.deadline is not None else None
-        try:
-            return ray.get(ref, timeout=limit)
-        except GetTimeoutError:
-            pass
-        self._restart(limit or 0.0, len(requests))
-        try:
-            return ray.get(ref, timeout=limit)
-        except GetTimeoutError:
-            ray.cancel(ref)
-            raise InfrastructureError(
-                f"an engine call of {len(requests)} requests to model '{self.name}' passed its "
-                f"deadline of {limit:.0f} s twice, the second time on a restarted host; rerun "
-                "to resume (pipeline.call_deadline_s sets the deadline)",
-                source="pipeline") from None
+        key = getattr(_current, "key", None)
+        restarted = False
+        while True:
+            i = self._pick()
+            view = self.view()
+            node = view.hosts.get(self._key(i)) if view is not None else None
+            if key is not None and node is not None and self.fleet is not None:
+                self.fleet.touch.remote(key, node)
+            ref = self.hosts[i].generate.remote(requests)
+            sent = time.monotonic()
+            while True:
+                step = 2.0 if self.fleet is not None else None
+                if limit is not None:
+                    left = limit - (time.monotonic() - sent)
+                    step = max(0.0, left) if step is None else max(0.0, min(step, left))
+                try:
+                    return ray.get(ref, timeout=step)
+                except GetTimeoutError:
+                    pass
+                if limit is not None and time.monotonic() - sent >= limit:
+                    if restarted:
+                        ray.cancel(ref)
+                        raise InfrastructureError(
+                            f"an engine call of {len(requests)} requests to model '{self.name}' "
+                            f"passed its deadline of {limit:.0f} s twice, the second time on a "
+                            "restarted host; rerun to resume (pipeline.call_deadline_s sets the "
+                            "deadline)", source="pipeline") from None
+                    restarted = True
+                    self._restart(self.hosts[i], limit, len(requests))
+                    sent = time.monotonic()
+                    continue
+                why = self._abandon(i, node, ref)
+                if why is not None:
+                    break
+            # Sent again elsewhere; the abandoned call is cancelled where it still waits.
+            self.resent += 1
+            get_logger(stage="engine").warning("engine_call_resent", model=self.name,
+                                               rows=len(requests), reason=why, node_id=node)
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
 
-    def _restart(self, limit: float, rows: int) -> None:
+    def _restart(self, host: Any, limit: float, rows: int) -> None:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
@@ -490,27 +616,16 @@ class RemoteEngine:
             "engine_call_deadline", model=self.name, deadline_s=round(limit, 1), rows=rows,
             action="restarting the engine host; the call is sent again")
         try:
-            ray.get(self.host.restart.remote(time.time(), f"a call passed its {limit:.0f} s "
-                                                          "deadline"), timeout=120)
+            ray.get(host.restart.remote(time.time(), f"a call passed its {limit:.0f} s "
+                                                     "deadline"), timeout=120)
         except RayActorError:
             pass  # it exited, as asked
         except GetTimeoutError:
             # Its event loop does not answer: kill it outright (the reaper ends its engine).
-            ray.kill(self.host, no_restart=False)
+            ray.kill(host, no_restart=False)
 
     def close(self) -> None:
         return None
-
-
-class _Counter:
-    """Hands out 0, 1, 2, ...: spreads a pass's Ray Data actors evenly over the hosts."""
-
-    def __init__(self) -> None:
-        self.n = -1
-
-    def next(self) -> int:
-        self.n += 1
-        return self.n
 
 
 class EngineHosts:
@@ -518,11 +633,14 @@ class EngineHosts:
     (engine first, then the actor) at the end.
 
     `on_settings(model, line)` is called once per model with its first host's resolved
-    engine settings (the job records them in the manifest)."""
+    engine settings (the job records them in the manifest). Once hosts exist, a node watch
+    (pipeline.fleet) follows where they run; `on_capacity(losses, alive, planned)` is
+    called with each node lost and each change in the engines alive."""
 
     def __init__(self, cfg: PipelineConfig, run_id: str, log_json: bool = True,
                  s3: S3Settings | None = None,
-                 on_settings: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_settings: Callable[[str, dict[str, Any]], None] | None = None,
+                 on_capacity: Callable[[list[Any], int, int], None] | None = None) -> None:
         self.cfg = cfg
         self.s3 = s3
         """The run's storage settings: engines fetch s3:// weights through them."""
@@ -533,23 +651,44 @@ class EngineHosts:
         """model -> its engines' resolved settings (from the first host)."""
         self._hosts: dict[str, list[Any]] = {}
         self._groups: dict[str, list[Any]] = {}
-        self._counter: Any = None
+        self._fleet: Any = None
         self._ledger: Any = None
+        self.on_capacity = on_capacity
+        self.watch: NodeWatch | None = None
+        self._verdict: CapacityLost | None = None
         self._log = get_logger(stage="engines")
 
-    def counter(self) -> Any:
-        import ray
+    def fleet(self) -> Any:
+        """The job's fleet actor (pipeline.fleet), on the driver's node."""
+        if self._fleet is None:
+            self._fleet = driver_node_actor(_Fleet)
+        return self._fleet
 
-        if self._counter is None:
-            self._counter = ray.remote(_Counter).options(num_cpus=0).remote()
-        return self._counter
+    def counter(self) -> Any:
+        """Hands out worker indexes (the fleet does)."""
+        return self.fleet()
 
     def ledger(self) -> Any:
-        import ray
-
         if self._ledger is None:
-            self._ledger = ray.remote(_CrashLedger).options(num_cpus=0).remote()
+            self._ledger = driver_node_actor(_CrashLedger)
         return self._ledger
+
+    def host_keys(self) -> dict[str, Any]:
+        """Every engine host held now, by key (model/index), for the node watch."""
+        return {f"{m}/{i}": h for m, hosts in list(self._hosts.items())
+                for i, h in enumerate(hosts)}
+
+    def _watch(self) -> None:
+        if self.watch is None:
+            self.watch = NodeWatch(self.cfg, self.fleet(), self.host_keys, self.on_capacity)
+            self.watch.start()
+        else:
+            self.watch.tick()
+
+    @property
+    def verdict(self) -> CapacityLost | None:
+        """Why the node watch ended the attempt (kept after close), or None."""
+        return self.watch.verdict if self.watch is not None else self._verdict
 
     def layout(self, model: str) -> EngineLayout:
         return engine_layout(get_spec(model), self.cfg)
@@ -632,6 +771,7 @@ class EngineHosts:
                 self._kill(hosts, self._groups.pop(model, []), graceful=False)
                 raise
             self._hosts[model] = hosts
+            self._watch()
             line = ray.get(hosts[0].settings.remote())
             if line is not None:
                 self.settings[model] = line
@@ -699,12 +839,15 @@ class EngineHosts:
                 f"engine_start_s_per_gb for its weights)", source="pipeline")
         ray.get(ready)  # an engine that failed to load raises here
 
-    def _kill(self, hosts: list[Any], groups: list[Any], graceful: bool = True) -> None:
-        """Each host closes its engine and ends its processes, then the actor goes."""
+    def _kill(self, hosts: list[Any], groups: list[Any], graceful: bool = True,
+              gone: set[int] | None = None) -> None:
+        """Each host closes its engine and ends its processes, then the actor goes. Hosts in
+        `gone` (lost with their node, not back) are not waited for: none would answer."""
         import ray
 
-        if graceful:
-            closing = [h.shutdown.remote() for h in hosts]
+        closing = [h.shutdown.remote() for i, h in enumerate(hosts)
+                   if i not in (gone or set())] if graceful else []
+        if closing:
             ray.wait(closing, num_returns=len(closing),
                      timeout=self.cfg.engine_close_timeout_s + 15)
         for h in hosts:
@@ -713,8 +856,10 @@ class EngineHosts:
             ray.util.remove_placement_group(g)
 
     def _release_engines(self) -> None:
+        lost = self.watch.lost_hosts() if self.watch is not None else set()
         for model, hosts in self._hosts.items():
-            self._kill(hosts, self._groups.pop(model, []))
+            gone = {i for i in range(len(hosts)) if f"{model}/{i}" in lost}
+            self._kill(hosts, self._groups.pop(model, []), gone=gone)
         self._hosts.clear()
 
     def crash_counts(self) -> dict[str, int]:
@@ -725,11 +870,15 @@ class EngineHosts:
     def close(self) -> None:
         import ray
 
+        if self.watch is not None:
+            self.watch.stop()
+            self._verdict = self.watch.verdict
         self._release_engines()
-        for actor in (self._counter, self._ledger):
+        self.watch = None
+        for actor in (self._fleet, self._ledger):
             if actor is not None:
                 ray.kill(actor)
-        self._counter = self._ledger = None
+        self._fleet = self._ledger = None
 
     def __enter__(self) -> EngineHosts:
         return self

@@ -21,7 +21,12 @@ from persona_gen.errors import InfrastructureError
 from persona_gen.log import get_logger
 from persona_gen.pipeline.chain import BlockResult, Chain, LookupCache, pending_blocks, run_block
 from persona_gen.pipeline.config import PipelineConfig
-from persona_gen.pipeline.engine_host import CallDeadline, EngineHosts, RemoteEngine
+from persona_gen.pipeline.engine_host import (
+    CallDeadline,
+    EngineHosts,
+    RemoteEngine,
+    set_current_block,
+)
 from persona_gen.storage.runref import RunRef
 
 
@@ -34,7 +39,7 @@ class EngineWorker:
 
     def __init__(self, model: str, hosts: list[Any], counter: Any, chains: dict[str, Chain],
                  run: RunRef, log_json: bool = True, deadline: CallDeadline | None = None,
-                 ) -> None:
+                 drain_margin_s: float = 10.0) -> None:
         import ray
 
         from persona_gen import log
@@ -45,13 +50,22 @@ class EngineWorker:
         self.chains = chains
         self.run = run
         self.cache = LookupCache(run)
+        # The counter is the job's fleet (pipeline.fleet), on the driver's node: a worker
+        # restarted after its node was lost still finds it.
         index = ray.get(counter.next.remote())
-        self.engine = RemoteEngine(model, hosts[index % len(hosts)], deadline)
+        self.fleet = counter
+        self.node = ray.get_runtime_context().get_node_id()
+        self.engine = RemoteEngine(model, hosts, index, deadline, fleet=counter,
+                                   drain_margin_s=drain_margin_s)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: list[str] = []
         unavailable: list[str] = []
         for chain_name, block in zip(batch["chain"], batch["block"], strict=True):
+            key = f"{chain_name}/{block}"
+            # Which nodes this block touches while in flight: a node lost meanwhile redoes it.
+            self.fleet.touch.remote(key, self.node)
+            set_current_block(key)
             try:
                 res = run_block(self.chains[str(chain_name)], str(block), self.model,
                                 self.engine, self.run, self.cache)
@@ -65,6 +79,9 @@ class EngineWorker:
                 out.append(json.dumps(asdict(res)))
                 unavailable.append(reason)
                 continue
+            finally:
+                set_current_block(None)
+                self.fleet.end.remote(key)
             out.append(json.dumps(asdict(res)))
             unavailable.append("")
         return {"result": out, "unavailable": unavailable}
@@ -137,20 +154,28 @@ def run_chains(chains: Iterable[Chain], run: RunRef, cfg: PipelineConfig,
             fn_constructor_kwargs={
                 "model": model, "hosts": engines, "counter": hosts.counter(),
                 "chains": chains, "run": run, "log_json": log_json,
-                "deadline": hosts.deadline(model),
+                "deadline": hosts.deadline(model), "drain_margin_s": cfg.drain_margin_s,
             },
         )
         progressed = False
         left: list[str] = []
-        for row in ds.iter_rows():
-            if row["unavailable"]:
-                left.append(row["unavailable"])
-                continue
-            res = _result_from_json(row["result"])
-            progressed = progressed or any(not s.resumed for s in res.steps)
-            results.append(res)
-            if on_result:
-                on_result(res)
+        try:
+            for row in ds.iter_rows():
+                if row["unavailable"]:
+                    left.append(row["unavailable"])
+                    continue
+                res = _result_from_json(row["result"])
+                progressed = progressed or any(not s.resumed for s in res.steps)
+                results.append(res)
+                if on_result:
+                    on_result(res)
+        except BaseException:
+            # The node watch's verdict (too many nodes lost, no engine for too long) is why
+            # the pass ended, however it reached here (a worker raised it, or the watch
+            # interrupted this thread).
+            if hosts.verdict is not None:
+                raise hosts.verdict from None
+            raise
         if left:
             raise InfrastructureError(
                 f"{len(left)} of {len(tasks)} blocks were left uncommitted: model '{model}' "

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -30,6 +30,7 @@ from persona_gen.log import bind_run, configure, get_logger
 from persona_gen.pipeline.chain import BlockResult, Chain
 from persona_gen.pipeline.engine_host import EngineHosts
 from persona_gen.pipeline.executor import run_chains
+from persona_gen.pipeline.fleet import NodeLoss
 from persona_gen.pipeline.ray_session import ray_session
 from persona_gen.pipeline.runner import PipelineRunner
 from persona_gen.pipeline.stage import Bound, ModelStage
@@ -94,6 +95,7 @@ class Attempt:
         self._hosts: EngineHosts | None = None
         self._save_lock = threading.Lock()
         """The heartbeat thread and the phases both save the manifest."""
+        self._earlier_losses = list(manifest.node_losses)
 
     @property
     def seed(self) -> int:
@@ -106,12 +108,25 @@ class Attempt:
             self._stack.enter_context(ray_session(self.cfg.pipeline))
             self._hosts = self._stack.enter_context(
                 EngineHosts(self.cfg.pipeline, self.run.run_id, s3=self.cfg.storage,
-                            on_settings=self.record_engine_settings))
+                            on_settings=self.record_engine_settings,
+                            on_capacity=self.record_capacity))
         return self._hosts
 
     def record_engine_settings(self, model: str, line: dict[str, Any]) -> None:
         """A model's engines started: what they run with goes in the manifest at once."""
         self.manifest.engine_settings[model] = line
+        self.save()
+
+    def record_capacity(self, losses: list[NodeLoss], alive: int, planned: int) -> None:
+        """The node watch saw a node lost or the engines alive change: in the manifest at
+        once, so `status` shows it while the run waits."""
+        p = self.cfg.pipeline
+        self.manifest.engines = {"alive": alive, "planned": planned,
+                                 "at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+        self.manifest.node_losses = self._earlier_losses + [
+            {**asdict(loss), "attempt": self.manifest.attempts,
+             "node_loss_budget": p.node_loss_budget, "capacity_wait_s": p.capacity_wait_s}
+            for loss in losses]
         self.save()
 
     def complete(self, folder: str) -> bool:
@@ -398,6 +413,11 @@ def execute(cfg: RunConfig, run: RunRef, *, until: R.Phase = "pairs",
                              seconds=time.perf_counter() - started, example=_example(run))
         check_error_rates(manifest.stages, cfg.pipeline.max_error_fraction, summary)
     except BaseException as exc:
+        verdict = attempt._hosts.verdict if attempt is not None and attempt._hosts else None
+        if isinstance(exc, KeyboardInterrupt) and verdict is not None:
+            # The node watch interrupted the driver: capacity was lost (exit 5), not Ctrl-C.
+            _record_failure(run, manifest, verdict, attempt)
+            raise verdict from None
         _record_failure(run, manifest, exc, attempt)
         raise
     log.info("run_complete", seconds=round(summary.seconds, 1), phases=done,

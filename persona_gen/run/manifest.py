@@ -106,6 +106,14 @@ class Manifest(BaseModel):
     engine_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per model, the settings its engines run with, as their host logged them at start
     (`engine_settings`: scheduler values, KV-cache capacity, tensor parallelism, dtype)."""
+    engines: dict[str, Any] = Field(default_factory=dict)
+    """Engines alive and planned as the driver's node watch last saw them (`alive`,
+    `planned`, `at`); `status` shows them."""
+    node_losses: list[dict[str, Any]] = Field(default_factory=list)
+    """Every Ray node lost while the run held engines, over all attempts: when, which node,
+    engines lost, blocks redone, seconds until every planned engine was alive again, and the
+    pipeline.node_loss_budget and capacity_wait_s the attempt ran with
+    (persona_gen.pipeline.fleet)."""
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 1
