@@ -63,9 +63,10 @@ def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_mode
     assert None not in (requests, answers, judgments, accuracy, loo)
 
     # 2 models x 4 modes x 2 personas x 2 prompts, plus LOO: p-001 has both attributes,
-    # p-002 only political_views -> 3 persona/attribute pairs x 2 prompts, per model.
+    # p-002 only political_views -> 3 persona/attribute pairs, plus each persona with all
+    # attributes removed (2) -> 5 twins x 2 prompts, per model.
     n_main = 2 * 4 * 2 * 2
-    n_loo = 2 * 3 * 2
+    n_loo = 2 * 5 * 2
     assert requests.num_rows == n_main + n_loo
     assert answers.num_rows == 2 * requests.num_rows  # k = 2, one row per sample
     assert set(answers.column("sample_index").to_pylist()) == {0, 1}
@@ -94,12 +95,22 @@ def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_mode
 
     pairs = {(r["model"], r["attribute"]): r["pairs"] for r in loo.to_pylist()}
     assert pairs == {(m, "religion"): 4 for m in echo_models} | {
-        (m, "political_views"): 8 for m in echo_models}
+        (m, "political_views"): 8 for m in echo_models} | {
+        (m, "all_attributes"): 8 for m in echo_models}
+    assert set(loo.column("judge_persona").to_pylist()) == {"reduced"}
 
     report_dir = tmp_path / "runs" / "r1" / "bench" / "report"
     md = (report_dir / "report.md").read_text()
     assert "| echo-b | summary |" in md and "Leave-one-attribute-out" in md
-    for png in ("accuracy.png", "loo_kappa.png"):
+    assert "Judge role-played the reduced persona" in md
+    # pass@k curve k = 1..2 and tokens per mode, as tables beside the report.
+    curve = bench.read(L.PASS_AT_K_CURVE)
+    assert curve is not None and sorted(set(curve.column("k").to_pylist())) == [1, 2]
+    assert "## pass@k curve" in md and "## Tokens per mode" in md
+    tokens = {(r["model"], r["mode"]): r for r in bench.read(L.TOKENS).to_pylist()}
+    assert len(tokens) == 8 and all(r["samples"] == 8 for r in tokens.values())
+    assert all(r["judge_prompt_tokens"] > 0 for r in tokens.values())
+    for png in ("accuracy.png", "loo_kappa.png", "pass_at_k.png"):
         data = (report_dir / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000
 

@@ -66,6 +66,8 @@ def run(
         help="Prompts Parquet (file or folder); default: the run's prompts/.")] = None,
     in_process: Annotated[bool, typer.Option(
         "--in-process", help="Run engines in this process instead of on Ray (tiny runs).")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Start even when the cost plan exceeds bench.max_gpu_hours.")] = False,
     check: CheckOpt = False,
     json_: CheckJsonOpt = False,
 ) -> None:
@@ -74,7 +76,10 @@ def run(
     Model calls run on the Ray Data pipeline with engine actors, committing blocks under
     bench/work/; re-running resumes: nothing already answered or judged is generated again.
     Before Ray starts it checks the models under test, the judge, engines, cluster, inputs
-    and output, and reports every problem at once (--check: only that)."""
+    and output, and reports every problem at once (--check: only that). It then prints the
+    bench's cost plan (requests, samples, judge calls, tokens, GPU-hours, wall time per model
+    and mode, on the GPUs of the `pipeline` section) to stderr, and refuses to start, exit
+    code 2, when the plan needs more GPU-hours than `bench.max_gpu_hours`, unless --yes."""
     from persona_gen.bench.layout import ANSWERS, JUDGMENTS, BenchLayout
     from persona_gen.bench.report import rich_tables, write_report
     from persona_gen.bench.requests import build_requests
@@ -106,6 +111,7 @@ def run(
     requests = build_requests(persona_table, prompt_table, cfg.bench, cfg.run.seed)
     bench = BenchLayout.of(ref)
     console = Console()
+    _plan_or_refuse(cfg, requests, yes)
     stages = bench_stages(cfg)
     console.print(f"bench: {requests.num_rows} requests x {cfg.bench.k} samples "
                   f"({len(cfg.bench.models)} model(s), judge {stages.judge.judge_model})")
@@ -124,6 +130,32 @@ def run(
     for table in rich_tables(rep):
         console.print(table)
     console.print(f"report: {rep.files[-1]}")
+
+
+def _plan_or_refuse(cfg: RunConfig, requests: pa.Table, yes: bool) -> None:
+    """Print the bench's cost plan to stderr; refuse (UserError, exit 2) over the cap."""
+    from persona_gen.cli.cost_cmd import planning_table, registry_engines
+    from persona_gen.cost.bench import counts_from_requests, pipeline_cluster, plan_bench
+    from persona_gen.cost.render import print_bench_plan
+    from persona_gen.errors import UserError
+
+    cap = cfg.bench.max_gpu_hours
+    try:
+        table = planning_table()
+        plan = plan_bench(cfg, counts_from_requests(requests), pipeline_cluster(cfg, table),
+                          table, registry_engines(), source="requests")
+    except UserError as exc:
+        # No plan (a model the throughput table lacks on this GPU): a cap cannot be checked.
+        if cap is not None and not yes:
+            raise UserError(f"cannot check the cap of {cap:g} GPU-hours: no cost plan ({exc}); "
+                            "pass --yes to start anyway", source="bench.max_gpu_hours") from None
+        Console(stderr=True).print(f"bench: no cost plan ({exc})")
+        return
+    print_bench_plan(plan, Console(stderr=True, width=180))
+    if plan.over_budget and not yes:
+        raise UserError(f"the bench plans {plan.gpu_hours:,.1f} GPU-hours, over the cap of "
+                        f"{cap:g}; shrink it (bench.prompts_per_persona, k, models, modes), "
+                        "raise the cap, or pass --yes", source="bench.max_gpu_hours")
 
 
 @app.command("report")
