@@ -294,3 +294,94 @@ def import_sheets(
     agree = agreement(majority, roleplay_table)
     bench.write(HUMAN_AGREEMENT, agree)
     Console().print(human_table(agree))
+
+
+@app.command("compare")
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Run A (e.g. the base model's bench run): <root>/<run_id>.")],
+    run_b: Annotated[str, typer.Argument(help="Run B (e.g. the trained model's): <root>/<run_id>.")],
+    model_a: Annotated[str | None, typer.Option(
+        help="Model under test in run A (default: its only one).")] = None,
+    model_b: Annotated[str | None, typer.Option(
+        help="Model under test in run B (default: its only one).")] = None,
+    samples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
+    seed: int = 0,
+    out: Annotated[str | None, typer.Option(
+        help="Folder (local or s3://) for compare.md, compare.png and the tables; default: "
+             "RUN_B/bench/compare.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Compare two bench runs: accuracy per mode and leave-one-out kappa per attribute,
+    B - A, with seeded bootstrap 95% intervals (paired where both runs scored the same items).
+    Prints the table; writes compare.md, compare.png and Parquet tables."""
+    from persona_gen.bench import compare as C
+    from persona_gen.bench.layout import ANSWERS, JUDGMENTS, BenchLayout
+    from persona_gen.bench.run import scored_samples
+    from persona_gen.errors import UserError
+    from persona_gen.run.config import load_config
+    from persona_gen.storage.objects import write_bytes_atomic, write_table_atomic
+    from persona_gen.storage.runref import RunRef
+    from persona_gen.storage.uri import resolve
+
+    cfg = load_config(config, set_ or [])
+
+    def scored(uri: str, model: str | None, flag: str) -> tuple[pa.Table, str]:
+        bench = BenchLayout.of(RunRef.parse(uri, cfg.storage))
+        answers, judgments = bench.read(ANSWERS), bench.read(JUDGMENTS)
+        if answers is None or judgments is None:
+            raise UserError("no bench answers and judgments here: run `persona-gen bench run` "
+                            "first", source=uri)
+        table = scored_samples(answers, judgments)
+        models = sorted(set(table.column("model").to_pylist()))
+        if model is None:
+            if len(models) != 1:
+                raise UserError(f"the run benched {models}; choose one with {flag}", source=uri)
+            model = models[0]
+        elif model not in models:
+            raise UserError(f"model '{model}' is not in this run (it has {models})", source=flag)
+        return table, model
+
+    a, ma = scored(run_a, model_a, "--model-a")
+    b, mb = scored(run_b, model_b, "--model-b")
+    modes = C.mode_diffs(a, b, ma, mb, samples, seed)
+    if not modes:
+        raise UserError("the two runs share no mode", source=run_b)
+    attributes = C.attribute_diffs(a, b, ma, mb, samples, seed)
+    folder = resolve(out, cfg.storage) if out else BenchLayout.of(
+        RunRef.parse(run_b, cfg.storage)).base.child("compare")
+    write_table_atomic(folder.child("modes.parquet"), C.mode_diff_table(modes))
+    write_table_atomic(folder.child("attributes.parquet"), C.attribute_diff_table(attributes))
+    write_bytes_atomic(folder.child("compare.png"), C.compare_plot(modes, attributes))
+    write_bytes_atomic(folder.child("compare.md"),
+                       C.compare_markdown(modes, attributes, run_a, run_b, "compare.png").encode())
+    Console().print(_compare_table(modes, attributes))
+    Console(stderr=True).print(f"wrote {folder.child('compare.md').uri}")
+
+
+def _compare_table(modes: list, attributes: list) -> object:
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
+    def f(x: float) -> str:
+        return "n/a" if x != x else f"{x:+.3f}"
+
+    t = Table(title=f"B - A: {modes[0].model_b} vs {modes[0].model_a} (95% bootstrap interval)",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("mode", "acc. A", "acc. B", "B - A", "interval", "paired"):
+        t.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
+    for m in modes:
+        t.add_row(m.mode, f"{m.accuracy_a:.3f}", f"{m.accuracy_b:.3f}", f(m.diff),
+                  f"[{f(m.ci_low)}, {f(m.ci_high)}]", str(m.paired))
+    parts: list[object] = [t]
+    if attributes:
+        k = Table(title="Leave-one-out kappa per attribute, B - A", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+        for col in ("attribute", "kappa A", "kappa B", "B - A", "interval"):
+            k.add_column(col, justify="left" if col == "attribute" else "right", no_wrap=True)
+        for a in attributes:
+            k.add_row(a.attribute, f"{a.kappa_a:.3f}", f"{a.kappa_b:.3f}", f(a.diff),
+                      f"[{f(a.ci_low)}, {f(a.ci_high)}]")
+        parts.append(k)
+    return Group(*parts)
