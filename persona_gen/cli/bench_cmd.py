@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -68,6 +69,14 @@ def run(
         "--in-process", help="Run engines in this process instead of on Ray (tiny runs).")] = False,
     yes: Annotated[bool, typer.Option(
         "--yes", help="Start even when the cost plan exceeds bench.max_gpu_hours.")] = False,
+    model_sources: Annotated[list[str] | None, typer.Option(
+        "--model", help="Bench this model instead of bench.models, no model file needed "
+        "(repeatable): a local folder, an s3:// folder, a Hugging Face id, or a PEFT LoRA "
+        "adapter folder (served on its base_model_name_or_path with vLLM's LoRA support). "
+        "Its settings are inferred as `models add` infers them.")] = None,
+    lora_base: Annotated[str | None, typer.Option(
+        "--lora-base", help="Base model for a LoRA adapter given with --model (default: "
+        "the adapter's base_model_name_or_path).")] = None,
     check: CheckOpt = False,
     json_: CheckJsonOpt = False,
 ) -> None:
@@ -92,6 +101,11 @@ def run(
     from persona_gen.run.recipe import PERSONAS, PROMPTS
 
     cfg = load_config(config, set_ or [])
+    if model_sources:
+        # Inferred model files, registered for this process (and the engine hosts it
+        # starts, which get their specs from here); then they are the models under test.
+        names = register_sources(model_sources, cfg, lora_base)
+        cfg = load_config(config, [*(set_ or []), f"bench.models={json.dumps(names)}"])
     root, rid = run_address(cfg, output, run_id, run)
     # The checks first (models under test, judge, engines, cluster, inputs, output), before
     # Ray starts; --check stops after them.
@@ -130,6 +144,51 @@ def run(
     for table in rich_tables(rep):
         console.print(table)
     console.print(f"report: {rep.files[-1]}")
+
+
+def register_sources(sources: list[str], cfg: RunConfig, lora_base: str | None = None,
+                     folder: Path | None = None) -> list[str]:
+    """Infer a model file for each source (as `models add` does; LoRA adapters on their
+    base), write them into a fresh registry folder beside the user's models and point
+    $PERSONA_GEN_MODELS_DIR at it; the names, in order."""
+    import os
+    import tempfile
+
+    import yaml
+
+    from persona_gen.config.loader import validate_model
+    from persona_gen.cost.tables import load_table
+    from persona_gen.engines.infer import infer_source
+    from persona_gen.engines.registry import MODELS_DIR_ENV, ModelSpec, user_dir
+    from persona_gen.hashing import hex_id
+
+    table = load_table()
+    gpu = cfg.pipeline.accelerator_type or "H100"
+    gpu_name, _ = table.gpu(gpu)
+    memory = {g: s.memory_gb for g, s in table.gpus.items()}
+    target = folder or Path(tempfile.mkdtemp(prefix="persona-gen-bench-models-"))
+    target.mkdir(parents=True, exist_ok=True)
+    mine = user_dir()
+    if mine is not None and mine.is_dir():  # the user's own models stay known
+        for path in mine.iterdir():
+            if path.suffix in (".yaml", ".yml") and path.is_file():
+                (target / path.name).write_bytes(path.read_bytes())
+    names = []
+    for source in sources:
+        inferred = infer_source(source, memory, target_gpu=gpu_name, s3=cfg.storage,
+                                base=lora_base)
+        # Named after the source, with a short hash of it: never the name of a shipped
+        # model, and the same source gets the same name (and request ids) on every run.
+        name = f"{inferred.spec['name']}-{hex_id('source', source, lora_base, size=6)}"
+        spec = {**inferred.spec, "name": name}
+        path = target / f"{name}.yaml"
+        validate_model(ModelSpec, spec, f"--model {source}").check(f"--model {source}")
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        Console(stderr=True).print(f"--model {source}: {name} ("
+                                   + "; ".join(f"{k}: {v}" for k, v in inferred.found) + ")")
+        names.append(name)
+    os.environ[MODELS_DIR_ENV] = str(target)
+    return names
 
 
 def _plan_or_refuse(cfg: RunConfig, requests: pa.Table, yes: bool) -> None:
