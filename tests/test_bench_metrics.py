@@ -208,3 +208,31 @@ def test_pass_at_k_curve_is_monotone_and_the_unbiased_estimator_at_each_k():
     # At k_max it is the accuracy table's pass@k.
     assert mode_scores(t, k=k_max, bootstrap_samples=10, seed=0)[0].pass_at_k == \
         pytest.approx(values[-1])
+
+
+def test_intersectionality_scores_each_population_on_its_own():
+    from persona_gen.bench.intersection import intersection_scores, populations
+
+    people = pa.Table.from_pylist([
+        {"persona_id": "a", "sex": "Female", "race": "Black"},
+        {"persona_id": "b", "sex": "Female", "race": "Black"},
+        {"persona_id": "c", "sex": "Male", "race": "Black"},
+        {"persona_id": "d", "sex": "Male", "race": "White"},
+        {"persona_id": "e", "sex": "Male", "race": "White"},
+        {"persona_id": "f", "sex": None, "race": "White"},  # missing: in no population
+    ])
+    pops = populations(people, ["sex", "race"], min_personas=2)
+    # Male & Black has one persona: below the minimum, left out.
+    assert pops == {"sex=Female & race=Black": {"a", "b"}, "sex=Male & race=White": {"d", "e"}}
+    verdicts = {"a": [1, 1], "b": [1, 0], "c": [0, 0], "d": [0, 0], "e": [1, 0], "f": [1, 1]}
+    rows = [("m", "output_only", pid, "q1", None, s, v)
+            for pid, vs in verdicts.items() for s, v in enumerate(vs)]
+    rows.append(("m", "output_only", "a", "q1", "sex", 0, 0))  # LOO rows stay out
+    scores = {s.population: s for s in intersection_scores(
+        _samples(rows), people, [["sex", "race"]], 2, bootstrap_samples=50, seed=0)}
+    fb, mw = scores["sex=Female & race=Black"], scores["sex=Male & race=White"]
+    assert (fb.personas, fb.samples, fb.accuracy) == (2, 4, 0.75)
+    assert (mw.personas, mw.samples, mw.accuracy) == (2, 4, 0.25)
+    # The gap is against every persona in some population (a, b, d, e): 4 of 8.
+    assert fb.gap == pytest.approx(0.25) and mw.gap == pytest.approx(-0.25)
+    assert fb.attributes == "sex x race" and fb.bootstrap_std > 0

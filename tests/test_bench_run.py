@@ -49,7 +49,8 @@ def _make_run(tmp_path, sections: dict) -> tuple[str, str]:
 
 
 def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_models):
-    cfg_path, run_uri = _make_run(tmp_path, _bench_section(echo_models, "echo"))
+    cfg_path, run_uri = _make_run(tmp_path, _bench_section(
+        echo_models, "echo", intersections=[["sex"]], intersection_min_personas=1))
     res = runner.invoke(app, ["bench", "run", "--config", cfg_path])
     assert res.exit_code == 0, res.output
     assert "PERSONA Bench accuracy" in res.output
@@ -107,6 +108,10 @@ def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_mode
     curve = bench.read(L.PASS_AT_K_CURVE)
     assert curve is not None and sorted(set(curve.column("k").to_pylist())) == [1, 2]
     assert "## pass@k curve" in md and "## Tokens per mode" in md
+    # Intersectionality on sex: p-001 Female, p-002 Male, one population each.
+    pops = bench.read(L.INTERSECTIONALITY).to_pylist()
+    assert {r["population"] for r in pops} == {"sex=Female", "sex=Male"}
+    assert all(r["samples"] == 4 for r in pops) and "## Intersectionality" in md
     tokens = {(r["model"], r["mode"]): r for r in bench.read(L.TOKENS).to_pylist()}
     assert len(tokens) == 8 and all(r["samples"] == 8 for r in tokens.values())
     assert all(r["judge_prompt_tokens"] > 0 for r in tokens.values())

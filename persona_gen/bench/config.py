@@ -56,6 +56,24 @@ class BenchConfig(StrictModel):
     """Also bench each LOO persona with every attribute of `loo_attributes` removed at once
     (the package's all-removed persona; rows with ablated_attribute = 'all_attributes')."""
 
+    # Intersectionality (the persona-bench package's study): accuracy per population.
+    intersections: list[list[str]] = Field(default_factory=list)
+    """Attribute tuples, e.g. [[sex, race], [sex, political_views]]: each value combination
+    among the benched personas is a population, scored on its own (no extra model calls)."""
+    intersection_min_personas: int = Field(default=5, ge=1)
+    """Populations with fewer benched personas are left out (their accuracy is noise)."""
+
+    @field_validator("intersections")
+    @classmethod
+    def _known_groups(cls, value: list[list[str]]) -> list[list[str]]:
+        for group in value:
+            unknown = [a for a in group if a not in PERSONA_ATTRIBUTES]
+            if unknown or not group or len(set(group)) != len(group):
+                raise ValueError(f"{group}: a tuple of distinct persona attributes expected"
+                                 + (f" (unknown: {unknown}; see personas/attributes.py)"
+                                    if unknown else ""))
+        return value
+
     @field_validator("loo_attributes")
     @classmethod
     def _known_attributes(cls, value: list[str]) -> list[str]:

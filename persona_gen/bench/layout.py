@@ -26,6 +26,8 @@ ACCURACY = "metrics/accuracy"
 LOO_KAPPA = "metrics/loo_kappa"
 PASS_AT_K_CURVE = "metrics/pass_at_k_curve"
 """pass@k for k = 1..k per model and mode (written with the report)."""
+INTERSECTIONALITY = "metrics/intersectionality"
+"""Accuracy per population of bench.intersections (bench run writes it: it needs personas)."""
 TOKENS = "metrics/tokens"
 """Prompt and output tokens per model and mode, answers and judging (written with the report)."""
 HUMAN_ITEMS = "human/items"
@@ -33,6 +35,8 @@ HUMAN_RATINGS = "human/ratings"
 HUMAN_MAJORITY = "human/majority"
 ROLEPLAY = "human/roleplay"
 HUMAN_AGREEMENT = "human/agreement"
+HUMAN_PERSONA_AGREEMENT = "human/persona_agreement"
+"""Kappa per role-player, variant and persona (the per-persona distribution)."""
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,14 @@ class BenchReport:
     """Per model and mode: how the judged answer was found (marker / fallback / direct)."""
     errors: dict[str, int] = field(default_factory=dict)
     human: pa.Table | None = None
+    human_personas: pa.Table | None = None
+    """Kappa per role-player, variant and persona (human/persona_agreement)."""
     curve: pa.Table | None = None
     """pass@k for k = 1..k per model and mode (metrics.pass_at_k_curve)."""
     tokens: pa.Table | None = None
     """Tokens per model and mode (token_summary)."""
+    intersections: pa.Table | None = None
+    """Accuracy per population (bench.intersections), where bench run wrote it."""
     files: list[str] = field(default_factory=list)
     markdown: str = ""
 
@@ -259,6 +263,19 @@ def _markdown(rep: BenchReport) -> str:
                   f"{r['judge_prompt_tokens']} | {r['judge_output_tokens']} |"
                   for r in rep.tokens.to_pylist()]
         lines.append("")
+    if rep.intersections is not None and rep.intersections.num_rows:
+        lines += ["## Intersectionality", "",
+                  "Accuracy on each population of personas sharing the listed attribute values "
+                  "(as the persona-bench package's study); gap: the population's accuracy minus "
+                  "the accuracy over every persona with values for those attributes.", "",
+                  "| model | mode | attributes | population | personas | samples | accuracy | "
+                  "± std | gap |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['model']} | {r['mode']} | {r['attributes']} | {r['population']} | "
+                  f"{r['personas']} | {r['samples']} | {_fmt(r['accuracy'])} | "
+                  f"{_fmt(r['bootstrap_std'])} | {_fmt(r['gap'])} |"
+                  for r in sorted(rep.intersections.to_pylist(), key=lambda r: (
+                      r["model"], _mode_order(r["mode"]), r["attributes"], r["population"]))]
+        lines.append("")
     if rep.parse:
         lines += ["### How the judged answer was found", "",
                   "`marker`: text after the final-answer marker; `fallback`: no usable marker, "
@@ -284,10 +301,22 @@ def _markdown(rep: BenchReport) -> str:
         lines += ["## Agreement with human raters", "",
                   "Cohen's kappa between the human majority vote and each role-playing model; "
                   "tied items have no majority and are left out.", "",
-                  "| role-player | items | ties excluded | kappa | agreement |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['roleplay_model']} | {r['items']} | {r['ties_excluded']} | "
-                  f"{_fmt(r['kappa'])} | {_fmt(r['agreement'])} |" for r in rep.human.to_pylist()]
+                  "| role-player | variant | items | ties excluded | kappa | agreement |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['roleplay_model']} | {r.get('roleplay_variant') or 'full'} | "
+                  f"{r['items']} | {r['ties_excluded']} | {_fmt(r['kappa'])} | "
+                  f"{_fmt(r['agreement'])} |" for r in rep.human.to_pylist()]
+        lines.append("")
+    if rep.human_personas is not None and rep.human_personas.num_rows:
+        lines += ["### Kappa per persona", "",
+                  "The distribution over personas of Cohen's kappa between the human majority "
+                  "and the role-player (per persona, as the paper reports it).", "",
+                  "| role-player | variant | personas | mean | median | 25% | 75% | min | max |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {d['model']} | {d['variant']} | {d['personas']} | {_fmt(d['mean'])} | "
+                  f"{_fmt(d['median'])} | {_fmt(d['q25'])} | {_fmt(d['q75'])} | "
+                  f"{_fmt(d['min'])} | {_fmt(d['max'])} |"
+                  for d in kappa_distribution(rep.human_personas)]
         lines.append("")
     return "\n".join(lines)
 
@@ -298,6 +327,23 @@ def _loo_variant(loo: pa.Table) -> str:
     words = {"reduced": "the reduced persona (the model's, as the persona-bench package does)",
              "full": "the full persona (the real person; the model alone lost the attribute)"}
     return "Judge role-played " + "; ".join(words.get(v, v) for v in sorted(variants)) + "."
+
+
+def kappa_distribution(per_persona: pa.Table) -> list[dict]:
+    """Per role-player and variant: how per-persona kappas spread (NaN kappas left out)."""
+    import numpy as np
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in per_persona.to_pylist():
+        if r["kappa"] is not None and not math.isnan(r["kappa"]):
+            groups.setdefault((r["roleplay_model"], r["roleplay_variant"]), []).append(r["kappa"])
+    out = []
+    for (model, variant), ks in sorted(groups.items()):
+        q25, median, q75 = np.percentile(ks, [25, 50, 75])
+        out.append({"model": model, "variant": variant, "personas": len(ks),
+                    "mean": float(np.mean(ks)), "median": float(median), "q25": float(q25),
+                    "q75": float(q75), "min": min(ks), "max": max(ks)})
+    return out
 
 
 def _cut(row: dict) -> str:
@@ -331,7 +377,9 @@ def build_report(bench: BenchLayout) -> BenchReport:
     """Read the tables and compose the report (nothing written)."""
     answers, judgments = bench.read(L.ANSWERS), bench.read(L.JUDGMENTS)
     accuracy, loo = _metrics(bench, answers, judgments)
-    rep = BenchReport(accuracy=accuracy, loo_kappa=loo, human=bench.read(L.HUMAN_AGREEMENT))
+    rep = BenchReport(accuracy=accuracy, loo_kappa=loo, human=bench.read(L.HUMAN_AGREEMENT),
+                      intersections=bench.read(L.INTERSECTIONALITY),
+                      human_personas=bench.read(L.HUMAN_PERSONA_AGREEMENT))
     if answers is not None and judgments is not None:
         rep.parse = _parse_summary(answers)
         rep.errors = _error_summary(answers, judgments)
@@ -399,9 +447,9 @@ def human_table(agreement: pa.Table) -> object:
     from rich.table import Table
 
     t = Table(title="Human majority vs role-playing models (Cohen's kappa)")
-    for col in ("role-player", "items", "ties excluded", "kappa", "agreement"):
-        t.add_column(col, justify="left" if col == "role-player" else "right")
+    for col in ("role-player", "variant", "items", "ties excluded", "kappa", "agreement"):
+        t.add_column(col, justify="left" if col in ("role-player", "variant") else "right")
     for r in agreement.to_pylist():
-        t.add_row(r["roleplay_model"], str(r["items"]), str(r["ties_excluded"]),
-                  _fmt(r["kappa"]), _fmt(r["agreement"]))
+        t.add_row(r["roleplay_model"], r.get("roleplay_variant") or "full", str(r["items"]),
+                  str(r["ties_excluded"]), _fmt(r["kappa"]), _fmt(r["agreement"]))
     return t

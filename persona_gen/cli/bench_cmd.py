@@ -140,6 +140,14 @@ def run(
         out = run_bench_on_pipeline(requests, cfg, stages, ref, bench.read(ANSWERS),
                                     bench.read(JUDGMENTS))
     write_outputs(bench, out)
+    if cfg.bench.intersections:
+        from persona_gen.bench.intersection import intersection_scores, intersection_table
+        from persona_gen.bench.layout import INTERSECTIONALITY
+        from persona_gen.bench.run import scored_samples
+
+        bench.write(INTERSECTIONALITY, intersection_table(intersection_scores(
+            scored_samples(out.answers, out.judgments), persona_table, cfg.bench.intersections,
+            cfg.bench.intersection_min_personas, cfg.bench.bootstrap_samples, cfg.run.seed)))
     rep = write_report(bench)
     for table in rich_tables(rep):
         console.print(table)
@@ -235,7 +243,12 @@ def report(run: RunUriOpt = None, output: OutputOpt = None, run_id: RunIdOpt = N
 
 @app.command("export-sheets")
 def export_sheets(
-    model: Annotated[str, typer.Option(help="Model under test whose answers are compared.")],
+    model: Annotated[str | None, typer.Option(
+        help="Model under test whose answers are compared (--source modes).")] = None,
+    source: Annotated[str | None, typer.Option(
+        help="pairs: the run's original answer against its revision for the persona (the "
+             "paper's comparison; default); modes: two bench modes of --model (default when "
+             "--model is given).")] = None,
     mode_a: Annotated[str, typer.Option(help="First answer source (bench mode).")] = "baseline",
     mode_b: Annotated[str, typer.Option(help="Second answer source (bench mode).")] = "summary",
     personas: Annotated[int, typer.Option(min=1, help="Personas on the sheet (paper: 20).")] = 20,
@@ -252,17 +265,37 @@ def export_sheets(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Write rating sheets (CSV and a self-contained HTML page) for human raters."""
-    from persona_gen.bench.human import build_items, check_items, sheet_csv, sheet_html
+    """Write rating sheets (CSV and a self-contained HTML page) for human raters: by default
+    items of the run's own pairs (original against revision), or two bench modes of a model."""
+    from persona_gen.bench.human import (
+        build_items,
+        build_pair_items,
+        check_items,
+        sheet_csv,
+        sheet_html,
+    )
     from persona_gen.bench.layout import ANSWERS, HUMAN_ITEMS
     from persona_gen.errors import UserError
     from persona_gen.storage import objects
     from persona_gen.storage.uri import resolve
 
     bench, cfg = _bench_at(config, set_, output, run_id, run)
+    kind = source or ("modes" if model else "pairs")
+    if kind not in ("pairs", "modes"):
+        raise UserError(f"'{kind}': expected pairs or modes", source="--source")
     if items:
         table = check_items(objects.read_table(resolve(items, cfg.storage)), items)
+    elif kind == "pairs":
+        from persona_gen.run.recipe import stage as recipe_stage
+
+        pairs_loc = run_ref(cfg, output, run_id, run).child(recipe_stage("revision").writes)
+        if not objects.exists(pairs_loc):
+            raise UserError("no pairs in this run (feedback/pairs); run the job first, or "
+                            "pass --source modes --model NAME", source=pairs_loc.uri)
+        table = build_pair_items(objects.read_table(pairs_loc), personas, questions, seed)
     else:
+        if model is None:
+            raise UserError("--source modes needs --model", source="--model")
         answers = bench.read(ANSWERS)
         if answers is None:
             raise UserError("no bench answers: run `persona-gen bench run` first", source=bench.base.uri)
@@ -283,13 +316,17 @@ def export_sheets(
 def roleplay(
     models: Annotated[list[str], typer.Option(
         "--model", help="Role-playing model (repeatable).")],
+    variants: Annotated[list[str] | None, typer.Option(
+        "--variant", help="full (the letter alone), summary (the persona's relevant facts "
+        "first) or cot (reasoning first); repeatable; default: all three.")] = None,
     run: RunUriOpt = None,
     output: OutputOpt = None,
     run_id: RunIdOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Let each model role-play the personas and choose A or B on the exported sheet items."""
+    """Let each model role-play the personas and choose A or B on the exported sheet items,
+    in each role-play variant (full persona, summary, cot)."""
     from dataclasses import replace
 
     import pyarrow as pa
@@ -305,13 +342,26 @@ def roleplay(
     if items is None:
         raise UserError("no sheet items: run `persona-gen bench export-sheets` first",
                         source=bench.base.uri)
+    from persona_gen.bench.roleplay import REASONING_MAX_TOKENS, VARIANTS
+
+    chosen = variants or list(VARIANTS)
+    bad = [v for v in chosen if v not in VARIANTS]
+    if bad:
+        raise UserError(f"{bad}: expected {list(VARIANTS)}", source="--variant")
     parts = []
     with engine_pool() as engines:
         for m in models:
-            stage = replace(build(cfg, "bench_roleplay"), model=m)
-            parts.append(run_in_process(stage, engines(m), items, batch_size=cfg.pipeline.batch_size))
+            for variant in chosen:
+                stage = replace(build(cfg, "bench_roleplay"), model=m, variant=variant)
+                if variant != "full":  # notes before the letter need room
+                    limit = max(stage.sampling.max_tokens or 0, REASONING_MAX_TOKENS)
+                    stage = replace(stage, sampling=stage.sampling.model_copy(
+                        update={"max_tokens": limit}))
+                parts.append(run_in_process(stage, engines(m), items,
+                                            batch_size=cfg.pipeline.batch_size))
     bench.write(ROLEPLAY, pa.concat_tables(parts, promote_options="default"))
-    typer.echo(f"{items.num_rows} items x {len(models)} role-player(s) -> {bench.file(ROLEPLAY).uri}")
+    typer.echo(f"{items.num_rows} items x {len(models)} role-player(s) x {len(chosen)} "
+               f"variant(s) -> {bench.file(ROLEPLAY).uri}")
 
 
 @app.command("import-sheets")
@@ -352,6 +402,11 @@ def import_sheets(
         return
     agree = agreement(majority, roleplay_table)
     bench.write(HUMAN_AGREEMENT, agree)
+    if items is not None:
+        from persona_gen.bench.human import persona_agreement
+        from persona_gen.bench.layout import HUMAN_PERSONA_AGREEMENT
+
+        bench.write(HUMAN_PERSONA_AGREEMENT, persona_agreement(majority, roleplay_table, items))
     Console().print(human_table(agree))
 
 
