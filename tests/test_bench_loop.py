@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from persona_gen.cli.main import main
+from persona_gen.run.recipe import PERSONAS, PROMPTS
 from tests.test_export import echo_run, export  # noqa: F401  (a fixture, used by name)
 
 pytestmark = [pytest.mark.train, pytest.mark.ray, pytest.mark.timeout(2400)]
@@ -48,7 +49,7 @@ def make_lora(dest: Path, base: Path, r: int = 8, scale: float = 0.5) -> Path:
 def _bench(config: Path, echo: Path, root: Path, run_id: str, source: str) -> dict:
     with pytest.raises(SystemExit) as done:
         main(["bench", "run", "--config", str(config), "--output", str(root), "--run-id", run_id,
-              "--personas", str(echo / "personas"), "--prompts", str(echo / "prompts"),
+              "--personas", str(echo / PERSONAS), "--prompts", str(echo / PROMPTS),
               "--model", source, "--in-process"])
     assert done.value.code in (0, None)
     answers = pq.read_table(root / run_id / "bench" / "answers.parquet").to_pylist()
