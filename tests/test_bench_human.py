@@ -295,3 +295,20 @@ def test_html_download_buttons_produce_importable_files(tmp_path):
         rows = ratings_table([tmp_path / name]).to_pylist()
         assert [(r["rater"], r["item_id"], r["choice"], r["justification"]) for r in rows] == [
             ("Dana O'Neil", "i1", "B", 'Too "preachy", and long,\nfor me')]
+
+
+def test_roleplay_variants_ask_for_notes_before_the_letter():
+    from persona_gen.bench.roleplay import RoleplayChoiceStage, notes_schema
+    from persona_gen.engines.base import ChatResult
+
+    row = {"item_id": "i", "persona_text": "I farm.", "question": "Q?", "answer_a": "a",
+           "answer_b": "b"}
+    full, cot = RoleplayChoiceStage(variant="full"), RoleplayChoiceStage(variant="cot")
+    assert full.choices() == ["A", "B"] and full.json_schema() is None
+    assert cot.choices() is None and cot.json_schema() == notes_schema()
+    assert list(notes_schema()["properties"]) == ["notes", "choice"]  # notes decoded first
+    assert "letter only" in full.messages(row)[-1].content
+    assert "step by step" in cot.messages(row)[-1].content
+    assert "facts about yourself" in RoleplayChoiceStage(variant="summary").messages(row)[-1].content
+    got = cot.parse(row, ChatResult(id="i", texts=['{"notes": "I farm", "choice": "b"}']))
+    assert (got["choice"], got["roleplay_notes"], got["roleplay_variant"]) == ("B", "I farm", "cot")
