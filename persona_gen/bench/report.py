@@ -146,7 +146,7 @@ def curve_plot(curve: pa.Table) -> bytes:
     ax.set_ylabel("pass@k (unbiased estimate)")
     ax.set_ylim(0, 1.05)
     ax.set_title("PERSONA Bench pass@k per model and mode")
-    ax.legend(fontsize="x-small")
+    ax.legend(fontsize="x-small", loc="lower right")
     fig.tight_layout()
     return _png(fig)
 
