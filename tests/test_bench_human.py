@@ -81,6 +81,7 @@ def test_sheet_round_trip_with_majority_and_kappa(tmp_path, bench_run):
 
     res = runner.invoke(app, ["bench", "roleplay", "--run", bench_run, "--model", "echo"])
     assert res.exit_code == 0, res.output
+    assert "x 3 variant(s)" in res.output  # full, summary, cot
     res = runner.invoke(app, ["bench", "import-sheets", "--run", bench_run, *files])
     assert res.exit_code == 0, res.output
     assert "kappa" in res.output and "echo" in res.output
@@ -93,8 +94,14 @@ def test_sheet_round_trip_with_majority_and_kappa(tmp_path, bench_run):
     assert majority[item_ids[3]]["tie"] and majority[item_ids[3]]["votes_a"] == 2
 
     # The printed kappa is the one computed by hand from the stored choices.
-    roleplay = {r["item_id"]: r["choice"] for r in bench.read(L.ROLEPLAY).to_pylist()}
-    agree = bench.read(L.HUMAN_AGREEMENT).to_pylist()[0]
+    stored = bench.read(L.ROLEPLAY).to_pylist()
+    assert {r["roleplay_variant"] for r in stored} == {"full", "summary", "cot"}
+    # The reasoning variants keep their notes; the letter alone has none.
+    assert all(r["roleplay_notes"] is not None for r in stored if r["roleplay_variant"] != "full")
+    roleplay = {r["item_id"]: r["choice"] for r in stored if r["roleplay_variant"] == "full"}
+    agreements = {r["roleplay_variant"]: r for r in bench.read(L.HUMAN_AGREEMENT).to_pylist()}
+    assert set(agreements) == {"full", "summary", "cot"}
+    agree = agreements["full"]
     human = [expected[i] for i in range(6) if expected[i]]
     model = [roleplay[item_ids[i]] for i in range(6) if expected[i]]
     from persona_gen.bench.metrics import cohen_kappa
@@ -102,9 +109,57 @@ def test_sheet_round_trip_with_majority_and_kappa(tmp_path, bench_run):
     assert agree["items"] == 5 and agree["ties_excluded"] == 1
     assert agree["kappa"] == pytest.approx(cohen_kappa(human, model), nan_ok=True)
 
-    # `bench report` shows the human agreement section too.
+    # Kappa per persona: each persona's items on their own, as computed by hand.
+    items = {r["item_id"]: r["persona_id"] for r in bench.read(L.HUMAN_ITEMS).to_pylist()}
+    per = {(r["roleplay_variant"], r["persona_id"]): r
+           for r in bench.read(L.HUMAN_PERSONA_AGREEMENT).to_pylist()}
+    for pid in set(items.values()):
+        mine = [i for i in range(6) if expected[i] and items[item_ids[i]] == pid]
+        if not mine:
+            continue
+        row = per[("full", pid)]
+        assert row["items"] == len(mine)
+        assert row["kappa"] == pytest.approx(cohen_kappa(
+            [expected[i] for i in mine], [roleplay[item_ids[i]] for i in mine]), nan_ok=True)
+
+    # `bench report` shows the human agreement section too, with the per-persona spread.
     res = runner.invoke(app, ["bench", "report", "--run", bench_run])
     assert res.exit_code == 0 and "Human majority vs role-playing models" in res.output
+    md = (resolve(bench_run).child("bench", "report", "report.md"))
+    from persona_gen.storage.objects import read_bytes
+
+    assert "### Kappa per persona" in read_bytes(md).decode()
+
+
+def test_sheets_default_to_original_against_revision_from_the_runs_pairs(tmp_path):
+    from persona_gen.bench.human import build_pair_items
+    from persona_gen.storage.objects import write_table_atomic
+
+    pairs = pa.Table.from_pylist([
+        {"pair_id": f"{p}-{q}", "persona_id": p, "prompt_id": q, "persona": f"I am {p}.",
+         "instruction": f"Question {q}?", "original": f"original {p}-{q}",
+         "critique": "c", "data": f"revision {p}-{q}"}
+        for p in ("p1", "p2", "p3") for q in ("q1", "q2", "q3")])
+    items = build_pair_items(pairs, personas=2, questions=2, seed=0).to_pylist()
+    assert len(items) == 4 and len({r["persona_id"] for r in items}) == 2
+    for r in items:
+        assert {r["source_a"], r["source_b"]} == {"original", "revision"}
+        text = {r["source_a"]: r["answer_a"], r["source_b"]: r["answer_b"]}
+        key = f"{r['persona_id']}-{r['prompt_id']}"
+        assert text == {"original": f"original {key}", "revision": f"revision {key}"}
+        assert r["persona_text"] == f"I am {r['persona_id']}." and r["question"].endswith("?")
+    # Both orders occur (a stable coin per item against position bias).
+    assert len({r["source_a"] for r in build_pair_items(pairs, 3, 3, 0).to_pylist()}) == 2
+
+    # The CLI's default: the run's feedback/pairs, no --model needed.
+    run_uri = str(tmp_path / "run")
+    write_table_atomic(resolve(run_uri).child("feedback", "pairs", "part-0.parquet"), pairs)
+    res = runner.invoke(app, ["bench", "export-sheets", "--run", run_uri, "--personas", "2",
+                              "--questions", "3"])
+    assert res.exit_code == 0, res.output
+    assert "6 items for 2 personas" in res.output
+    res = runner.invoke(app, ["bench", "export-sheets", "--run", str(tmp_path / "none")])
+    assert res.exit_code != 0
 
 
 def test_majority_and_agreement_by_hand():
@@ -116,7 +171,7 @@ def test_majority_and_agreement_by_hand():
     maj = {r["item_id"]: r["majority"] for r in majority_vote(ratings).to_pylist()}
     assert maj == {"i1": "A", "i2": "B", "i3": None, "i4": "A"}
     roleplay = pa.Table.from_pylist([
-        {"item_id": i, "roleplay_model": "m", "choice": c}
+        {"item_id": i, "roleplay_model": "m", "roleplay_variant": "full", "choice": c}
         for i, c in {"i1": "A", "i2": "A", "i3": "A", "i4": "A"}.items()])
     row = agreement(majority_vote(ratings), roleplay).to_pylist()[0]
     # items i1, i2, i4: human A,B,A vs model A,A,A -> p_o = 2/3, p_e = 2/3*1 + 1/3*0 -> 0
@@ -240,3 +295,20 @@ def test_html_download_buttons_produce_importable_files(tmp_path):
         rows = ratings_table([tmp_path / name]).to_pylist()
         assert [(r["rater"], r["item_id"], r["choice"], r["justification"]) for r in rows] == [
             ("Dana O'Neil", "i1", "B", 'Too "preachy", and long,\nfor me')]
+
+
+def test_roleplay_variants_ask_for_notes_before_the_letter():
+    from persona_gen.bench.roleplay import RoleplayChoiceStage, notes_schema
+    from persona_gen.engines.base import ChatResult
+
+    row = {"item_id": "i", "persona_text": "I farm.", "question": "Q?", "answer_a": "a",
+           "answer_b": "b"}
+    full, cot = RoleplayChoiceStage(variant="full"), RoleplayChoiceStage(variant="cot")
+    assert full.choices() == ["A", "B"] and full.json_schema() is None
+    assert cot.choices() is None and cot.json_schema() == notes_schema()
+    assert list(notes_schema()["properties"]) == ["notes", "choice"]  # notes decoded first
+    assert "letter only" in full.messages(row)[-1].content
+    assert "step by step" in cot.messages(row)[-1].content
+    assert "facts about yourself" in RoleplayChoiceStage(variant="summary").messages(row)[-1].content
+    got = cot.parse(row, ChatResult(id="i", texts=['{"notes": "I farm", "choice": "b"}']))
+    assert (got["choice"], got["roleplay_notes"], got["roleplay_variant"]) == ("B", "I farm", "cot")

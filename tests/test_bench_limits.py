@@ -94,8 +94,12 @@ def test_cut_cot_answer_before_its_marker_is_failed_and_not_judged():
     assert cut["sample_id"] not in judged_ids and kept["sample_id"] in judged_ids
     judged_answers = "".join(m.content for r in engine.judged for m in r.messages)
     assert "never ends" not in judged_answers
+    # The cut sample is a failure, not left out: 1 judged (verdict 1) + 1 cut (scored 0).
     cot = next(r for r in out.accuracy.to_pylist() if r["mode"] == "cot")
-    assert (cot["judged"], cot["failed"]) == (1, 1)
+    assert (cot["judged"], cot["cut"], cot["failed"]) == (1, 1, 0)
+    assert cot["accuracy"] == 0.5 and cot["pass_at_1"] == 0.5
+    plain = next(r for r in out.accuracy.to_pylist() if r["mode"] == "output_only")
+    assert (plain["cut"], plain["accuracy"]) == (0, 1.0)
 
     # The cut is a final outcome: a resumed run does not ask again.
     engine.answered.clear()
@@ -116,8 +120,33 @@ def test_paper_config_loads_with_k_16():
     assert cfg.loo_attributes
 
 
+def test_loo_by_default_judges_the_reduced_persona_and_adds_the_all_removed_one():
+    cfg, _ = _cfg(modes=["output_only"], loo_attributes=["religion", "political_views"], k=1,
+                  max_personas=2, max_prompts=1)
+    assert cfg.loo_judge_persona == "reduced" and cfg.loo_all_removed
+    rows = build_requests(personas_table(), prompts_table(), cfg, seed=0).to_pylist()
+    loo = {(r["persona_id"], r["ablated_attribute"]): r for r in rows if r["ablated_attribute"]}
+    # p-001 has both attributes, p-002 only political_views; both get an all-removed twin.
+    assert set(loo) == {("p-001", "religion"), ("p-001", "political_views"),
+                        ("p-001", "all_attributes"), ("p-002", "political_views"),
+                        ("p-002", "all_attributes")}
+    for r in loo.values():
+        assert r["judge_persona"] == "reduced" and r["persona_text"] == r["answer_persona_text"]
+    gone = loo[("p-001", "all_attributes")]["persona_text"]
+    assert "religion:" not in gone and "political_views:" not in gone
+    assert "religion:" in loo[("p-001", "political_views")]["persona_text"]
+    full = next(r for r in rows if r["persona_id"] == "p-001" and r["ablated_attribute"] is None)
+    assert "religion:" in full["persona_text"] and "political_views:" in full["persona_text"]
+    # Switched off: no all-removed twin.
+    off, _ = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1, max_personas=2,
+                  loo_all_removed=False)
+    assert "all_attributes" not in build_requests(personas_table(), prompts_table(), off,
+                                                  seed=0).column("ablated_attribute").to_pylist()
+
+
 def test_reduced_loo_judge_persona_reaches_the_judge():
-    full_cfg, _ = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1, max_personas=2)
+    full_cfg, _ = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1, max_personas=2,
+                       loo_judge_persona="full")
     reduced_cfg, reduced_stages = _cfg(modes=["output_only"], loo_attributes=["religion"], k=1,
                                        max_personas=2, loo_judge_persona="reduced")
     assert full_cfg.loo_judge_persona == "full"

@@ -125,6 +125,22 @@ def _samples(rows):
                                                    pa.string()) for c in cols]))
 
 
+def test_cut_samples_count_as_failures_in_accuracy_and_pass_at_k():
+    t = _samples([
+        ("m", "cot", "p1", "q1", None, 0, 1), ("m", "cot", "p1", "q1", None, 1, None),
+        ("m", "cot", "p1", "q2", None, 0, None), ("m", "cot", "p1", "q2", None, 1, 1),
+    ])
+    # Sample 1 of q1 was cut before its marker; sample 0 of q2 failed in the engine.
+    t = t.append_column("cut", pa.array([False, True, False, False]))
+    s = mode_scores(t, k=2, bootstrap_samples=50, seed=0)[0]
+    assert (s.judged, s.cut, s.failed) == (2, 1, 1)
+    assert s.accuracy == pytest.approx(2 / 3)  # the cut sample is in the denominator
+    assert s.pass_at_1 == pytest.approx((0.5 + 1.0) / 2)
+    assert s.pass_at_k == pytest.approx(1.0)  # only q1 has 2 scored samples, one correct
+    # Without the flag the same rows would drop the cut sample: accuracy 1.0.
+    assert mode_scores(t.drop_columns(["cut"]), k=2, bootstrap_samples=50, seed=0)[0].accuracy == 1.0
+
+
 def test_mode_scores_accuracy_and_pass_at_k():
     t = _samples([
         # request p1/q1: samples 1, 0 ; request p1/q2: 0, 0 ; request p2/q1: 1, 1
@@ -156,3 +172,67 @@ def test_loo_kappa_pairs_twins():
     assert out["age"].kappa == pytest.approx(1.0) and out["age"].pairs == 4
     # sex: agree on p0, p3 -> p_o = .5, p_e = .5 -> kappa 0
     assert out["sex"].kappa == pytest.approx(0.0) and out["sex"].agreement == pytest.approx(0.5)
+
+
+def test_pass_at_k_curve_is_monotone_and_the_unbiased_estimator_at_each_k():
+    import itertools
+
+    import numpy as np
+
+    from persona_gen.bench.metrics import pass_at_k_curve
+
+    rng = np.random.default_rng(7)
+    rows, k_max = [], 8
+    for q in range(12):
+        p = rng.uniform()
+        for s in range(k_max):
+            rows.append(("m", "cot", "p1", f"q{q}", None, s, int(rng.uniform() < p)))
+    # A request with too few scored samples is left out of every point.
+    rows.append(("m", "cot", "p9", "q0", None, 0, 1))
+    t = _samples(rows)
+    curve = [c for c in pass_at_k_curve(t, k_max) if c.mode == "cot"]
+    assert [c.k for c in curve] == list(range(1, k_max + 1))
+    assert {c.requests for c in curve} == {12}
+    counts = {}
+    for _, _, _, qid, _, _, v in rows[:-1]:
+        n, c = counts.get(qid, (0, 0))
+        counts[qid] = (n + 1, c + v)
+    for point in curve:
+        # 1 - C(n-c, k) / C(n, k) with exact binomials (math.comb), averaged over requests.
+        expected = sum(1 - comb(n - c, point.k) / comb(n, point.k)
+                       for n, c in counts.values()) / len(counts)
+        assert point.pass_at_k == pytest.approx(expected, abs=1e-12)
+    values = [c.pass_at_k for c in curve]
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values))
+    assert values[-1] > values[0]
+    # At k_max it is the accuracy table's pass@k.
+    assert mode_scores(t, k=k_max, bootstrap_samples=10, seed=0)[0].pass_at_k == \
+        pytest.approx(values[-1])
+
+
+def test_intersectionality_scores_each_population_on_its_own():
+    from persona_gen.bench.intersection import intersection_scores, populations
+
+    people = pa.Table.from_pylist([
+        {"persona_id": "a", "sex": "Female", "race": "Black"},
+        {"persona_id": "b", "sex": "Female", "race": "Black"},
+        {"persona_id": "c", "sex": "Male", "race": "Black"},
+        {"persona_id": "d", "sex": "Male", "race": "White"},
+        {"persona_id": "e", "sex": "Male", "race": "White"},
+        {"persona_id": "f", "sex": None, "race": "White"},  # missing: in no population
+    ])
+    pops = populations(people, ["sex", "race"], min_personas=2)
+    # Male & Black has one persona: below the minimum, left out.
+    assert pops == {"sex=Female & race=Black": {"a", "b"}, "sex=Male & race=White": {"d", "e"}}
+    verdicts = {"a": [1, 1], "b": [1, 0], "c": [0, 0], "d": [0, 0], "e": [1, 0], "f": [1, 1]}
+    rows = [("m", "output_only", pid, "q1", None, s, v)
+            for pid, vs in verdicts.items() for s, v in enumerate(vs)]
+    rows.append(("m", "output_only", "a", "q1", "sex", 0, 0))  # LOO rows stay out
+    scores = {s.population: s for s in intersection_scores(
+        _samples(rows), people, [["sex", "race"]], 2, bootstrap_samples=50, seed=0)}
+    fb, mw = scores["sex=Female & race=Black"], scores["sex=Male & race=White"]
+    assert (fb.personas, fb.samples, fb.accuracy) == (2, 4, 0.75)
+    assert (mw.personas, mw.samples, mw.accuracy) == (2, 4, 0.25)
+    # The gap is against every persona in some population (a, b, d, e): 4 of 8.
+    assert fb.gap == pytest.approx(0.25) and mw.gap == pytest.approx(-0.25)
+    assert fb.attributes == "sex x race" and fb.bootstrap_std > 0

@@ -73,7 +73,9 @@ def _cfg(**kw) -> BenchConfig:
 
 
 def test_request_table_counts_ids_and_loo_twins():
-    cfg = _cfg()
+    # One twin per attribute, judged on the full persona (the all-removed twin and the
+    # reduced judge, the defaults, are in test_bench_limits.py).
+    cfg = _cfg(loo_all_removed=False, loo_judge_persona="full")
     t = build_requests(personas_table(), prompts_table(), cfg, seed=3)
     rows = t.to_pylist()
     main = [r for r in rows if r["ablated_attribute"] is None]

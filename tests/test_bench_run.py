@@ -49,7 +49,8 @@ def _make_run(tmp_path, sections: dict) -> tuple[str, str]:
 
 
 def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_models):
-    cfg_path, run_uri = _make_run(tmp_path, _bench_section(echo_models, "echo"))
+    cfg_path, run_uri = _make_run(tmp_path, _bench_section(
+        echo_models, "echo", intersections=[["sex"]], intersection_min_personas=1))
     res = runner.invoke(app, ["bench", "run", "--config", cfg_path])
     assert res.exit_code == 0, res.output
     assert "PERSONA Bench accuracy" in res.output
@@ -63,9 +64,10 @@ def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_mode
     assert None not in (requests, answers, judgments, accuracy, loo)
 
     # 2 models x 4 modes x 2 personas x 2 prompts, plus LOO: p-001 has both attributes,
-    # p-002 only political_views -> 3 persona/attribute pairs x 2 prompts, per model.
+    # p-002 only political_views -> 3 persona/attribute pairs, plus each persona with all
+    # attributes removed (2) -> 5 twins x 2 prompts, per model.
     n_main = 2 * 4 * 2 * 2
-    n_loo = 2 * 3 * 2
+    n_loo = 2 * 5 * 2
     assert requests.num_rows == n_main + n_loo
     assert answers.num_rows == 2 * requests.num_rows  # k = 2, one row per sample
     assert set(answers.column("sample_index").to_pylist()) == {0, 1}
@@ -94,12 +96,26 @@ def test_bench_run_with_echo_writes_results_report_and_plots(tmp_path, echo_mode
 
     pairs = {(r["model"], r["attribute"]): r["pairs"] for r in loo.to_pylist()}
     assert pairs == {(m, "religion"): 4 for m in echo_models} | {
-        (m, "political_views"): 8 for m in echo_models}
+        (m, "political_views"): 8 for m in echo_models} | {
+        (m, "all_attributes"): 8 for m in echo_models}
+    assert set(loo.column("judge_persona").to_pylist()) == {"reduced"}
 
     report_dir = tmp_path / "runs" / "r1" / "bench" / "report"
     md = (report_dir / "report.md").read_text()
     assert "| echo-b | summary |" in md and "Leave-one-attribute-out" in md
-    for png in ("accuracy.png", "loo_kappa.png"):
+    assert "Judge role-played the reduced persona" in md
+    # pass@k curve k = 1..2 and tokens per mode, as tables beside the report.
+    curve = bench.read(L.PASS_AT_K_CURVE)
+    assert curve is not None and sorted(set(curve.column("k").to_pylist())) == [1, 2]
+    assert "## pass@k curve" in md and "## Tokens per mode" in md
+    # Intersectionality on sex: p-001 Female, p-002 Male, one population each.
+    pops = bench.read(L.INTERSECTIONALITY).to_pylist()
+    assert {r["population"] for r in pops} == {"sex=Female", "sex=Male"}
+    assert all(r["samples"] == 4 for r in pops) and "## Intersectionality" in md
+    tokens = {(r["model"], r["mode"]): r for r in bench.read(L.TOKENS).to_pylist()}
+    assert len(tokens) == 8 and all(r["samples"] == 8 for r in tokens.values())
+    assert all(r["judge_prompt_tokens"] > 0 for r in tokens.values())
+    for png in ("accuracy.png", "loo_kappa.png", "pass_at_k.png"):
         data = (report_dir / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000
 
@@ -196,7 +212,7 @@ def test_bench_run_with_the_bundled_model(tmp_path, bundled_engine):
     verdicts = [v for v in out.judgments.column("verdict").to_pylist() if v is not None]
     assert verdicts and set(verdicts) <= {0, 1}
     assert out.accuracy.num_rows == 4
-    assert {r["attribute"] for r in out.loo_kappa.to_pylist()} <= set(LOO)
+    assert {r["attribute"] for r in out.loo_kappa.to_pylist()} <= {*LOO, "all_attributes"}
 
     bench = BenchLayout(resolve(str(tmp_path / "bench")))
     write_outputs(bench, out)

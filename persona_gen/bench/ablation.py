@@ -1,8 +1,10 @@
 """Leave-one-attribute-out: the same persona rendered without one attribute.
 
-Design: the *model under test* sees the ablated persona; by default the judge sees the full
-persona (the real person being served). With `bench.loo_judge_persona: reduced` the judge
-role-plays the ablated persona too, so the attribute is gone from the whole loop. Comparing verdicts for the full and ablated
+Design, as the public persona-bench package does it: the *model under test* sees the ablated
+persona and, by default (`bench.loo_judge_persona: reduced`), the judge role-plays that same
+ablated persona, so the attribute is gone from the whole loop; `full` keeps the real person
+for the judge. Besides one twin per attribute, the package benches the persona with *all*
+listed attributes removed (`ALL_REMOVED`, `bench.loo_all_removed`). Comparing verdicts for the full and ablated
 twins (same model, mode, question and sampling seed) per attribute gives Cohen's kappa:
 a low kappa means dropping the attribute changes whether answers suit the person, so the
 attribute matters. Personas for whom the attribute is missing anyway (fertility for men,
@@ -11,11 +13,16 @@ say) are skipped for that attribute: their twin would be identical and inflate k
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from persona_gen.personas.attributes import PERSONA_ATTRIBUTES
 from persona_gen.personas.values import is_missing
+
+ALL_REMOVED = "all_attributes"
+"""`ablated_attribute` of the twin with every LOO attribute removed (no persona attribute
+has this name)."""
+assert ALL_REMOVED not in PERSONA_ATTRIBUTES
 
 Renderer = Callable[[Mapping[str, Any]], str]
 """Attribute mapping (render order keys; absent or empty = missing) -> persona text."""
@@ -52,6 +59,19 @@ def ablated_text(row: Mapping[str, Any], attribute: str, render: Renderer) -> st
     if not is_present(row.get(attribute)):
         return None
     return render(without(row, attribute))
+
+
+def all_removed_text(row: Mapping[str, Any], attributes: Sequence[str],
+                     render: Renderer) -> str | None:
+    """Persona text with every one of `attributes` removed; None when it has none of them."""
+    if not any(is_present(row.get(a)) for a in attributes):
+        return None
+    attrs = attributes_of(row)
+    for a in attributes:
+        if a not in PERSONA_ATTRIBUTES:
+            raise ValueError(f"unknown persona attribute {a!r}")
+        attrs[a] = None
+    return render(attrs)
 
 
 def full_text(row: Mapping[str, Any], render: Renderer) -> str:

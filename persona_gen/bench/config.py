@@ -32,6 +32,13 @@ class BenchConfig(StrictModel):
     """Only prompts of this split ('train', 'heldout'); null: all."""
     max_personas: int | None = Field(default=None, ge=1)
     max_prompts: int | None = Field(default=None, ge=1)
+    prompts_per_persona: int | None = Field(default=None, ge=1)
+    """Each persona answers a seeded sample of this many of the selected prompts (its own
+    sample, as the public persona-bench package draws questions per persona); null: every
+    selected prompt for every persona."""
+    max_gpu_hours: float | None = Field(default=None, gt=0)
+    """`bench run` refuses to start when its cost plan needs more GPU-hours than this
+    (override with --yes); null: no cap."""
 
     # Leave-one-out attribute study (paper: 40 personas x 20 questions per attribute).
     loo_attributes: list[str] = Field(default_factory=list)
@@ -40,10 +47,32 @@ class BenchConfig(StrictModel):
     """The mode whose answers are compared with and without each attribute."""
     loo_personas: int | None = Field(default=40, ge=1)
     loo_prompts: int | None = Field(default=20, ge=1)
-    loo_judge_persona: Literal["full", "reduced"] = "full"
-    """Which persona the judge role-plays for leave-one-out rows. full: the real person
-    (the attribute is hidden from the model under test only); reduced: the same ablated
-    persona the model saw, so the judge no longer knows the attribute either."""
+    loo_judge_persona: Literal["full", "reduced"] = "reduced"
+    """Which persona the judge role-plays for leave-one-out rows. reduced (the public
+    persona-bench package's way, our default): the same ablated persona the model saw, so
+    the judge no longer knows the attribute either; full: the real person (the attribute is
+    hidden from the model under test only). The report names the variant."""
+    loo_all_removed: bool = True
+    """Also bench each LOO persona with every attribute of `loo_attributes` removed at once
+    (the package's all-removed persona; rows with ablated_attribute = 'all_attributes')."""
+
+    # Intersectionality (the persona-bench package's study): accuracy per population.
+    intersections: list[list[str]] = Field(default_factory=list)
+    """Attribute tuples, e.g. [[sex, race], [sex, political_views]]: each value combination
+    among the benched personas is a population, scored on its own (no extra model calls)."""
+    intersection_min_personas: int = Field(default=5, ge=1)
+    """Populations with fewer benched personas are left out (their accuracy is noise)."""
+
+    @field_validator("intersections")
+    @classmethod
+    def _known_groups(cls, value: list[list[str]]) -> list[list[str]]:
+        for group in value:
+            unknown = [a for a in group if a not in PERSONA_ATTRIBUTES]
+            if unknown or not group or len(set(group)) != len(group):
+                raise ValueError(f"{group}: a tuple of distinct persona attributes expected"
+                                 + (f" (unknown: {unknown}; see personas/attributes.py)"
+                                    if unknown else ""))
+        return value
 
     @field_validator("loo_attributes")
     @classmethod

@@ -99,6 +99,43 @@ def build_items(samples: pa.Table, model: str, mode_a: str, mode_b: str, persona
     return pa.Table.from_pylist(out)
 
 
+PAIR_COLUMNS = ("pair_id", "persona_id", "prompt_id", "persona", "instruction", "original", "data")
+"""What original-vs-revision items read from a run's pairs (feedback/pairs)."""
+
+
+def build_pair_items(pairs: pa.Table, personas: int, questions: int, seed: int) -> pa.Table:
+    """Sheet items from the run's own pairs: the original answer against its revision for
+    the persona (the comparison of the paper's human study), `personas` random personas, up
+    to `questions` random pairs each. Sources are 'original' and 'revision'."""
+    missing = [c for c in PAIR_COLUMNS if c not in pairs.column_names]
+    if missing:
+        raise DataError(f"pairs table lacks column(s) {missing}", source="feedback/pairs")
+    rows = [r for r in pairs.select(list(PAIR_COLUMNS)).to_pylist()
+            if r["original"] and r["data"] and r["persona"]]
+    if not rows:
+        raise DataError("no pair has an original, a revision and a persona",
+                        source="feedback/pairs")
+    by_persona: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_persona.setdefault(str(r["persona_id"]), {})[str(r["prompt_id"])] = r
+    rng = np.random.default_rng(seed)
+    ids = sorted(by_persona)
+    chosen = sorted(ids[i] for i in rng.permutation(len(ids))[:personas])
+    out = []
+    for pid in chosen:
+        qids = sorted(by_persona[pid])
+        for qid in sorted(qids[i] for i in rng.permutation(len(qids))[:questions]):
+            r = by_persona[pid][qid]
+            iid = item_id(pid, qid, "original", "revision")
+            first, second = ("original", "revision") if _a_first(iid) else ("revision", "original")
+            text = {"original": r["original"], "revision": r["data"]}
+            out.append({"item_id": iid, "persona_id": pid, "prompt_id": qid,
+                        "persona_text": r["persona"], "question": r["instruction"],
+                        "answer_a": text[first], "answer_b": text[second],
+                        "source_a": first, "source_b": second})
+    return pa.Table.from_pylist(out)
+
+
 def check_items(items: pa.Table, source: str) -> pa.Table:
     missing = [c for c in ITEM_COLUMNS if c not in items.column_names]
     if missing:
@@ -211,28 +248,53 @@ def majority_vote(ratings: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def persona_agreement(majority: pa.Table, roleplay: pa.Table, items: pa.Table) -> pa.Table:
+    """Cohen's kappa between the human majority and each role-player (and variant), per
+    persona: the paper's per-persona view. Items as in `agreement` (ties left out)."""
+    persona_of = dict(zip(items.column("item_id").to_pylist(),
+                          items.column("persona_id").to_pylist(), strict=True))
+    human = {r["item_id"]: r["majority"] for r in majority.to_pylist() if r["majority"]}
+    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for r in roleplay.to_pylist():
+        iid = r["item_id"]
+        if r["choice"] in ("A", "B") and iid in human and iid in persona_of:
+            key = (r["roleplay_model"], r.get("roleplay_variant") or "full", persona_of[iid])
+            groups.setdefault(key, []).append((human[iid], r["choice"]))
+    rows = [{"roleplay_model": m, "roleplay_variant": v, "persona_id": p, "items": len(pairs),
+             "kappa": cohen_kappa([h for h, _ in pairs], [c for _, c in pairs]),
+             "agreement": float(np.mean([h == c for h, c in pairs]))}
+            for (m, v, p), pairs in sorted(groups.items())]
+    schema = pa.schema([("roleplay_model", pa.string()), ("roleplay_variant", pa.string()),
+                        ("persona_id", pa.string()), ("items", pa.int32()),
+                        ("kappa", pa.float64()), ("agreement", pa.float64())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
 def agreement(majority: pa.Table, roleplay: pa.Table) -> pa.Table:
-    """Cohen's kappa between the human majority and each role-playing model's choices.
+    """Cohen's kappa between the human majority and each role-playing model's choices, per
+    role-play variant (full / summary / cot).
 
     Items: those with a majority (no tie) that the model answered without error.
     """
     human = {r["item_id"]: r["majority"] for r in majority.to_pylist() if r["majority"]}
     ties = sum(1 for r in majority.to_pylist() if r["tie"])
-    by_model: dict[str, dict[str, str]] = {}
+    by_model: dict[tuple[str, str], dict[str, str]] = {}
     for r in roleplay.to_pylist():
         if r["choice"] in ("A", "B"):
-            by_model.setdefault(r["roleplay_model"], {})[r["item_id"]] = r["choice"]
+            key = (r["roleplay_model"], r.get("roleplay_variant") or "full")
+            by_model.setdefault(key, {})[r["item_id"]] = r["choice"]
     rows = []
-    for model in sorted(by_model):
-        shared = sorted(set(human) & set(by_model[model]))
+    for (model, variant) in sorted(by_model):
+        chosen = by_model[(model, variant)]
+        shared = sorted(set(human) & set(chosen))
         h = [human[i] for i in shared]
-        m = [by_model[model][i] for i in shared]
+        m = [chosen[i] for i in shared]
         rows.append({
-            "roleplay_model": model, "items": len(shared), "ties_excluded": ties,
-            "kappa": cohen_kappa(h, m),
+            "roleplay_model": model, "roleplay_variant": variant, "items": len(shared),
+            "ties_excluded": ties, "kappa": cohen_kappa(h, m),
             "agreement": float(np.mean([x == y for x, y in zip(h, m, strict=True)])) if shared else math.nan,
         })
-    schema = pa.schema([("roleplay_model", pa.string()), ("items", pa.int32()),
-                        ("ties_excluded", pa.int32()), ("kappa", pa.float64()),
-                        ("agreement", pa.float64())])
+    schema = pa.schema([("roleplay_model", pa.string()), ("roleplay_variant", pa.string()),
+                        ("items", pa.int32()), ("ties_excluded", pa.int32()),
+                        ("kappa", pa.float64()), ("agreement", pa.float64())])
     return pa.Table.from_pylist(rows, schema=schema)

@@ -64,9 +64,13 @@ class ModeScore:
     model: str
     mode: str
     judged: int
-    """Samples with a verdict."""
+    """Samples with a judge's verdict."""
+    cut: int
+    """Reasoning-mode samples cut before their final-answer marker: never judged, scored 0
+    (a failure) in accuracy and pass@k, so a mode is not flattered by the answers it did
+    not finish."""
     failed: int
-    """Samples without one (answer or judge error)."""
+    """Samples without an outcome (engine or judge error), left out of accuracy."""
     accuracy: float
     bootstrap_std: float
     pass_at_1: float
@@ -85,17 +89,20 @@ def mode_scores(samples: pa.Table, k: int, bootstrap_samples: int, seed: int) ->
     """Accuracy and pass@k per (model, mode) over full-persona rows.
 
     `samples`: one row per sample with model, mode, persona_id, prompt_id,
-    ablated_attribute, verdict (null when the answer or the judge failed). pass@k averages
-    over requests the unbiased estimate from that request's judged samples; a request with
-    fewer than k judged samples is left out of pass@k (reported through `failed`).
+    ablated_attribute, verdict (null when the answer or the judge failed) and, optionally,
+    `cut` (true: cut before its answer marker). A cut sample counts as a failure (verdict 0)
+    everywhere; samples that failed otherwise are left out. pass@k averages over requests
+    the unbiased estimate from that request's scored samples; a request with fewer than k
+    scored samples is left out of pass@k (reported through `failed`).
     """
-    rows = [r for r in samples.to_pylist() if r.get("ablated_attribute") is None]
+    rows = [_cut_as_failure(r) for r in samples.to_pylist() if _in_grid(r)]
     # Canonical order: the bootstrap resamples positions, so a resumed run (rows in another
     # order) must present the same sequence to get the same spread.
     rows.sort(key=lambda r: (r["persona_id"], r["prompt_id"], r["sample_index"]))
     out = []
     for (model, mode), group in sorted(_group(rows, ("model", "mode")).items()):
         verdicts = [int(r["verdict"]) for r in group if r["verdict"] is not None]
+        cut = sum(1 for r in group if r.get("cut"))
         per_request = _group(group, ("persona_id", "prompt_id"))
         p1, pk = [], []
         for reqs in per_request.values():
@@ -107,7 +114,8 @@ def mode_scores(samples: pa.Table, k: int, bootstrap_samples: int, seed: int) ->
         # One seed per (model, mode) so adding a model does not change another's spread.
         sub_seed = [seed, *map(ord, f"{model}/{mode}")]
         out.append(ModeScore(
-            model=model, mode=mode, judged=len(verdicts), failed=len(group) - len(verdicts),
+            model=model, mode=mode, judged=len(verdicts) - cut, cut=cut,
+            failed=len(group) - len(verdicts),
             accuracy=float(np.mean(verdicts)) if verdicts else math.nan,
             bootstrap_std=bootstrap_std(verdicts, bootstrap_samples, _seed(sub_seed)),
             pass_at_1=float(np.mean(p1)) if p1 else math.nan,
@@ -115,6 +123,51 @@ def mode_scores(samples: pa.Table, k: int, bootstrap_samples: int, seed: int) ->
             k=k,
         ))
     return out
+
+
+@dataclass(frozen=True)
+class PassAtK:
+    model: str
+    mode: str
+    k: int
+    pass_at_k: float
+    requests: int
+    """Requests averaged: those with at least k_max scored samples (the same set at every
+    k, so the curve is monotone; at k = k_max it is the accuracy table's pass@k)."""
+
+
+def pass_at_k_curve(samples: pa.Table, k_max: int) -> list[PassAtK]:
+    """pass@k for k = 1..k_max per (model, mode), full-persona rows, cut samples scored 0.
+
+    Each point is the mean over requests of the unbiased estimate 1 - C(n-c, k)/C(n, k)
+    (n scored samples, c correct), over the requests with n >= k_max. Each request's
+    estimate does not decrease with k, so neither does the mean over a fixed set.
+    """
+    rows = [_cut_as_failure(r) for r in samples.to_pylist()
+            if _in_grid(r) and (r["verdict"] is not None or r.get("cut"))]
+    out = []
+    for (model, mode), group in sorted(_group(rows, ("model", "mode")).items()):
+        counts = [(len(reqs), sum(int(r["verdict"]) for r in reqs))
+                  for reqs in _group(group, ("persona_id", "prompt_id")).values()]
+        full = [(n, c) for n, c in counts if n >= k_max]
+        for k in range(1, k_max + 1):
+            value = float(np.mean([pass_at_k(n, c, k) for n, c in full])) if full else math.nan
+            out.append(PassAtK(model=model, mode=mode, k=k, pass_at_k=value, requests=len(full)))
+    return out
+
+
+def curve_table(points: Sequence[PassAtK]) -> pa.Table:
+    return _records_table(points, PassAtK)
+
+
+def _in_grid(row: dict) -> bool:
+    """A full-persona row of the bench grid (not a leave-one-out row or its added twin)."""
+    return row.get("ablated_attribute") is None and row.get("study", "main") != "loo"
+
+
+def _cut_as_failure(row: dict) -> dict:
+    """A sample cut before its answer marker has no verdict; score it 0."""
+    return {**row, "verdict": 0} if row.get("cut") else row
 
 
 def _seed(parts: list[int]) -> int:
@@ -131,15 +184,20 @@ class AttributeAgreement:
     agreement: float
     accuracy_full: float
     accuracy_ablated: float
+    judge_persona: str
+    """The persona the judge role-played on the ablated rows: 'reduced' (the package's way)
+    or 'full'."""
 
 
 def loo_kappas(samples: pa.Table, loo_mode: str) -> list[AttributeAgreement]:
     """Per model and attribute: kappa between full-persona and ablated verdicts.
 
     Twins are matched on (model, persona, prompt, sample index) within `loo_mode`; pairs
-    where either verdict is missing are dropped.
+    where either verdict is missing are dropped. `attribute` 'all_attributes' is the twin
+    with every listed attribute removed.
     """
-    rows = [r for r in samples.to_pylist() if r["mode"] == loo_mode and r["verdict"] is not None]
+    rows = [r for r in map(_cut_as_failure, samples.to_pylist())
+            if r["mode"] == loo_mode and r["verdict"] is not None]
     key = ("model", "persona_id", "prompt_id", "sample_index")
     full = {tuple(r[c] for c in key): int(r["verdict"]) for r in rows
             if r["ablated_attribute"] is None}
@@ -156,8 +214,15 @@ def loo_kappas(samples: pa.Table, loo_mode: str) -> list[AttributeAgreement]:
             agreement=float(np.mean([x == y for x, y in pairs])) if pairs else math.nan,
             accuracy_full=float(np.mean(a)) if a else math.nan,
             accuracy_ablated=float(np.mean(b)) if b else math.nan,
+            judge_persona=_variant(group),
         ))
     return out
+
+
+def _variant(rows: list[dict]) -> str:
+    # Tables from before the option existed have no judge_persona: the judge saw the full one.
+    found = sorted({r.get("judge_persona") or "full" for r in rows})
+    return "/".join(found)
 
 
 def scores_table(scores: Sequence[ModeScore]) -> pa.Table:

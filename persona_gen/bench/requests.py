@@ -5,7 +5,8 @@ request_id, model, mode, persona_id, prompt_id, ablated_attribute (null for the 
 persona), question, persona_text (the persona the judge role-plays: the full one, or in LOO
 rows with loo_judge_persona=reduced the ablated one), judge_persona ('full' | 'reduced'),
 answer_persona_text (what the model under test sees: null in baseline, the ablated text in
-LOO rows), k, seed.
+LOO rows), k, seed, study ('main': the bench grid; 'loo': a leave-one-out row, or a
+full-persona twin the grid lacks, which accuracy leaves out so every mode scores the same items).
 
 Rows are sorted by model, persona, ablation, mode, prompt so that consecutive requests
 share their persona prefix (prefix caching) and one model's rows are contiguous.
@@ -19,7 +20,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from persona_gen.bench.ablation import Renderer, ablated_text, default_renderer, full_text
+from persona_gen.bench.ablation import (
+    ALL_REMOVED,
+    Renderer,
+    ablated_text,
+    all_removed_text,
+    default_renderer,
+    full_text,
+)
 from persona_gen.bench.config import BenchConfig, Mode
 from persona_gen.bench.ids import answer_seed, request_id
 from persona_gen.bench.modes import uses_persona
@@ -38,6 +46,7 @@ REQUEST_SCHEMA = pa.schema([
     ("answer_persona_text", pa.string()),
     ("k", pa.int32()),
     ("seed", pa.int64()),
+    ("study", pa.string()),
 ])
 
 _PERSONA_COLUMNS = ("persona_id",)
@@ -68,8 +77,20 @@ def select(table: pa.Table, id_column: str, split: str | None, limit: int | None
     return picked[:limit] if limit is not None else picked
 
 
+def prompts_for(persona_id: str, prompt_rows: list[dict[str, Any]], count: int | None,
+                seed: int) -> list[dict[str, Any]]:
+    """The persona's own seeded sample of `count` prompts (all when None or more than there
+    are), in the selection's order; the same persona gets the same sample on every run."""
+    if count is None or count >= len(prompt_rows):
+        return prompt_rows
+    rng = np.random.default_rng([seed, zlib.crc32(b"prompts_per_persona"),
+                                 zlib.crc32(persona_id.encode())])
+    return [prompt_rows[i] for i in sorted(rng.choice(len(prompt_rows), count, replace=False))]
+
+
 def _row(cfg: BenchConfig, seed: int, model: str, mode: Mode, persona: dict[str, Any],
-         prompt: dict[str, Any], text: str, ablated: str | None, answer_text: str | None) -> dict[str, Any]:
+         prompt: dict[str, Any], text: str, ablated: str | None, answer_text: str | None,
+         study: str = "main") -> dict[str, Any]:
     pid, qid = str(persona["persona_id"]), str(prompt["prompt_id"])
     # The request id ignores which persona the judge sees: the answer is the same work
     # either way, and only the verdict (judgment_id) differs.
@@ -87,6 +108,7 @@ def _row(cfg: BenchConfig, seed: int, model: str, mode: Mode, persona: dict[str,
         "answer_persona_text": answer_text,
         "k": cfg.k,
         "seed": answer_seed(seed, model, mode, pid, qid, cfg.k),
+        "study": study,
     }
 
 
@@ -115,9 +137,11 @@ def build_requests(personas: pa.Table, prompts: pa.Table, cfg: BenchConfig, seed
     for model in cfg.models:
         for persona in persona_rows:
             text = texts[str(persona["persona_id"])]
+            mine = prompts_for(str(persona["persona_id"]), prompt_rows, cfg.prompts_per_persona,
+                               seed)
             for mode in cfg.modes:
                 answer_text = text if uses_persona(mode) else None
-                for prompt in prompt_rows:
+                for prompt in mine:
                     add(_row(cfg, seed, model, mode, persona, prompt, text, None, answer_text))
         if not cfg.loo_attributes:
             continue
@@ -126,14 +150,18 @@ def build_requests(personas: pa.Table, prompts: pa.Table, cfg: BenchConfig, seed
         loo_prompts = prompt_rows[: cfg.loo_prompts]
         for persona in loo_personas:
             text = texts[str(persona["persona_id"])]
-            for attribute in cfg.loo_attributes:
-                ablated = ablated_text(persona, attribute, renderer)
+            twins = [(a, ablated_text(persona, a, renderer)) for a in cfg.loo_attributes]
+            if cfg.loo_all_removed:
+                twins.append((ALL_REMOVED, all_removed_text(persona, cfg.loo_attributes, renderer)))
+            for attribute, ablated in twins:
                 if ablated is None:
                     continue
                 for prompt in loo_prompts:
                     # The full twin is in the grid already when loo_mode is benched; add it if not.
-                    add(_row(cfg, seed, model, cfg.loo_mode, persona, prompt, text, None, text))
-                    add(_row(cfg, seed, model, cfg.loo_mode, persona, prompt, text, attribute, ablated))
+                    add(_row(cfg, seed, model, cfg.loo_mode, persona, prompt, text, None, text,
+                             "loo"))
+                    add(_row(cfg, seed, model, cfg.loo_mode, persona, prompt, text, attribute,
+                             ablated, "loo"))
 
     ordered = sorted(rows.values(), key=lambda r: (
         r["model"], r["persona_id"], r["ablated_attribute"] or "", r["mode"], r["prompt_id"]))

@@ -128,7 +128,8 @@ def _in_request_order(table: pa.Table, reference: pa.Table) -> pa.Table:
 
 
 def scored_samples(answers: pa.Table, judgments: pa.Table) -> pa.Table:
-    """Every sample with its verdict (null where the answer or the judge failed)."""
+    """Every sample with its verdict (null where the answer or the judge failed), `cut`
+    (cut before its answer marker: the metrics score it 0) and `judge_persona`."""
     verdict = {}
     if judgments.num_rows:
         for sid, v in zip(judgments.column("sample_id").to_pylist(),
@@ -137,14 +138,23 @@ def scored_samples(answers: pa.Table, judgments: pa.Table) -> pa.Table:
     cols = ["model", "mode", "persona_id", "prompt_id", "ablated_attribute", "sample_index",
             "sample_id"]
     base = answers.select(cols)
-    return base.append_column("verdict", pa.array(
+    cut = pc.fill_null(pc.equal(answers.column("answer_error"), CUT_BEFORE_MARKER), False)
+    # Tables from before the option existed: the judge saw the full persona.
+    judge_persona = (answers.column("judge_persona") if "judge_persona" in answers.column_names
+                     else pa.array(["full"] * answers.num_rows, pa.string()))
+    return (base.append_column("verdict", pa.array(
         [verdict.get(s) for s in base.column("sample_id").to_pylist()], pa.int8()))
+        .append_column("cut", cut).append_column("judge_persona", judge_persona)
+        # Tables from before the column existed: every full-persona row was in the grid.
+        .append_column("study", answers.column("study") if "study" in answers.column_names
+                       else pa.array(["main"] * answers.num_rows, pa.string())))
 
 
 def compute_metrics(answers: pa.Table, judgments: pa.Table, cfg: BenchConfig,
                     seed: int) -> tuple[pa.Table, pa.Table]:
     scored = scored_samples(answers, judgments)
-    # Full twins added only for the LOO study (loo_mode not benched) stay out of accuracy.
+    # Full twins added only for the LOO study (study 'loo') stay out of accuracy; so does a
+    # mode benched only for it.
     accuracy = scores_table([s for s in mode_scores(scored, cfg.k, cfg.bootstrap_samples, seed)
                              if s.mode in cfg.modes])
     loo = loo_table(loo_kappas(scored, cfg.loo_mode) if cfg.loo_attributes else [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,6 +35,22 @@ def registry_engines() -> dict[str, EngineInfo]:
             for name, m in discover().items()}
 
 
+def has_bench_section(config: str | Path | None) -> bool:
+    """Whether the config file names a `bench:` section (a bench config, not a job's)."""
+    if config is None:
+        return False
+    import yaml
+
+    from persona_gen.errors import ConfigError
+
+    try:
+        with open(config, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the config: {exc}", source=config) from None
+    return isinstance(raw, dict) and "bench" in raw
+
+
 def planning_table() -> ThroughputTable:
     """The throughput table, plus models it lacks whose model files say what their
     checkpoint is (`models add` writes that): derived figures for them."""
@@ -54,11 +71,29 @@ def plan_cost_cmd(
         "(repeatable; see TokenAssumptions).")] = None,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    bench: Annotated[bool | None, typer.Option(
+        "--bench/--job", help="Plan the config's PERSONA Bench (--bench) or its generation "
+        "job (--job). Default: --bench when the config file has a `bench:` section.")] = None,
 ) -> None:
-    """Estimate model calls, tokens, GPU-hours, wall time and storage for a config."""
+    """Estimate model calls, tokens, GPU-hours, wall time and storage for a config. For a
+    bench config: requests, samples, judge calls, tokens, GPU-hours and wall time per model
+    under test and mode, with `--prompts` the run's prompts (its held-out share benched)."""
     cfg = load_config(config, set_ or [])
     table = planning_table()
     tokens = validate_model(TokenAssumptions, apply_overrides({}, assume or []), "--assume")
+    if bench if bench is not None else has_bench_section(config):
+        from persona_gen.cost.bench import counts_from_config, plan_bench
+        from persona_gen.cost.render import print_bench_plan
+
+        counts, p, q, per = counts_from_config(cfg, prompts)
+        bplan = plan_bench(cfg, counts, parse_cluster(cluster, table), table, registry_engines(),
+                           tokens, source="config", personas=p, prompts=q,
+                           prompts_per_persona=per)
+        if as_json:
+            typer.echo(bplan.model_dump_json(indent=2))
+        else:
+            print_bench_plan(bplan, Console(width=180))
+        return
     plan = plan_cost(workload_from_config(cfg, prompts, tokens, source_prompts),
                      parse_cluster(cluster, table), table, registry_engines())
     # MoE and quantized models: what the plan took for them (active parameters, precision).

@@ -6,6 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from persona_gen.cost.bench import BenchPlan
 from persona_gen.cost.estimate import CostPlan
 
 
@@ -90,3 +91,49 @@ def plan_tables(plan: CostPlan) -> Group:
 
 def print_plan(plan: CostPlan, console: Console | None = None) -> None:
     (console or Console()).print(plan_tables(plan))
+
+
+def bench_plan_tables(plan: BenchPlan) -> Group:
+    """The bench plan: one line per model under test, mode and study (main / leave-one-out)."""
+    where = plan.cluster.label if plan.cluster else "no GPU cluster"
+    sized = ("sized from the config's splits" if plan.source == "config"
+             else "counted in the request table")
+    title = (f"PERSONA Bench cost plan on {where} ({sized}): k={plan.k} samples per request, "
+             f"judge {plan.judge_model}")
+    if plan.source == "config":
+        title += (f"\n{plan.personas:,} personas x {plan.prompts_per_persona:,} prompts each "
+                  f"(of {plan.prompts:,} selected)")
+    t = Table(title=title, title_justify="left")
+    for col, right in (("model", False), ("mode", False), ("study", False), ("requests", True),
+                       ("samples", True), ("judge calls", True), ("answer tok in/out", True),
+                       ("judge tok in/out", True), ("GPU-h", True), ("wall", True),
+                       ("figure", False)):
+        t.add_column(col, justify="right" if right else "left")
+    for ln in plan.lines:
+        a, j = ln.answer, ln.judge
+        t.add_row(ln.model, ln.mode, ln.study, f"{ln.requests:,}", f"{ln.samples:,}",
+                  f"{ln.judge_calls:,}",
+                  f"{tokens(a.prompt_tokens - a.cached_prompt_tokens)}/{tokens(a.output_tokens)}",
+                  f"{tokens(j.prompt_tokens - j.cached_prompt_tokens)}/{tokens(j.output_tokens)}",
+                  f"{ln.gpu_hours:.2f}", duration(ln.wall_hours),
+                  a.basis if a.basis == j.basis else f"{a.basis} / {j.basis}")
+    t.add_section()
+    t.add_row("total", "", "", f"{plan.requests:,}", f"{plan.samples:,}",
+              f"{plan.judge_calls:,}", "", "", f"{plan.gpu_hours:.2f}",
+              duration(plan.wall_hours), "")
+    cap = ("no cap (bench.max_gpu_hours)" if plan.max_gpu_hours is None else
+           f"cap bench.max_gpu_hours {plan.max_gpu_hours:g}"
+           + (" EXCEEDED" if plan.over_budget else ""))
+    note = Text(
+        f"Total tokens: {tokens(plan.prompt_tokens)} prompt (before the prefix cache), "
+        f"{tokens(plan.output_tokens)} output. Billed: {plan.billed_gpu_hours:.2f} GPU-hours; "
+        f"{cap}. Token columns: computed prompt tokens (after the prefix cache) / output "
+        "tokens. Every sample assumed to reach its mode's max_tokens and to be judged; lines "
+        "run one after another; engine start-up and I/O not counted. Figures: "
+        "persona_gen/cost/data/throughput.yaml.", style="dim")
+    notes = [Text(f"Note: {n}", style="yellow") for n in plan.notes]
+    return Group(t, Text(""), note, *notes)
+
+
+def print_bench_plan(plan: BenchPlan, console: Console | None = None) -> None:
+    (console or Console()).print(bench_plan_tables(plan))

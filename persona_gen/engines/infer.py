@@ -577,3 +577,34 @@ def model_file_text(inferred: Inferred, source: str) -> str:
     lines += [f"# Not inferred: {u}" for u in inferred.unknown]
     body = yaml.safe_dump(inferred.spec, sort_keys=False, allow_unicode=True, width=100)
     return "\n".join(lines) + "\n" + body
+
+
+def infer_source(source: str, gpus: dict[str, float], *, target_gpu: str = "H100",
+                 name: str | None = None, context_cap: int = DEFAULT_CONTEXT_CAP,
+                 s3: S3Settings | None = None, base: str | None = None) -> Inferred:
+    """`infer` for a model folder, or for a PEFT LoRA adapter (a folder with
+    adapter_config.json): the base (`base`, else the adapter's base_model_name_or_path) is
+    inferred and the file serves the adapter on it with vLLM's LoRA support."""
+    reader = reader_for(source, s3)
+    raw = reader.text("adapter_config.json")
+    if raw is None:
+        if base is not None:
+            raise UserError("a base model goes with a LoRA adapter; this folder has no "
+                            "adapter_config.json", source=source)
+        return infer(source, gpus, target_gpu=target_gpu, name=name, context_cap=context_cap,
+                     s3=s3)
+    adapter = json.loads(raw)
+    if str(adapter.get("peft_type", "LORA")).upper() != "LORA":
+        raise UserError(f"adapter_config.json: peft_type {adapter.get('peft_type')!r}; only "
+                        "LoRA adapters are served (vLLM's LoRA support)", source=source)
+    base = base or adapter.get("base_model_name_or_path")
+    if not base:
+        raise UserError("adapter_config.json names no base_model_name_or_path; give the base "
+                        "model", source=source)
+    out = infer(base, gpus, target_gpu=target_gpu, name=name or default_name(source),
+                context_cap=context_cap, s3=s3)
+    ranks = [int(adapter.get("r") or 8), *map(int, (adapter.get("rank_pattern") or {}).values())]
+    out.spec.update(lora_adapter=source, max_lora_rank=max(ranks),
+                    description=f"LoRA adapter {source} on {base} (inferred by bench run --model)")
+    out.note("lora_adapter", f"{source} on base {base} (rank {max(ranks)})")
+    return out

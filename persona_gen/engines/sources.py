@@ -78,6 +78,21 @@ def materialise(source: str, s3: S3Settings | None = None, size_bytes: float = 0
     return src.value
 
 
+def adapter_path(source: str, s3: S3Settings | None = None) -> str:
+    """A LoRA adapter folder vLLM can load: local (checked for adapter_config.json), s3://
+    (fetched into the cache) or a Hugging Face id (vLLM downloads it)."""
+    src = classify(source)
+    if src.kind == "local":
+        folder = Path(src.value).expanduser().resolve()
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(f"'{folder}' is not a LoRA adapter folder (no adapter_config.json)",
+                              source="lora_adapter")
+        return str(folder)
+    if src.kind == "store":
+        return str(fetch_s3(src.value, s3)[0])
+    return src.value
+
+
 def s3_cache_folder(uri: str, s3: S3Settings | None = None) -> Path:
     """Where an object-store model folder is copied on this node: one folder per store,
     endpoint and path, so two services with the same bucket name never share a copy."""

@@ -35,7 +35,7 @@ from persona_gen.engines.settings import (
     gpu_class_of,
     resolve_settings,
 )
-from persona_gen.engines.sources import is_local, materialise
+from persona_gen.engines.sources import adapter_path, is_local, materialise
 from persona_gen.engines.structured import (
     Call,
     RawOutput,
@@ -223,6 +223,14 @@ class _VLLMBase:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.kv_cache_gib))
         kwargs = engine_kwargs(spec, self.settings, folder=folder, seed=seed, cpu=self.on_cpu,
                                extra=llm_kwargs)
+        self.lora: Any = None
+        if spec.lora_adapter:
+            # vLLM's LoRA support: the base loads with LoRA enabled; every request names the
+            # adapter (one adapter per engine, id 1).
+            from vllm.lora.request import LoRARequest
+
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=spec.max_lora_rank)
+            self.lora = LoRARequest(spec.name, 1, adapter_path(spec.lora_adapter, s3))
         if spec.tensor_parallel_size > 1 and not self.on_cpu and _in_ray_placement_group():
             # Inside an engine host's placement group (pipeline.engine_host): vLLM's Ray
             # executor puts its tensor-parallel workers on the group's GPU bundles, as Ray
@@ -395,7 +403,7 @@ class VLLMEngine(_VLLMBase):
     def _generate(self, ready: list[tuple[int, Any, Any]]) -> list[RawOutput]:
         try:
             results = self.llm.generate([r[1] for r in ready], [r[2] for r in ready],
-                                        use_tqdm=False)
+                                        use_tqdm=False, lora_request=self.lora)
             return [self._raw(o) for o in results]
         except Exception as exc:
             if _engine_dead(exc):
@@ -489,7 +497,7 @@ class AsyncVLLMEngine(_VLLMBase):
             # Unique per attempt: a retried row must never collide with its first attempt.
             request_id = f"{call.request.id}#{call.attempt}#{next(self._ids)}"
             async for out in self.llm.generate(TokensPrompt(prompt_token_ids=prompt), params,
-                                               request_id):
+                                               request_id, lora_request=self.lora):
                 final = out  # the last output carries the whole text
         except Exception as exc:
             if _engine_dead(exc) or self.llm.errored:
