@@ -13,15 +13,16 @@ import re
 EXIT_OK = 0
 EXIT_BUG = 1
 """An unexpected exception: a bug (the traceback is printed)."""
-EXIT_BAD_INPUT = 2
-"""Config, data file, run address, credentials or target: fix the input, then rerun."""
+EXIT_USAGE = 2
+"""Unknown command or option, bad option value, missing argument: click's usage error."""
+EXIT_BAD_INPUT = 65
+"""Config, data file, run address, credentials or target: fix the input, then rerun
+(sysexits' EX_DATAERR; 2 until 0.x, see CHANGELOG.md)."""
 EXIT_FAILED_ROWS = 3
 """The run committed everything, but a stage's error rows are over
 `pipeline.max_error_fraction`."""
 EXIT_INFRASTRUCTURE = 4
 """Storage or Ray failed past the retry budget: rerunning the same command resumes."""
-EXIT_USAGE = 64
-"""Unknown command or option, missing argument (sysexits' EX_USAGE)."""
 EXIT_INTERRUPTED = 130
 """SIGINT or SIGTERM (`ray job stop`): rerunning resumes."""
 
@@ -83,7 +84,7 @@ LOCAL_ERRNOS = frozenset({
     errno.EEXIST, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY,
 })
 """OS errors about a local path (missing, no permission, read-only, full, ...): the
-environment is wrong, not the code, so they get one line and exit 2 like a bad input."""
+environment is wrong, not the code, so they get one line and exit 65 like a bad input."""
 
 
 def _local_os_error(exc: BaseException) -> bool:

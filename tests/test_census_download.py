@@ -189,6 +189,6 @@ def test_missing_archive_and_bad_state_are_one_line_errors(site, tmp_path, capsy
             main(["census", "download", *args, "--dest", str(tmp_path), "--base-url", base,
                   "--quiet"])
         err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-        assert exc.value.code == 2 and len(err) == 1, err
+        assert exc.value.code == 65 and len(err) == 1, err
         assert err[0].startswith(f"error: {where}: ") and problem in err[0], err[0]
     assert not any(Path(tmp_path).rglob("*.zip"))

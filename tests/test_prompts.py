@@ -403,7 +403,7 @@ def test_prompts_build_bad_input_exits_non_zero_with_one_line_and_writes_no_data
                  "--set", "stages.controversy.enabled=false", "--output", str(out),
                  "--run-id", "bad"])
     err = capsys.readouterr().err.strip()
-    assert code == 2
+    assert code == 65
     assert err.count("\n") == 0 and str(src) in err and message in err
     # Found by the checks before the run: only its manifest, which says why it failed
     # (and pins nothing: a run with no data is replaced by the next, fixed config).

@@ -40,7 +40,7 @@ def sample_cmd(
     layout: LayoutOpt = None,
     n: Annotated[int | None, typer.Option("--n", help="People to draw (default: personas.n, 1586).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: run.seed).")] = None,
-    out: Annotated[str | None, typer.Option("--out",
+    out: Annotated[str | None, typer.Option("--to", "--out",
                                             help="Parquet file: a path or s3://, gs://, az://bucket/key.")] = None,
     states: StatesOpt = None,
     min_age: Annotated[int | None, typer.Option("--min-age", help="Youngest age kept (18).")] = None,
@@ -58,8 +58,8 @@ def sample_cmd(
     cfg = load_config(config, set_ or [])
     c = cfg.census
     if not out:
-        raise DataError("say where to write the sample, e.g. --out out/personas.parquet",
-                        source="--out")
+        raise DataError("say where to write the sample, e.g. --to out/personas.parquet",
+                        source="--to")
     table = sample_people(
         source or c.sources,
         n=n if n is not None else cfg.personas.n,
@@ -87,7 +87,7 @@ def fidelity_cmd(
     source: SourceOpt = None,
     layout: LayoutOpt = None,
     out: Annotated[str | None, typer.Option(
-        "--out", help="Folder for fidelity.json and the PNG charts (default: the "
+        "--to", "--out", help="Folder for fidelity.json and the PNG charts (default: the "
         "sample's folder).")] = None,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Flag attributes whose TVD is above this fixed cap instead of "

@@ -48,7 +48,7 @@ CheckOpt = Annotated[
     typer.Option("--check", help="Only run the checks the command starts with (models, "
                  "engines, inputs and their sizes, output writable, run id, an existing run's "
                  "config, the engine layout against the cluster), print each with ok or FAIL, "
-                 "and exit: 0 all ok, 2 (or 4 where rerunning may fix it) otherwise. Starts "
+                 "and exit: 0 all ok, 65 (or 4 where rerunning may fix it) otherwise. Starts "
                  "nothing."),
 ]
 CheckJsonOpt = Annotated[

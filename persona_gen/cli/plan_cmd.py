@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, SetOpt
+from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from persona_gen.storage.runref import RunRef
 
 PLAN_FILE = "plan.parquet"
-"""The file a synthetic (--personas/--prompts) plan is written to, in --out."""
+"""The file a synthetic (--personas/--prompts) plan is written to, in --to."""
 
 
 def plan(
@@ -26,6 +26,7 @@ def plan(
     set_: SetOpt = None,
     output: OutputOpt = None,
     run_id: RunIdOpt = None,
+    run: RunUriOpt = None,
     personas: Annotated[int | None, typer.Option(
         "--personas", min=1, help="Plan over N synthetic persona ids instead of a run's.")] = None,
     prompts: Annotated[int | None, typer.Option(
@@ -33,12 +34,12 @@ def plan(
         "share held out.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Overrides run.seed.")] = None,
     out: Annotated[str | None, typer.Option(
-        "--out", help="With --personas/--prompts: the folder to write plan.parquet into "
+        "--to", "--out", help="With --personas/--prompts: the folder to write plan.parquet into "
         "(path, file://, s3://, gs:// or az://).")] = None,
 ) -> None:
     """Assign prompts to personas, with stable pair ids.
 
-    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs from the held-out prompts (PERSONA, arXiv 2407.17387). For a run (--run-id): the run's plan phase (`persona-gen run --only plan`), from its personas and prompts, written where the whole run writes it. With --personas N --prompts M: over synthetic ids, for sizing, into --out.
+    Per persona: train pairs and seen-prompt test pairs from the train prompts, test pairs from the held-out prompts (PERSONA, arXiv 2407.17387). For a run (--run OUT/ID, or --run-id): the run's plan phase (`persona-gen run --only plan`), from its personas and prompts, written where the whole run writes it. With --personas N --prompts M: over synthetic ids, for sizing, into --to.
     """  # typer keeps line breaks: one line per paragraph
     from persona_gen.errors import ConfigError
     from persona_gen.run.config import load_config
@@ -47,18 +48,18 @@ def plan(
         raise ConfigError("--personas and --prompts go together", source="plan")
     if personas is None or prompts is None:
         if out:
-            raise ConfigError("--out goes with --personas/--prompts; a run's plan is written "
-                              "into the run", source="--out")
+            raise ConfigError("--to goes with --personas/--prompts; a run's plan is written "
+                              "into the run", source="--to")
         if seed is not None:
             set_ = [*(set_ or []), f"run.seed={seed}"]
         from persona_gen.cli.run_cmd import run_view
 
         start = time.perf_counter()
-        summary = run_view(config, set_, output, run_id, only="plan", progress=False)
+        summary = run_view(config, set_, output, run_id, run, only="plan", progress=False)
         _report(_read_plan(summary.run), time.perf_counter() - start, summary.run.child("plan").uri)
         return
     if not out:
-        raise ConfigError("say where to write the plan: --out URI", source="plan")
+        raise ConfigError("say where to write the plan: --to URI", source="plan")
     from persona_gen.plan.assign import build_plan
     from persona_gen.storage import objects
     from persona_gen.storage.uri import resolve
