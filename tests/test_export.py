@@ -4,6 +4,8 @@ and the schema checks that refuse a bad block."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -45,9 +47,11 @@ def echo_run(tmp_path_factory: pytest.TempPathFactory, census_dir: Path, ray_loc
                        plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 2},
                        pipeline={"batch_size": 16})
-    with pytest.raises(SystemExit) as done:
-        main(["run", "--config", str(cfg), "--run-id", RUN_ID])
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as done, contextlib.redirect_stdout(out):
+        main(["run", "--config", str(cfg), "--run-id", RUN_ID, "--json"])
     assert done.value.code in (0, None)
+    (tmp / "run.json").write_text(out.getvalue())  # `run --json`: test_json_results
     return tmp / "out" / RUN_ID
 
 
@@ -518,3 +522,24 @@ def test_the_card_says_how_every_row_was_made_and_names_no_run_location(echo_run
                          .split("\n```", 1)[0])
     assert example["preferred"] == "revision" and len(example["data"]) <= 160 + 6
     assert "| attribute | TVD | expected | p95 | flagged |" in body
+
+
+def test_json_results(echo_run: Path, tmp_path: Path, capsys) -> None:
+    """`run --json` (the fixture's run), `status --json` and `export --json`: one JSON object
+    each on stdout, and they agree."""
+    summary = json.loads((echo_run.parent.parent / "run.json").read_text())
+    assert summary["run_id"] == RUN_ID and summary["phases"][-1] == "pairs"
+    revisions = summary["stages"]["revision"]["done"]
+    assert revisions > 0 and summary["dataset"].endswith("feedback/pairs")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["status", "--run", str(echo_run), "--json"])
+    state = json.loads(capsys.readouterr().out)
+    assert done.value.code in (0, None) and state["status"] == "complete"
+    assert {s["stage"]: s["done"] for s in state["stages"]}["revision"] == revisions
+    code, out, errors = export(capsys, echo_run, tmp_path / "ds", "--json", "--no-fidelity")
+    result = json.loads("\n".join(out))
+    assert code == 0 and not errors and len(out) == 1
+    assert sum(s["rows"] for s in result["splits"]["default"].values()) == revisions
+    assert result["dropped"] is None and result["pair_filter"] == {"verified": False,
+                                                                   "complete": False}

@@ -46,6 +46,8 @@ URI_OPTIONS = frozenset({"--output", "--to", "--run", "--sample", "--items", "--
 """Options that take a local path or an object store URI (s3://, gs://, az://)."""
 KEY_VALUE_OPTIONS = frozenset({"--set", "--assume"})
 SECONDS_OPTIONS = frozenset({"--interval", "--stale-after"})
+NAMED_PLACEHOLDERS = {"--cluster": "COUNTxTYPE", "--model": "NAME", "-m": "NAME",
+                      "--gpu": "TYPE", "--states": "ST,ST"}
 
 JsonOpt = Annotated[bool, typer.Option(
     "--json", help="Print the result as one JSON object on stdout (logs stay on stderr).")]
@@ -83,14 +85,17 @@ def placeholder(param: click.core.Parameter) -> str | None:
     names = set(param.opts) | set(getattr(param, "secondary_opts", []))
     if names & KEY_VALUE_OPTIONS:
         return "KEY=VALUE"
+    for name in names:
+        if name in NAMED_PLACEHOLDERS:
+            return NAMED_PLACEHOLDERS[name]
     if names & SECONDS_OPTIONS:
         return "SECONDS"
+    if desc is not None and desc.is_path:
+        return "PATH"  # a local file or folder
     if names & URI_OPTIONS:
         return "URI"
     if desc is None:
         return "TEXT"
-    if desc.is_path:
-        return "PATH"
     base = desc.annotation
     if desc.is_list:
         base = getattr(base, "__args__", (str,))[0]
@@ -179,7 +184,12 @@ def apply(command: click.core.Command, name: str = "") -> None:
                     alias = _alias_option(param, old, new)
                     alias.callback = _keep_value
                     params.append(alias)
-        if param.metavar is None or param.metavar.startswith("<"):
+        if param.param_type_name == "argument":
+            # An argument's name is its placeholder (URI, NAME, SHEETS...), without a type.
+            param.metavar = param.metavar or (param.name or "ARG").upper()
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+            param._usage_display_name = functools.partial(_usage_name, param)  # type: ignore[attr-defined]
+        elif param.metavar is None or param.metavar.startswith("<"):
             word = placeholder(param)
             if word is not None:
                 param.metavar = word
@@ -194,6 +204,14 @@ def apply(command: click.core.Command, name: str = "") -> None:
         _deprecated_command(command, name, DEPRECATED_COMMANDS[name])
     for sub_name, sub in getattr(command, "commands", {}).items():
         apply(sub, sub_name)
+
+
+def _usage_name(param: click.core.Parameter) -> str:
+    """click's usage form of an argument: NAME, [NAME] when optional, ... when repeated."""
+    name = str(param.metavar)
+    if not param.required:
+        name = f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
 
 
 class Root(TyperGroup):

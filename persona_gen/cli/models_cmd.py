@@ -119,7 +119,7 @@ def add(
     name: Annotated[str | None, typer.Option(
         "--name", help="Model name (default: from the source's last path part).")] = None,
     gpu: Annotated[str, typer.Option(
-        "--gpu", help="GPU class the file's tensor_parallel_size is for (plan-cost's "
+        "--gpu", help="GPU class the file's tensor_parallel_size is for (`cost`'s "
         "GPU types: H100, H200, A100-80GB, ...).")] = "H100",
     max_model_len: Annotated[int, typer.Option(
         "--max-model-len", min=64, help="Cap on the context written (the model's own, "
