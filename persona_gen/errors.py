@@ -17,7 +17,7 @@ EXIT_USAGE = 2
 """Unknown command or option, bad option value, missing argument: click's usage error."""
 EXIT_BAD_INPUT = 65
 """Config, data file, run address, credentials or target: fix the input, then rerun
-(sysexits' EX_DATAERR; 2 until 0.x, see CHANGELOG.md)."""
+(sysexits' EX_DATAERR; it was 2 before, see CHANGELOG.md)."""
 EXIT_FAILED_ROWS = 3
 """The run committed everything, but a stage's error rows are over
 `pipeline.max_error_fraction`."""

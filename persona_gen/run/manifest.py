@@ -265,9 +265,10 @@ def load_or_create(run: RunRef, cfg: RunConfig, *,
 
 
 DETERMINISTIC_EXITS = (EXIT_BAD_INPUT, EXIT_FAILED_ROWS, 2)
-"""Failures the same command fails the same way again: bad input (65; manifests written
-before 0.2.0 recorded it as 2, which a run never records for anything else), too many
-failed rows (3). A crash, a lost node or a storage outage (1, 4, 130) is worth a retry."""
+"""Failures the same command fails the same way again: bad input (65; a manifest written
+before the exit-code change in CHANGELOG.md says 2, which a run records for nothing else),
+too many failed rows (3). A crash, a lost node or a storage outage (1, 4, 130) is worth a
+retry."""
 RETRY_FAILED_ENV = "PERSONA_GEN_RETRY_FAILED"
 
 
