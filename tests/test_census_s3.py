@@ -129,7 +129,7 @@ def test_download_to_s3_stages_locally_and_uploads_once(s3_bucket: str, tmp_path
     state, base = pums_site
     to = f"s3://{s3_bucket}/inputs/census"
     argv = ["census", "download", "--year", "2023", "--states", "WY", "--base-url", base,
-            "--dest", str(tmp_path / "staging"), "--to", to, "--quiet", "--no-housing"]
+            "--dest", str(tmp_path / "staging"), "--to", to, "--no-progress", "--no-housing"]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     out = capsys.readouterr().out
@@ -162,7 +162,7 @@ def test_download_to_s3_with_bad_credentials_is_one_line(s3_bucket: str, tmp_pat
     to = f"s3://{s3_bucket}/inputs"
     with pytest.raises(SystemExit) as exc:
         main(["census", "download", "--year", "2023", "--states", "WY", "--base-url", base,
-              "--dest", str(tmp_path), "--to", to, "--quiet", "--no-housing"])
+              "--dest", str(tmp_path), "--to", to, "--no-progress", "--no-housing"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert exc.value.code == 65 and len(err) == 1, err
     assert err[0].startswith(f"error: {to}/2023/1-Year/csv_pwy.zip: could not write"), err[0]
