@@ -183,7 +183,8 @@ def test_block(where: str, lang: str, notes: set[str], body: str) -> None:
         foreign = {t for c in shell_commands(body) if (t := check_local_command(c))}
         assert not foreign or "external" in notes, (
             f"{where}: {sorted(foreign)} cannot run here: mark the block ```{lang} external")
-        for argv in cli_invocations(f"```{lang}\n{body}```"):
+        local = re.sub(r"(^|\s)\.venv/bin/persona-gen\b", r"\1persona-gen", body)
+        for argv in cli_invocations(f"```{lang}\n{local}```"):
             parse(argv)
             config_loads(argv)
     elif lang == "yaml":
