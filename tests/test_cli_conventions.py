@@ -236,3 +236,42 @@ def test_doctor_package_pins(tmp_path) -> None:
     assert check_package("ray", {"ray": "0.0.1"}, {}).status == "warn"
     assert check_package("ray", {}, {"ray": "<1"}).status == "fail"
     assert pins()["ray"] and pins()["vllm"]
+
+
+def test_shell_completion_is_on() -> None:
+    """bash completion through click's protocol: commands and an option's choices."""
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "persona-gen"
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_PERSONA_GEN_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(cword)}
+        done = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert "run" in complete("persona-gen ru", 1)
+    assert complete("persona-gen run --until p", 3) == ["personas", "prompts", "plan", "pairs"]
+    help_text = render_help(())
+    assert "--install-completion" in help_text
+
+
+def test_plan_and_census_sample_json(tmp_path, census_dir, capsys) -> None:
+    code, out, _ = _main(capsys, "plan", "--personas", "30", "--prompts", "100", "--to",
+                         str(tmp_path / "plan"), "--json")
+    plan = json.loads(out)
+    assert code == 0 and plan["personas"] == 30 and plan["pairs"] > 0
+    assert plan["pairs"] == plan["train_pairs"] + plan["test_pairs_seen"] + \
+        plan["test_pairs_heldout"]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "plan" / "plan.parquet").num_rows == plan["pairs"]
+    code, out, _ = _main(capsys, "census", "sample", "--source",
+                         str(census_dir / "nist-acs-2019" / "tx2019.csv"), "--n", "12",
+                         "--seed", "3", "--to", str(tmp_path / "people.parquet"), "--json")
+    sample = json.loads(out)
+    assert code == 0 and sample["people"] == 12 and sample["seed"] == 3
+    assert pq.read_table(tmp_path / "people.parquet").num_rows == 12

@@ -418,10 +418,13 @@ def test_prompts_build_runs_the_classifier_through_a_registered_engine(tmp_path,
     # `echo` is the registry's no-model engine: it picks one of the offered choices, so
     # every row must come back labelled and the counts must add up.
     code = _cli(["prompts", "build", "--set", "stages.controversy.model=echo", *ECHO,
-                 "--output", str(tmp_path), "--run-id", "c1"])
-    assert code == 0, capsys.readouterr().err
+                 "--run", str(tmp_path / "c1"), "--json"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
     out = _run_folder(tmp_path, "c1")
     stats = json.loads((out / "stats.json").read_text())
+    printed = json.loads(cap.out)  # --json: the same stats, on stdout alone
+    assert printed["run_id"] == "c1" and printed["stats"] == stats
     step = next(s for s in stats["steps"] if s["name"] == "controversy")
     assert stats["classifier"] == "echo" and step["errors"] == 0
     assert step["seen"] == step["kept"] + step["rejected"] and step["kept"] == stats["kept"]

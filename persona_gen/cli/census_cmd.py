@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from persona_gen.cli.conventions import JsonOpt, echo_json
 from persona_gen.cli.options import ConfigOpt, SetOpt
 from persona_gen.errors import DataError
 from persona_gen.run.config import load_config
@@ -50,6 +51,7 @@ def sample_cmd(
         "--stratify", help="Attributes to stratify on, e.g. state,sex or age.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Draw people proportional to their census weight and write them as Parquet."""
     from persona_gen.census.sample import read_metadata, sample_people
@@ -75,6 +77,11 @@ def sample_cmd(
     loc = resolve(out, cfg.storage)
     objects.write_table_atomic(loc, table)
     meta = read_metadata(table.schema)
+    if json_:
+        echo_json({"uri": loc.uri, "people": table.num_rows, "layout": meta.layout,
+                   "seed": meta.seed, "population_records": meta.population.records,
+                   "missing_attributes": list(meta.missing_attributes)})
+        return
     typer.echo(f"wrote {table.num_rows:,} people to {loc.uri} (layout {meta.layout}, seed "
                f"{meta.seed}, population {meta.population.records:,} records)")
     if meta.missing_attributes:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from persona_gen.cli.conventions import JsonOpt, echo_json
 from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def plan(
     out: Annotated[str | None, typer.Option(
         "--to", "--out", help="With --personas/--prompts: the folder to write plan.parquet into "
         "(path, file://, s3://, gs:// or az://).")] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Assign prompts to personas, with stable pair ids.
 
@@ -56,7 +58,8 @@ def plan(
 
         start = time.perf_counter()
         summary = run_view(config, set_, output, run_id, run, only="plan", progress=False)
-        _report(_read_plan(summary.run), time.perf_counter() - start, summary.run.child("plan").uri)
+        _report(_read_plan(summary.run), time.perf_counter() - start,
+                summary.run.child("plan").uri, json_)
         return
     if not out:
         raise ConfigError("say where to write the plan: --to URI", source="plan")
@@ -73,7 +76,7 @@ def plan(
                        cfg.run.seed if seed is None else seed)
     seconds = time.perf_counter() - start
     objects.write_table_atomic(target, table)
-    _report(table, seconds, target.uri)
+    _report(table, seconds, target.uri, json_)
 
 
 def _read_plan(run: RunRef) -> pa.Table:
@@ -83,23 +86,35 @@ def _read_plan(run: RunRef) -> pa.Table:
     return objects.read_table(run.child(PLAN))
 
 
-def _report(table: pa.Table, seconds: float, where: str) -> None:
+def figures(table: pa.Table, seconds: float, where: str) -> dict[str, object]:
+    """What `plan` reports: personas, prompts used, pairs by kind, and where it went."""
     qtype = table.column("question_type").to_pylist()
     seen = sum(table.column("seen").to_pylist())
-    n_personas = len(set(table.column("persona_id").to_pylist()))
     split = dict(zip(table.column("prompt_id").to_pylist(),
                      table.column("prompt_split").to_pylist(), strict=True))
     n_train = sum(1 for s in split.values() if s == "train")
+    return {"uri": where, "personas": len(set(table.column("persona_id").to_pylist())),
+            "train_prompts": n_train, "heldout_prompts": len(split) - n_train,
+            "pairs": table.num_rows, "train_pairs": qtype.count("train"),
+            "test_pairs_seen": seen, "test_pairs_heldout": qtype.count("test") - seen,
+            "seconds": round(seconds, 3)}
+
+
+def _report(table: pa.Table, seconds: float, where: str, as_json: bool = False) -> None:
+    f = figures(table, seconds, where)
+    if as_json:
+        echo_json(f)
+        return
     summary = Table(title="plan")
     summary.add_column("what")
     summary.add_column("value", justify="right")
     for what, value in (
-        ("personas", f"{n_personas:,}"),
-        ("train / held-out prompts used", f"{n_train:,} / {len(split) - n_train:,}"),
-        ("pairs", f"{table.num_rows:,}"),
-        ("train pairs", f"{qtype.count('train'):,}"),
-        ("test pairs (seen prompts)", f"{seen:,}"),
-        ("test pairs (held-out prompts)", f"{qtype.count('test') - seen:,}"),
+        ("personas", f"{f['personas']:,}"),
+        ("train / held-out prompts used", f"{f['train_prompts']:,} / {f['heldout_prompts']:,}"),
+        ("pairs", f"{f['pairs']:,}"),
+        ("train pairs", f"{f['train_pairs']:,}"),
+        ("test pairs (seen prompts)", f"{f['test_pairs_seen']:,}"),
+        ("test pairs (held-out prompts)", f"{f['test_pairs_heldout']:,}"),
         ("seconds to build", f"{seconds:.2f}"),
     ):
         summary.add_row(what, value)
