@@ -158,10 +158,12 @@ def test_readme_exit_code_table_matches_errors() -> None:
 # ---- --json ------------------------------------------------------------------------------
 
 def test_cost_json(capsys) -> None:
-    code, out, _ = _main(capsys, "cost", "--config", str(ROOT / "jobs/configs/paper_8xh100.yaml"),
-                         "--cluster", "8xH100", "--json")
+    code, out, err = _main(capsys, "cost", "--config",
+                           str(ROOT / "jobs/configs/paper_8xh100.yaml"), "--cluster", "8xH100",
+                           "--json")
     plan = json.loads(out)
     assert code == 0 and plan["calls"] > 300_000 and plan["gpu_hours"] > 0
+    assert "deprecated" not in err  # the new name warns of nothing
 
 
 def test_doctor_json_and_text(capsys) -> None:

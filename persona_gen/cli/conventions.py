@@ -168,12 +168,16 @@ def apply(command: click.core.Command, name: str = "") -> None:
     if hasattr(command, "rich_markup_mode"):
         command.rich_markup_mode = None  # plain click help: wraps, never truncates
     params: list[click.core.Parameter] = []
+    taken = {o for p in command.params for o in [*getattr(p, "opts", []),
+                                                  *getattr(p, "secondary_opts", [])]}
     for param in command.params:
         params.append(param)
         if hasattr(param, "alias_of"):
             continue
         if param.param_type_name == "option":
             for old, new in DEPRECATED_OPTIONS.items():
+                if new in taken and new not in param.opts and new not in param.secondary_opts:
+                    continue  # another option already is `new`: this one keeps its name
                 if old in param.opts or old in param.secondary_opts:
                     if old in param.opts:
                         param.opts.remove(old)
