@@ -7,7 +7,7 @@
 It prints (tables on stdout, logs on stderr):
 1. the engine settings the pipeline's engine resolved (its `engine_settings` line: scheduler
    values, KV-cache blocks and tokens measured by vLLM beside the estimate that `sim` and
-   `plan-cost` use, tensor parallelism, dtype), and what vLLM's offline `LLM` class resolved;
+   `cost` use, tensor parallelism, dtype), and what vLLM's offline `LLM` class resolved;
 2. the same critique requests (>= 512 on a GPU) through vLLM's offline `LLM.generate`, what
    a user would run instead, then through the pipeline (Ray Data, an engine host, a commit
    per block): output tok/s of each and their ratio;

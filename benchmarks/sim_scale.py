@@ -12,9 +12,9 @@ Tables on stdout (logs go to stderr):
    config) and 256 (the default): simulated busy time against the ideal (every request of
    the engine in one continuous stream, under the same settings).
 2. paper scale: 317,200 pairs x 3 stages through 8 sim engines at batch_size 1024 with the
-   default blocks in flight, on inputs sized as plan-cost assumes (a 600-token persona, a
+   default blocks in flight, on inputs sized as `cost` assumes (a 600-token persona, a
    512-token original): busy time vs ideal, wall time, the peak RSS of the driver and the
-   local Ray together, and the simulated output tok/s per engine beside plan-cost's figure
+   local Ray together, and the simulated output tok/s per engine beside `cost`'s figure
    for the same settings and sequence sizes (they should agree within 10%).
 
 Simulated time runs 1/time_scale times faster than the wall clock while the orchestration
@@ -100,7 +100,7 @@ def rehearse(personas: int, prompts: int, block: int, engines: int, in_flight: i
 
 
 def plan_cost_rate(settings: dict, own: float, context: float) -> tuple[float, int]:
-    """plan-cost's output tok/s per engine (and running sequences) for the model and GPU the
+    """`cost`'s output tok/s per engine (and running sequences) for the model and GPU the
     sim stands for, at the same resolved settings and sequence sizes."""
     table = load_table()
     resolved = EngineSettings.model_validate(
@@ -154,7 +154,7 @@ def main() -> None:
         console.print(t)
     if not args.skip_paper:
         sim_models(models, args.time_scale)
-        # Inputs sized as plan-cost assumes them (persona 600, original 512 tokens).
+        # Inputs sized as `cost` assumes them (persona 600, original 512 tokens).
         r = rehearse(1586, 3868, 1024, 8, 4, persona_words=600, original_words=512)
         if not shown:
             console.print(settings_table(r["settings"]))

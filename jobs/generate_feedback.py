@@ -1,7 +1,7 @@
 """Entry script for `ray job submit`: the whole feedback job (see persona-gen run --help).
 
     ray job submit --working-dir . -- python jobs/generate_feedback.py \
-        --config jobs/configs/paper_8xh100.yaml --run-id paper-v1
+        --config jobs/configs/paper_8xh100.yaml --run-id paper-8xh100-v1
 
 Inside a Ray job, RAY_ADDRESS points at the cluster, so the job's actors spread over it.
 Submitting again with the same --run-id resumes where the last attempt stopped. Like every

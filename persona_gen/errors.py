@@ -13,8 +13,11 @@ import re
 EXIT_OK = 0
 EXIT_BUG = 1
 """An unexpected exception: a bug (the traceback is printed)."""
-EXIT_BAD_INPUT = 2
-"""Config, data file, run address, credentials or target: fix the input, then rerun."""
+EXIT_USAGE = 2
+"""Unknown command or option, bad option value, missing argument: click's usage error."""
+EXIT_BAD_INPUT = 65
+"""Config, data file, run address, credentials or target: fix the input, then rerun
+(sysexits' EX_DATAERR; it was 2 before, see CHANGELOG.md)."""
 EXIT_FAILED_ROWS = 3
 """The run committed everything, but a stage's error rows are over
 `pipeline.max_error_fraction`."""
@@ -24,8 +27,6 @@ EXIT_CAPACITY = 5
 """The cluster lost its engines for good: more node losses than `pipeline.node_loss_budget`,
 or no engine alive for `pipeline.capacity_wait_s`. Everything committed is kept:
 resubmitting when capacity is back resumes."""
-EXIT_USAGE = 64
-"""Unknown command or option, missing argument (sysexits' EX_USAGE)."""
 EXIT_INTERRUPTED = 130
 """SIGINT or SIGTERM (`ray job stop`): rerunning resumes."""
 
@@ -94,7 +95,7 @@ LOCAL_ERRNOS = frozenset({
     errno.EEXIST, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY,
 })
 """OS errors about a local path (missing, no permission, read-only, full, ...): the
-environment is wrong, not the code, so they get one line and exit 2 like a bad input."""
+environment is wrong, not the code, so they get one line and exit 65 like a bad input."""
 
 
 def _local_os_error(exc: BaseException) -> bool:

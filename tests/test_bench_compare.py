@@ -79,10 +79,10 @@ def test_bench_compare_prints_and_writes_differences_with_intervals(tmp_path, ca
     assert (folder / "compare.png").read_bytes().startswith(PNG)
     md = (folder / "compare.md").read_text()
     assert "| baseline | base-model | trained-model |" in md and "95%" in md
-    # A model the run does not have: one line, exit 2.
+    # A model the run does not have: one line, exit 65.
     with pytest.raises(SystemExit) as bad:
         main(["bench", "compare", base, trained, "--model-a", "nope"])
-    assert bad.value.code == 2
+    assert bad.value.code == 65
     assert "model 'nope' is not in this run" in capsys.readouterr().err
 
 

@@ -116,7 +116,7 @@ def test_each_persona_gets_its_own_seeded_prompt_sample() -> None:
 def test_plan_cost_detects_a_bench_config_and_prints_per_model_and_mode(
         capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
-        main(["plan-cost", "--config", str(BENCH_PAPER), "--json"])
+        main(["cost", "--config", str(BENCH_PAPER), "--json"])
     assert done.value.code in (0, None)
     plan = json.loads(capsys.readouterr().out)
     cfg = yaml.safe_load(BENCH_PAPER.read_text())["bench"]
@@ -127,12 +127,12 @@ def test_plan_cost_detects_a_bench_config_and_prints_per_model_and_mode(
     # The shipped config fits its own cap.
     assert plan["gpu_hours"] <= cfg["max_gpu_hours"]
     with pytest.raises(SystemExit):
-        main(["plan-cost", "--config", str(BENCH_PAPER)])
+        main(["cost", "--config", str(BENCH_PAPER)])
     out = capsys.readouterr().out
     assert "PERSONA Bench cost plan on 8xH100" in out and "summary" in out
     # --job plans the generation job of the same config instead.
     with pytest.raises(SystemExit):
-        main(["plan-cost", "--config", str(BENCH_PAPER), "--job"])
+        main(["cost", "--config", str(BENCH_PAPER), "--job"])
     assert "Cost plan on 8xH100" in capsys.readouterr().out
 
 
@@ -144,7 +144,7 @@ def test_bench_run_plan_refuses_over_the_cap_unless_yes() -> None:
     assert pipeline_cluster(cfg, load_table()) == Cluster(gpu="H100", count=8)
     with pytest.raises(UserError) as refused:
         _plan_or_refuse(cfg, requests, yes=False)
-    assert refused.value.exit_code == 2 and refused.value.source == "bench.max_gpu_hours"
+    assert refused.value.exit_code == 65 and refused.value.source == "bench.max_gpu_hours"
     assert "\n" not in str(refused.value) and "--yes" in str(refused.value)
     _plan_or_refuse(cfg, requests, yes=True)  # printed, started
     _plan_or_refuse(_cfg(max_gpu_hours=1000), requests, yes=False)  # under the cap

@@ -59,7 +59,7 @@ def test_sheet_round_trip_with_majority_and_kappa(tmp_path, bench_run):
     out = tmp_path / "sheets"
     res = runner.invoke(app, ["bench", "export-sheets", "--run", bench_run, "--model", "echo",
                               "--mode-a", "baseline", "--mode-b", "summary", "--personas", "3",
-                              "--questions", "2", "--out", str(out)])
+                              "--questions", "2", "--to", str(out)])
     assert res.exit_code == 0, res.output
     assert "6 items for 3 personas" in res.output
     html = (out / "sheets.html").read_text()

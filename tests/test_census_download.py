@@ -114,7 +114,7 @@ def test_cli_downloads_states_with_env_base_url(site, tmp_path, monkeypatch):
     # A second run finds the files and asks the server for nothing.
     before = len(state.requests)
     res = runner.invoke(app, ["census", "download", "--year", "2023", "--period", "1-Year",
-                              "--states", "WY,VT", "--dest", str(tmp_path), "--quiet"])
+                              "--states", "WY,VT", "--dest", str(tmp_path), "--no-progress"])
     assert res.exit_code == 0 and "already there" in res.output
     assert len(state.requests) == before
 
@@ -187,8 +187,8 @@ def test_missing_archive_and_bad_state_are_one_line_errors(site, tmp_path, capsy
     ):
         with pytest.raises(SystemExit) as exc:
             main(["census", "download", *args, "--dest", str(tmp_path), "--base-url", base,
-                  "--quiet"])
+                  "--no-progress"])
         err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-        assert exc.value.code == 2 and len(err) == 1, err
+        assert exc.value.code == 65 and len(err) == 1, err
         assert err[0].startswith(f"error: {where}: ") and problem in err[0], err[0]
     assert not any(Path(tmp_path).rglob("*.zip"))

@@ -1,4 +1,4 @@
-"""Bad census input: one line `error: PATH: problem`, exit 2, and nothing written."""
+"""Bad census input: one line `error: PATH: problem`, exit 65, and nothing written."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from persona_gen.cli.main import main
 def run_sample(capsys, tmp_path: Path, *args: str) -> tuple[int, str, Path]:
     out = tmp_path / "out" / "personas.parquet"
     with pytest.raises(SystemExit) as exc:
-        main(["census", "sample", *args, "--n", "5", "--seed", "1", "--out", str(out)])
+        main(["census", "sample", *args, "--n", "5", "--seed", "1", "--to", str(out)])
     err = capsys.readouterr().err
     return int(exc.value.code or 0), err, out
 
 
 def assert_one_line_error(code: int, err: str, out: Path, where: str, problem: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
+    assert code == 65, err
     assert len(lines) == 1, err
     assert lines[0].startswith(f"error: {where}: "), lines[0]
     assert problem in lines[0], lines[0]

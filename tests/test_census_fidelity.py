@@ -29,7 +29,7 @@ def sample_file(census_dir, tmp_path_factory) -> tuple[str, str]:
     national = str(census_dir / "nist-acs-2019" / "national2019.csv")
     out = tmp_path_factory.mktemp("fid") / "personas.parquet"
     res = runner.invoke(app, ["census", "sample", "--source", national, "--n", "400",
-                              "--seed", "2", "--out", str(out)])
+                              "--seed", "2", "--to", str(out)])
     assert res.exit_code == 0, res.output
     return national, str(out)
 
@@ -37,7 +37,7 @@ def sample_file(census_dir, tmp_path_factory) -> tuple[str, str]:
 def test_cli_prints_and_writes_json_and_charts(sample_file, tmp_path):
     national, sample = sample_file
     res = runner.invoke(app, ["census", "fidelity", "--source", national, "--sample", sample,
-                              "--out", str(tmp_path / "report")])
+                              "--to", str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
     assert "population: 22,062 records" in res.output
     assert "not compared (the layout lacks it): ancestry" in res.output
@@ -62,7 +62,7 @@ def test_cli_prints_and_writes_json_and_charts(sample_file, tmp_path):
 def test_threshold_flags_and_can_fail(sample_file, tmp_path):
     national, sample = sample_file
     res = runner.invoke(app, ["census", "fidelity", "--source", national, "--sample", sample,
-                              "--out", str(tmp_path), "--threshold", "0.0001",
+                              "--to", str(tmp_path), "--threshold", "0.0001",
                               "--fail-on-flag"])
     assert res.exit_code == 1
     assert "flagged: TVD above the fixed threshold 0.0001" in res.output
@@ -96,7 +96,7 @@ def test_sample_without_metadata_is_refused(census_dir, tmp_path, capsys):
         main(["census", "fidelity", "--source",
               str(census_dir / "nist-acs-2019" / "ma2019.csv"), "--sample", str(plain)])
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-    assert exc.value.code == 2 and len(err) == 1
+    assert exc.value.code == 65 and len(err) == 1
     assert err[0].startswith(f"error: {plain}: not a census sample")
 
 

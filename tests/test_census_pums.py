@@ -170,7 +170,7 @@ def test_many_states_and_years_in_one_sample_via_cli(census_dir, tmp_path):
     (vt23 / "psam_p50.csv").unlink()  # the folder now holds only the archive
     out = tmp_path / "s.parquet"
     res = runner.invoke(app, ["census", "sample", "--source", str(wy), "--source", str(vt23),
-                              "--n", "30", "--seed", "3", "--out", str(out)])
+                              "--n", "30", "--seed", "3", "--to", str(out)])
     assert res.exit_code == 0, res.output
     table = pq.read_table(out)
     meta = read_metadata(table.schema)

@@ -50,7 +50,7 @@ def _excerpt_as_zip() -> bytes:
 def _sample(capsys: pytest.CaptureFixture[str], out: Path, *sources: str) -> tuple[int, str]:
     args = [a for s in sources for a in ("--source", s)]
     with pytest.raises(SystemExit) as exc:
-        main(["census", "sample", *args, "--n", "12", "--seed", "3", "--out", str(out)])
+        main(["census", "sample", *args, "--n", "12", "--seed", "3", "--to", str(out)])
     return int(exc.value.code or 0), capsys.readouterr().err
 
 
@@ -106,7 +106,7 @@ def test_missing_s3_census_is_one_line_naming_the_uri(s3_bucket: str, tmp_path: 
     uri = f"s3://{s3_bucket}/inputs/census/nothing.csv"
     code, err = _sample(capsys, tmp_path / "x.parquet", uri)
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and lines == [f"error: {uri}: file not found"], err
+    assert code == 65 and lines == [f"error: {uri}: file not found"], err
     assert not (tmp_path / "x.parquet").exists()
 
 
@@ -129,7 +129,7 @@ def test_download_to_s3_stages_locally_and_uploads_once(s3_bucket: str, tmp_path
     state, base = pums_site
     to = f"s3://{s3_bucket}/inputs/census"
     argv = ["census", "download", "--year", "2023", "--states", "WY", "--base-url", base,
-            "--dest", str(tmp_path / "staging"), "--to", to, "--quiet", "--no-housing"]
+            "--dest", str(tmp_path / "staging"), "--to", to, "--no-progress", "--no-housing"]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     out = capsys.readouterr().out
@@ -162,9 +162,9 @@ def test_download_to_s3_with_bad_credentials_is_one_line(s3_bucket: str, tmp_pat
     to = f"s3://{s3_bucket}/inputs"
     with pytest.raises(SystemExit) as exc:
         main(["census", "download", "--year", "2023", "--states", "WY", "--base-url", base,
-              "--dest", str(tmp_path), "--to", to, "--quiet", "--no-housing"])
+              "--dest", str(tmp_path), "--to", to, "--no-progress", "--no-housing"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert exc.value.code == 2 and len(err) == 1, err
+    assert exc.value.code == 65 and len(err) == 1, err
     assert err[0].startswith(f"error: {to}/2023/1-Year/csv_pwy.zip: could not write"), err[0]
 
 

@@ -69,7 +69,7 @@ def test_same_seed_same_bytes_other_seed_differs(national, tmp_path):
     for name, seed in (("a", 11), ("b", 11), ("c", 12)):
         out = tmp_path / f"{name}.parquet"
         res = runner.invoke(app, ["census", "sample", "--source", national, "--n", "200",
-                                  "--seed", str(seed), "--out", str(out)])
+                                  "--seed", str(seed), "--to", str(out)])
         assert res.exit_code == 0, res.output
         outs[name] = out.read_bytes()
     assert outs["a"] == outs["b"]
@@ -127,7 +127,7 @@ def test_too_many_people_or_bad_stratum_is_a_clear_error(national):
 def test_sample_written_to_s3(national, s3_bucket):
     uri = f"s3://{s3_bucket}/census/personas.parquet"
     res = runner.invoke(app, ["census", "sample", "--source", national, "--n", "25",
-                              "--seed", "1", "--out", uri])
+                              "--seed", "1", "--to", uri])
     assert res.exit_code == 0, res.output
     table = objects.read_table(resolve(uri))
     assert table.num_rows == 25 and read_metadata(table.schema).seed == 1
@@ -138,14 +138,14 @@ def test_cli_reads_the_census_section_of_a_config(national, tmp_path):
     cfg.write_text(f"run:\n  seed: 21\ncensus:\n  sources: [{national}]\n  n: 40\n"
                    "  states: [IA]\n  min_age: 65\n")
     out = tmp_path / "p.parquet"
-    res = runner.invoke(app, ["census", "sample", "--config", str(cfg), "--out", str(out)])
+    res = runner.invoke(app, ["census", "sample", "--config", str(cfg), "--to", str(out)])
     assert res.exit_code == 0, res.output
     table = pq.read_table(out)
     meta = read_metadata(table.schema)
     assert (meta.seed, meta.n, meta.filters.states, meta.filters.min_age) == (21, 40, ["IA"], 65)
     assert set(table.column("state").to_pylist()) == {"Iowa"}
     # Flags win over the file.
-    res = runner.invoke(app, ["census", "sample", "--config", str(cfg), "--out", str(out),
+    res = runner.invoke(app, ["census", "sample", "--config", str(cfg), "--to", str(out),
                               "--seed", "3", "--all-ages", "--states", "IA,ND"])
     assert res.exit_code == 0, res.output
     meta = read_metadata(pq.read_schema(out))

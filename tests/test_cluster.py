@@ -434,7 +434,7 @@ def test_token_auth_and_the_stated_minimum_kuberay() -> None:
         assert tuple(int(x) for x in spec["rayVersion"].split(".")) >= (2, 52)
     for f in ("base/rayjob.yaml", "base/kustomization.yaml"):
         assert f"KubeRay v{MIN_KUBERAY} or newer" in (KUBERAY / f).read_text(), f
-    assert f"KubeRay v{MIN_KUBERAY}" in (ROOT / "README.md").read_text()
+    assert f"KubeRay v{MIN_KUBERAY}" in (ROOT / "docs/cluster/ray.md").read_text()
 
 
 def _quantity(q: str) -> float:

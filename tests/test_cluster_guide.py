@@ -1,5 +1,6 @@
-"""The cluster guides: README.md's "Running on a cluster" section and docs/cluster/{aws,gcp,
-slurm}.md. Each names every command a user needs, every `persona-gen ...` command it shows
+"""The cluster guides: docs/cluster/ray.md (the reference, "Running on a cluster", read with
+the README's GPU and cluster sections and docs/models.md's model families) and
+docs/cluster/{aws,gcp,slurm}.md. Each names every command a user needs, every `persona-gen ...` command it shows
 (and the Slurm script's, which are `persona-gen run`'s) parses with the real CLI, and every
 repo path exists; each docs guide is end to end in at most 10 steps, ending with the export.
 """
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADING = "Running on a cluster"
 # What a user must be told to do, start to finish.
 REQUIRED = [
-    "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+    "persona-gen cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
     "terraform apply",
     # Inputs the nodes can read: staged once under the bucket's inputs/ prefix.
     "persona-gen census download --year 2023 --states US --to s3://persona-gen-runs/inputs/census",
@@ -37,7 +38,7 @@ REQUIRED = [
     "ray job submit",
     "--runtime-env cluster/runtime_env.yaml",
     "python jobs/generate_feedback.py --config jobs/configs/paper_8xh100.yaml",
-    "python jobs/run_bench.py --config jobs/configs/bench_cpu.yaml",
+    "python jobs/run_bench.py --config jobs/configs/bench_paper.yaml",
     "persona-gen status --output",
     "persona-gen run --config jobs/configs/local_gpu.yaml",
     "persona-gen models list",
@@ -50,9 +51,10 @@ SHELL_BREAKS = {"|", "||", "&&", ";", ">", ">>", "<", "&", "2>", "#"}
 
 
 def guide() -> str:
-    """README's section, up to the next heading of the same or a higher level (headings
-    only: '# ...' lines inside fenced code blocks are shell comments)."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+    """docs/cluster/ray.md's section, up to the next heading of the same or a higher level
+    (headings only: '# ...' lines inside fenced code blocks are shell comments), then the
+    README and docs/models.md, which the reference links to."""
+    lines = (ROOT / "docs/cluster/ray.md").read_text().splitlines()
     start = next((i for i, ln in enumerate(lines)
                   if re.fullmatch(rf"(#+) {re.escape(HEADING)}\s*", ln)), None)
     assert start is not None, f"README.md has no '{HEADING}' section"
@@ -64,13 +66,14 @@ def guide() -> str:
         elif not fenced and re.match(rf"#{{1,{level}}} ", ln):
             break
         out.append(ln)
+    out += [(ROOT / "README.md").read_text(), (ROOT / "docs/models.md").read_text()]
     return "\n".join(out)
 
 
 def commands(text: str) -> list[list[str]]:
     """Shell commands from fenced blocks (continuations joined) and inline code spans."""
     lines = []
-    fence = re.compile(r"```[a-z]*\n(.*?)```", re.S)
+    fence = re.compile(r"```[^\n]*\n(.*?)```", re.S)
     for block in fence.findall(text):
         lines += re.sub(r"\\\n\s*", " ", block).splitlines()
     # Inline spans may wrap onto the next line of the paragraph.
@@ -129,6 +132,8 @@ def parse(argv: list[str]) -> None:
         path.append(rest.pop(0))
         command = sub
     assert not hasattr(command, "get_command"), f"`{' '.join(path)}` needs a subcommand"
+    if not rest and any(p.required for p in command.params):
+        return  # prose naming a command (`persona-gen export`), not an invocation
     command.make_context(" ".join(path), rest)
 
 
@@ -142,7 +147,7 @@ def test_every_persona_gen_command_in_the_guide_exists() -> None:
     invocations = cli_invocations(guide())
     assert len(invocations) >= 8
     shown = {tuple(a for a in argv if not a.startswith("-"))[:1] for argv in invocations}
-    assert {("plan-cost",), ("run",), ("status",), ("models",)} <= shown
+    assert {("cost",), ("run",), ("status",), ("models",)} <= shown
     for argv in invocations:
         parse(argv)
 
@@ -157,13 +162,13 @@ def test_every_repo_path_in_the_guide_exists() -> None:
 
 def test_the_checker_catches_a_wrong_command() -> None:
     with pytest.raises(AssertionError, match="no such command"):
-        parse(["plan-costs", "--cluster", "8xH100"])
+        parse(["costs", "--cluster", "8xH100"])
     with pytest.raises(Exception, match="No such option"):
-        parse(["plan-cost", "--clusters", "8xH100"])
+        parse(["cost", "--clusters", "8xH100"])
 
 
 def test_the_paper_table_in_the_guide_is_current() -> None:
-    """The guide's table must be what `plan-cost` prints today for the paper config."""
+    """The guide's table must be what `cost` prints today for the paper config."""
     from persona_gen.cli.cost_cmd import registry_engines
     from persona_gen.cost import load_table, parse_cluster, plan_cost, workload_from_config
     from persona_gen.run.config import load_config
@@ -176,7 +181,7 @@ def test_the_paper_table_in_the_guide_is_current() -> None:
                      parse_cluster("8xH100", table), table, registry_engines())
     assert int(totals.group(1).replace(",", "")) == plan.calls
     assert float(totals.group(2)) == round(plan.gpu_hours, 2), (
-        "regenerate the table: persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml "
+        "regenerate the table: persona-gen cost --config jobs/configs/paper_8xh100.yaml "
         "--cluster 8xH100")
 
 
@@ -184,7 +189,7 @@ def test_the_paper_table_in_the_guide_is_current() -> None:
 
 GUIDES = {
     "docs/cluster/aws.md": [
-        "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+        "persona-gen cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
         "terraform init && terraform apply",
         "--to s3://persona-gen-runs/inputs/census",
         "persona-gen storage check s3://persona-gen-runs/runs",
@@ -195,7 +200,7 @@ GUIDES = {
         "persona-gen status --run s3://persona-gen-runs/runs/paper-8xh100-v1",
     ],
     "docs/cluster/gcp.md": [
-        "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+        "persona-gen cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
         "gcloud storage buckets create gs://persona-gen-runs",
         "roles/iam.workloadIdentityUser",
         "--to gs://persona-gen-runs/inputs/census",
@@ -207,7 +212,7 @@ GUIDES = {
         "persona-gen status --run gs://persona-gen-runs/runs/paper-8xh100-v1",
     ],
     "docs/cluster/slurm.md": [
-        "persona-gen plan-cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
+        "persona-gen cost --config jobs/configs/paper_8xh100.yaml --cluster 8xH100",
         "pip install -c constraints.txt '.[gpu]'",
         "persona-gen storage check /shared/persona-gen/runs",
         "sbatch cluster/slurm/persona-gen.sbatch --config jobs/configs/paper_8xh100.yaml",

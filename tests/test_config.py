@@ -65,7 +65,7 @@ def test_cli_misspelt_key_exits_nonzero_and_writes_nothing(tmp_path, capsys):
     path = _write(tmp_path, {"run": {"output": str(out), "seeed": 1}})
     with pytest.raises(SystemExit) as ex:
         main(["storage", "check", str(out), "--config", path])
-    assert ex.value.code == 2
+    assert ex.value.code == 65
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "run.seeed" in err and "\n" not in err
     assert not out.exists()

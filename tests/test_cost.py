@@ -119,7 +119,7 @@ def test_cli_json_matches_the_pure_function(tmp_path: Path,
     config = tmp_path / "paper.yaml"
     config.write_text(yaml.safe_dump(PAPER))
     with pytest.raises(SystemExit) as done:
-        main(["plan-cost", "--config", str(config), "--cluster", "8xH100", "--json"])
+        main(["cost", "--config", str(config), "--cluster", "8xH100", "--json"])
     assert done.value.code in (0, None)
     printed = json.loads(capsys.readouterr().out)
     direct = plan_cost(workload_from_config(RunConfig.model_validate(PAPER)),
@@ -133,7 +133,7 @@ def test_cli_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     config = tmp_path / "paper.yaml"
     config.write_text(yaml.safe_dump(PAPER))
     with pytest.raises(SystemExit):
-        main(["plan-cost", "--config", str(config), "--cluster", "4xA10G"])
+        main(["cost", "--config", str(config), "--cluster", "4xA10G"])
     out = capsys.readouterr().out
     assert "Cost plan on 4xA10G" in out and "317,200" in out
     assert "revision" in out and "feedback/critiques" in out
@@ -154,8 +154,8 @@ def test_cli_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_cli_refuses_with_one_line(argv: list[str], expected: str,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
-        main(["plan-cost", *argv])
-    assert done.value.code == 2
+        main(["cost", *argv])
+    assert done.value.code == 65
     err = capsys.readouterr().err.strip()
     assert err.startswith(expected), err
     assert "\n" not in err and "Traceback" not in err
@@ -315,7 +315,7 @@ def test_the_paper_config_plans_the_draws_that_keep_1586_personas(
     second = math.ceil((math.sqrt(1 - s) + math.sqrt(1 - s + missing)) ** 2 / s)
     assert n + second == 1741  # expected survivors: n - missing + second * s >= n
     with pytest.raises(SystemExit) as done:
-        main(["plan-cost", "--config", str(root / "jobs/configs/paper_8xh100.yaml"),
+        main(["cost", "--config", str(root / "jobs/configs/paper_8xh100.yaml"),
               "--cluster", "8xH100", "--json"])
     assert done.value.code in (0, None)
     plan = json.loads(capsys.readouterr().out)
@@ -325,7 +325,7 @@ def test_the_paper_config_plans_the_draws_that_keep_1586_personas(
     assert calls["enrich"] == calls["consistency"] == 1741
     assert calls["critique"] == calls["revision"] == calls["verify"] == 317_200
     with pytest.raises(SystemExit):
-        main(["plan-cost", "--config", str(root / "jobs/configs/paper_8xh100.yaml"),
+        main(["cost", "--config", str(root / "jobs/configs/paper_8xh100.yaml"),
               "--cluster", "8xH100"])
     assert ("1,586 personas kept (of 1,741 census draws) x 200 prompts = 317,200 pairs"
             in capsys.readouterr().out)

@@ -4,6 +4,8 @@ and the schema checks that refuse a bad block."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -45,9 +47,11 @@ def echo_run(tmp_path_factory: pytest.TempPathFactory, census_dir: Path, ray_loc
                        plan={"train_pairs_per_persona": 4, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 2},
                        pipeline={"batch_size": 16})
-    with pytest.raises(SystemExit) as done:
-        main(["run", "--config", str(cfg), "--run-id", RUN_ID])
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as done, contextlib.redirect_stdout(out):
+        main(["run", "--config", str(cfg), "--run-id", RUN_ID, "--json"])
     assert done.value.code in (0, None)
+    (tmp / "run.json").write_text(out.getvalue())  # `run --json`: test_json_results
     return tmp / "out" / RUN_ID
 
 
@@ -227,9 +231,9 @@ def test_all_pairs_exports_every_pair_and_the_card_says_what_the_filter_would_dr
     body = (out / "README.md").read_text()
     assert "This export keeps every pair (`--all-pairs`)" in body
     assert "Pairs the DPO filter would drop, per split" in body
-    # The two flags contradict each other: one line, exit 2, nothing written.
+    # The two flags contradict each other: one line, exit 65, nothing written.
     code, _, errors = export(capsys, run, tmp_path / "both", "--all-pairs", "--verified-only")
-    assert code == 2 and len(errors) == 1 and "--all-pairs" in errors[0]
+    assert code == 65 and len(errors) == 1 and "--all-pairs" in errors[0]
     assert not (tmp_path / "both").exists()
 
 
@@ -263,9 +267,9 @@ def test_persona_turn_puts_the_framed_persona_where_the_chat_template_takes_it(
 
     assert export(capsys, echo_run, tmp_path / "bad", "--format", "trl-dpo",
                   "--persona-turn", "assistant")[0] == EXIT_USAGE
-    # The paper format has no prompt to put it in: one line, exit 2, nothing written.
+    # The paper format has no prompt to put it in: one line, exit 65, nothing written.
     code, _, errors = export(capsys, echo_run, tmp_path / "paper", "--persona-turn", "user")
-    assert code == 2 and errors[0].startswith("error: --persona-turn: only the trl formats")
+    assert code == 65 and errors[0].startswith("error: --persona-turn: only the trl formats")
     assert not (tmp_path / "paper").exists()
 
 
@@ -329,7 +333,7 @@ def test_export_from_s3_to_local_and_to_s3(echo_run, tmp_path, capsys, s3_bucket
         assert "s3://" not in text and s3_bucket not in text and str(tmp_path) not in text
     # A second export into a taken prefix is refused unless asked for.
     code, _, errors = export(capsys, run, target)
-    assert code == 2 and errors == [f"error: {target}: the target folder is not empty; pass "
+    assert code == 65 and errors == [f"error: {target}: the target folder is not empty; pass "
                                     "--overwrite to replace it"]
 
 
@@ -350,7 +354,7 @@ def test_a_block_with_a_wrong_column_type_fails_naming_the_file_and_writes_nothi
     bad = _bad_block(run)
     out = tmp_path / "exports" / "ds"
     code, stdout, errors = export(capsys, run, out)
-    assert code == 2 and stdout == []
+    assert code == 65 and stdout == []
     assert errors == [f"error: {bad}: column 'critique' is int64 where the run's blocks have "
                       "string"]
     assert not out.exists() and not (tmp_path / "exports").exists()
@@ -376,7 +380,7 @@ def test_a_block_with_other_columns_fails_naming_the_file(echo_run, tmp_path, ca
     odd = first.with_name("part-99997.parquet")
     pq.write_table(pq.read_table(first).drop_columns(["seen"]), odd)
     code, _, errors = export(capsys, run, tmp_path / "ds")
-    assert code == 2 and len(errors) == 1
+    assert code == 65 and len(errors) == 1
     assert errors[0].startswith(f"error: {odd}: ") and "lacks seen" in errors[0]
 
 
@@ -385,7 +389,7 @@ def test_a_taken_local_target_is_refused_unless_overwrite(echo_run, tmp_path, ca
     out.mkdir()
     (out / "keep.txt").write_text("x")
     code, _, errors = export(capsys, echo_run, out)
-    assert code == 2 and errors == [f"error: {out}: the target folder is not empty; pass "
+    assert code == 65 and errors == [f"error: {out}: the target folder is not empty; pass "
                                     "--overwrite to replace it"]
     assert export(capsys, echo_run, out, "--overwrite")[0] == 0
     assert not (out / "keep.txt").exists() and (out / "README.md").exists()
@@ -431,7 +435,7 @@ def test_a_bad_block_found_while_streaming_leaves_nothing_behind(echo_run, tmp_p
                                     "question_type", pa.array(["dev"] * table.num_rows)), last)
     out = tmp_path / "exports" / "nested" / "ds"
     code, stdout, errors = export(capsys, run, out)
-    assert code == 2 and stdout == []
+    assert code == 65 and stdout == []
     assert errors == [f"error: {last}: question_type 'dev' is not one of train, test"]
     assert not (tmp_path / "exports").exists()
 
@@ -518,3 +522,24 @@ def test_the_card_says_how_every_row_was_made_and_names_no_run_location(echo_run
                          .split("\n```", 1)[0])
     assert example["preferred"] == "revision" and len(example["data"]) <= 160 + 6
     assert "| attribute | TVD | expected | p95 | flagged |" in body
+
+
+def test_json_results(echo_run: Path, tmp_path: Path, capsys) -> None:
+    """`run --json` (the fixture's run), `status --json` and `export --json`: one JSON object
+    each on stdout, and they agree."""
+    summary = json.loads((echo_run.parent.parent / "run.json").read_text())
+    assert summary["run_id"] == RUN_ID and summary["phases"][-1] == "pairs"
+    revisions = summary["stages"]["revision"]["done"]
+    assert revisions > 0 and summary["dataset"].endswith("feedback/pairs")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["status", "--run", str(echo_run), "--json"])
+    state = json.loads(capsys.readouterr().out)
+    assert done.value.code in (0, None) and state["status"] == "complete"
+    assert {s["stage"]: s["done"] for s in state["stages"]}["revision"] == revisions
+    code, out, errors = export(capsys, echo_run, tmp_path / "ds", "--json", "--no-fidelity")
+    result = json.loads("\n".join(out))
+    assert code == 0 and not errors and len(out) == 1
+    assert sum(s["rows"] for s in result["splits"]["default"].values()) == revisions
+    assert result["dropped"] is None and result["pair_filter"] == {"verified": False,
+                                                                   "complete": False}

@@ -27,7 +27,7 @@ NEW = {  # model: GPUs per engine in its model file (engines on 8 x H100)
 
 def plan_json(model: str, *extra: str) -> dict:
     sets = ["--set", f"stages.defaults.model={model}"]
-    res = runner.invoke(app, ["plan-cost", "--config", PAPER, "--json", *sets, *extra])
+    res = runner.invoke(app, ["cost", "--config", PAPER, "--json", *sets, *extra])
     assert res.exit_code == 0, res.output
     return json.loads(res.output)
 
@@ -82,9 +82,9 @@ def test_an_moe_that_does_not_fit_its_gpus_is_refused_in_one_line(tmp_path, monk
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
     _user_model(tmp_path, "qwen3-moe-one-gpu", tensor_parallel_size=1, expert_parallel=False)
     with pytest.raises(SystemExit) as ex:
-        main(["plan-cost", "--config", PAPER, "--set", "stages.critique.model=qwen3-moe-one-gpu"])
+        main(["cost", "--config", PAPER, "--set", "stages.critique.model=qwen3-moe-one-gpu"])
     err = capsys.readouterr().err.strip()
-    assert ex.value.code == 2 and len(err.splitlines()) == 1
+    assert ex.value.code == 65 and len(err.splitlines()) == 1
     assert err == (
         "error: stages.critique.model: 'qwen3-moe-one-gpu' (MoE, 30.5B parameters, 3.3B active, "
         "16-bit) needs 61 GB for its weights; 1 x H100 (its tensor_parallel_size) give them "

@@ -91,7 +91,7 @@ def test_malformed_yaml_fails_the_cli_with_file_and_field(models_dir):
     path.write_text("name: broken\nengine: vllm\nsource: a/b\ntensor_parallel_size: 0\n")
     with pytest.raises(SystemExit) as ex:
         main(["models", "list"])
-    assert ex.value.code == 2
+    assert ex.value.code == 65
     res = runner.invoke(app, ["models", "list"])
     assert isinstance(res.exception, ConfigError)
     assert str(res.exception) == (f"{path}: 'tensor_parallel_size': Input should be greater "

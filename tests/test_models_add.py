@@ -205,7 +205,7 @@ def test_add_detects_quantization_and_mistral_tokenizer(tmp_path, models_dir):
 ])
 def test_bad_sources_are_one_line_refusals(args, expected, models_dir, capsys):
     code, out = refused(capsys, *args)
-    assert code == 2 and expected in out
+    assert code == 65 and expected in out
     assert len(out.strip().splitlines()) == 1
 
 
@@ -214,7 +214,7 @@ def test_a_hub_id_without_a_hub_is_a_clear_refusal(models_dir, monkeypatch, caps
     # huggingface_hub reads the variable once, at import (another test may have imported it).
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     code, out = refused(capsys, "Qwen/Qwen3-8B")
-    assert code == 2, out
+    assert code == 65, out
     assert out.startswith("error: Qwen/Qwen3-8B: cannot read it from the Hugging Face hub")
     assert not list(models_dir.iterdir())
 
@@ -223,5 +223,5 @@ def test_an_existing_file_is_kept_unless_forced(tmp_path, models_dir, capsys):
     folder = families.folder("tiny-llama3")
     assert add(str(folder))[0] == 0
     code, out = refused(capsys, str(folder))
-    assert code == 2 and "exists; pass --force" in out
+    assert code == 65 and "exists; pass --force" in out
     assert add(str(folder), "--force")[0] == 0

@@ -211,7 +211,7 @@ def test_usage_config_and_log_level_errors_have_distinct_codes(capsys):
     assert ex.value.code == EXIT_USAGE
     with pytest.raises(SystemExit) as ex:
         main(["run", "--set", "run.log_level=LOUD"])
-    assert ex.value.code == 2
+    assert ex.value.code == 65
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "run.log_level" in err[0] and "INFO" in err[0], err
     with pytest.raises(SystemExit) as ex:

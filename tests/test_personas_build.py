@@ -358,11 +358,13 @@ def test_cli_builds_personas_with_the_echo_engine(census_dir: Path, tmp_path: Pa
     args = ["personas", "build", "--set", f"run.output={tmp_path}", "--set", "run.run_id=cli",
             "--set", f"census.sources=[{source}]", "--set", "personas.n=10",
             "--set", "stages.enrich.model=echo", "--set", "stages.consistency.model=echo"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     run = RunRef.at(str(tmp_path), "cli")
     stats = objects.read_json(run.child(PERSONA_STATS))
-    assert f"kept {stats['kept']} of 10" in result.output
+    # --json: the stats the run wrote, as one object on stdout alone.
+    printed = json.loads(result.stdout)
+    assert printed["stats"] == stats and printed["uri"].endswith("/cli/personas/personas.parquet")
     assert stats["kept"] + stats["dropped"] == 10 and stats["model_calls"]["enrich"] >= 10
     table = objects.read_table(run.child(PERSONAS))
     manifest = objects.read_json(run.manifest)

@@ -86,7 +86,7 @@ def test_resume_with_a_different_config_is_refused(poisoned_run, capsys):
     with pytest.raises(SystemExit) as ex:
         main(["run", "--config", str(cfg_path), "--run-id", "p1", "--set", "run.seed=12",
               "--no-progress"])
-    assert ex.value.code == 2
+    assert ex.value.code == 65
     err = capsys.readouterr().err
     assert "different configuration (run.seed changed)" in err
 
@@ -94,7 +94,7 @@ def test_resume_with_a_different_config_is_refused(poisoned_run, capsys):
 def test_unknown_status_run_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as ex:
         main(["status", "--output", str(tmp_path), "--run-id", "nope"])
-    assert ex.value.code == 2
+    assert ex.value.code == 65
     assert "no run 'nope' here" in capsys.readouterr().err
 
 
@@ -160,7 +160,7 @@ def test_resume_with_a_changed_template_is_refused_unless_allowed(poisoned_run, 
     edited.write_text(shipped("critique").text.replace("Be specific and brief.", "Be brief."))
     with pytest.raises(SystemExit) as ex:
         main([*args, "--set", f"stages.critique.template={edited}"])
-    assert ex.value.code == 2
+    assert ex.value.code == 65
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "prompt template of stage critique" in err and "--allow-template-change" in err
     assert json.loads(manifest.read_text())["templates"]["critique"]["sha256"] == before["sha256"]

@@ -159,7 +159,7 @@ def _cli(args: list[str]) -> int:
 
 def test_plan_command_with_synthetic_ids(tmp_path, capsys):
     out = tmp_path / "plan"
-    code = _cli(["plan", "--personas", "30", "--prompts", "100", "--seed", "4", "--out", str(out)])
+    code = _cli(["plan", "--personas", "30", "--prompts", "100", "--seed", "4", "--to", str(out)])
     assert code == 0, capsys.readouterr().err
     table = pq.read_table(out / "plan.parquet")
     # 100 prompts, 22 held out (868/3868 of them): 78 train prompts -> 52 + 26 pairs, 22 held out.
@@ -184,7 +184,7 @@ def test_plan_command_from_a_run(tmp_path, capsys, ray_local):
                  "--set", "plan.train_pairs_per_persona=10",
                  "--set", "plan.seen_test_pairs_per_persona=5",
                  "--set", "plan.heldout_test_pairs_per_persona=5"])
-    assert code == 2  # the plan is part of the run, so a changed plan config is refused
+    assert code == 65  # the plan is part of the run, so a changed plan config is refused
     assert "different configuration (plan changed)" in capsys.readouterr().err
     code = _cli(["plan", "--output", str(root), "--run-id", "r1", *echo,
                  "--set", "stages.controversy.enabled=false"])
@@ -213,6 +213,6 @@ def test_plan_command_errors_are_one_line_exit_2_and_write_nothing(tmp_path, cap
     code = _cli(["plan", "--set", f"run.output={tmp_path}", *args])
     err = capsys.readouterr().err.strip()
     # One line per problem (a run with neither table: one for each).
-    assert code == 2 and message in err and all(ln.startswith("error: ")
+    assert code == 65 and message in err and all(ln.startswith("error: ")
                                                 for ln in err.splitlines())
     assert list(tmp_path.iterdir()) == []

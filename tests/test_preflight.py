@@ -61,7 +61,7 @@ def _manifest(path: Path) -> dict:
 # ---- the issue's three mistakes ----------------------------------------------------------
 
 def test_model_typo_is_found_before_ray_starts(job: Path, tmp_path: Path) -> None:
-    """The feedback job script with `stages.critique.model: nope`: one line, exit 2, the
+    """The feedback job script with `stages.critique.model: nope`: one line, exit 65, the
     manifest says failed, and no Ray session was ever created (Ray's temp folder, which
     every local instance writes its session into, stays empty)."""
     ray_tmp = tmp_path / "ray"
@@ -77,14 +77,14 @@ def test_model_typo_is_found_before_ray_starts(job: Path, tmp_path: Path) -> Non
          "--config", str(job), "--run-id", "typo", "--set", "stages.critique.model=nope",
          "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.returncode == 65, proc.stderr[-2000:]
     assert len(errors) == 1 and errors[0].startswith(
         "error: stages.critique.model: unknown model 'nope' (known: "), proc.stderr
     assert "ray initialized: False" in proc.stderr
     assert list(ray_tmp.iterdir()) == [], "a Ray session was started"
     assert "Traceback" not in proc.stderr and "ray_ready" not in proc.stderr
     m = _manifest(tmp_path / "out" / "typo" / "manifest.json")
-    assert m["status"] == "failed" and m["failure"]["exit_code"] == 2
+    assert m["status"] == "failed" and m["failure"]["exit_code"] == 65
     assert "stages.critique.model: unknown model 'nope'" in m["failure"]["reason"]
     assert sorted(p.name for p in (tmp_path / "out" / "typo").iterdir()) == ["manifest.json"]
 
@@ -92,7 +92,7 @@ def test_model_typo_is_found_before_ray_starts(job: Path, tmp_path: Path) -> Non
 def test_unwritable_output_is_one_line(job: Path, capsys) -> None:
     code, out, errors = _cli(capsys, "run", "--config", str(job), "--output", "/proc/x",
                              "--run-id", "u", "--no-progress")
-    assert code == 2
+    assert code == 65
     assert len(errors) == 1 and errors[0].startswith("error: run.output: /proc/x: not writable ("), \
         errors
     assert out == ""
@@ -101,8 +101,8 @@ def test_unwritable_output_is_one_line(job: Path, capsys) -> None:
 def test_os_errors_on_local_paths_are_one_line_everywhere(capsys) -> None:
     """Not only in the checks: any command that hits a missing or unwritable local path."""
     code, _, errors = _cli(capsys, "plan", "--personas", "2", "--prompts", "2",
-                           "--out", "/proc/x/plan")
-    assert code == 2 and len(errors) == 1 and "/proc/x" in errors[0], errors
+                           "--to", "/proc/x/plan")
+    assert code == 65 and len(errors) == 1 and "/proc/x" in errors[0], errors
 
 
 @pytest.mark.ray
@@ -112,7 +112,7 @@ def test_rerun_after_fixing_the_census_path_keeps_the_run_id(job: Path, tmp_path
     args = ["run", "--config", str(job), "--run-id", "fix", "--until", "personas",
             "--set", "stages.enrich.enabled=false", "--no-progress"]
     code, _, errors = _cli(capsys, *args, "--set", "census.sources=[/nope.csv]")
-    assert code == 2 and errors == ["error: census.sources[0]: /nope.csv: file not found"]
+    assert code == 65 and errors == ["error: census.sources[0]: /nope.csv: file not found"]
     assert _manifest(run / "manifest.json")["status"] == "failed"
     # Fixed: the same run id is accepted, with a line saying the failed run was replaced.
     with pytest.raises(SystemExit) as ex:
@@ -127,7 +127,7 @@ def test_rerun_after_fixing_the_census_path_keeps_the_run_id(job: Path, tmp_path
     assert "/nope.csv" in m["replaced"][0]["failure"]
     # Once a phase has committed data, a changed config is refused, as before.
     code, _, errors = _cli(capsys, *args, "--set", "personas.n=5")
-    assert code == 2 and len(errors) == 1
+    assert code == 65 and len(errors) == 1
     assert "exists with a different configuration (personas changed)" in errors[0]
     assert _manifest(run / "manifest.json")["status"] == "partial"
 
@@ -138,7 +138,7 @@ def test_one_check_reports_three_problems_at_once(job: Path, capsys) -> None:
     code, out, errors = _cli(capsys, "run", "--check", "--config", str(job), "--run-id", "c3",
                              "--set", "stages.critique.model=nope",
                              "--set", "census.sources=[/nope.csv]", "--output", "/proc/x")
-    assert code == 2
+    assert code == 65
     assert [e.split(":")[1].strip() for e in errors] == [
         "run.output", "census.sources[0]", "stages.critique.model"], errors
     rows = out.splitlines()
@@ -284,7 +284,7 @@ def test_paper_config_check_with_its_inputs_on_s3(s3_bucket: str, tmp_path: Path
     # node with an H100 could. Either way the table says which, and the code follows.
     layout = rows[("layout", "model")]
     assert ("FAIL" in layout and "1 GPU of type H100" in layout) or "fits" in layout
-    assert code == (2 if "FAIL" in out else 0)
+    assert code == (65 if "FAIL" in out else 0)
     assert len(errors) == out.count("  FAIL  ")
     boto = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
                         region_name=os.environ["AWS_REGION"])

@@ -403,7 +403,7 @@ def test_prompts_build_bad_input_exits_non_zero_with_one_line_and_writes_no_data
                  "--set", "stages.controversy.enabled=false", "--output", str(out),
                  "--run-id", "bad"])
     err = capsys.readouterr().err.strip()
-    assert code == 2
+    assert code == 65
     assert err.count("\n") == 0 and str(src) in err and message in err
     # Found by the checks before the run: only its manifest, which says why it failed
     # (and pins nothing: a run with no data is replaced by the next, fixed config).
@@ -418,10 +418,13 @@ def test_prompts_build_runs_the_classifier_through_a_registered_engine(tmp_path,
     # `echo` is the registry's no-model engine: it picks one of the offered choices, so
     # every row must come back labelled and the counts must add up.
     code = _cli(["prompts", "build", "--set", "stages.controversy.model=echo", *ECHO,
-                 "--output", str(tmp_path), "--run-id", "c1"])
-    assert code == 0, capsys.readouterr().err
+                 "--run", str(tmp_path / "c1"), "--json"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
     out = _run_folder(tmp_path, "c1")
     stats = json.loads((out / "stats.json").read_text())
+    printed = json.loads(cap.out)  # --json: the same stats, on stdout alone
+    assert printed["run_id"] == "c1" and printed["stats"] == stats
     step = next(s for s in stats["steps"] if s["name"] == "controversy")
     assert stats["classifier"] == "echo" and step["errors"] == 0
     assert step["seen"] == step["kept"] + step["rejected"] and step["kept"] == stats["kept"]

@@ -162,11 +162,11 @@ def test_census_sample_from_the_store_and_export_to_it(store: Store, tmp_path: P
     target on the store is refused unless --overwrite."""
     census, _ = _inputs(store, tmp_path, 4)
     out = store.uri("samples", "personas.parquet")
-    res = _cli("census", "sample", "--source", census, "--n", "12", "--seed", "3", "--out", out)
+    res = _cli("census", "sample", "--source", census, "--n", "12", "--seed", "3", "--to", out)
     assert res.returncode == 0, res.stderr[-2000:]
     local = tmp_path / "local.parquet"
     res = _cli("census", "sample", "--source", str(EXCERPT), "--n", "12", "--seed", "3",
-               "--out", str(local))
+               "--to", str(local))
     assert res.returncode == 0, res.stderr[-2000:]
     from_store = _read(store, "samples", "personas.parquet")
     assert from_store.num_rows == 12
@@ -174,8 +174,8 @@ def test_census_sample_from_the_store_and_export_to_it(store: Store, tmp_path: P
         pq.read_table(local).drop_columns(["source"]))
 
     missing = _cli("census", "sample", "--source", store.uri("inputs", "nothing.csv"),
-                   "--n", "2", "--out", str(tmp_path / "x.parquet"))
-    assert missing.returncode == 2
+                   "--n", "2", "--to", str(tmp_path / "x.parquet"))
+    assert missing.returncode == 65
     err = missing.stderr.strip().splitlines()
     assert len(err) == 1 and store.uri("inputs", "nothing.csv") in err[0], err
 
@@ -187,14 +187,14 @@ def test_storage_check_on_the_store(store: Store) -> None:
         in ok.stdout
     assert store.everything("prefix") == []
     missing = _cli("storage", "check", f"{store.scheme}://no-such-bucket-{uuid.uuid4().hex[:6]}/p")
-    assert missing.returncode == 2
+    assert missing.returncode == 65
     assert "does not exist" in missing.stderr and missing.stderr.strip().count("\n") == 0
     if store.scheme == "az":  # the emulators of S3 and Azure check keys; GCS's has no auth
         wrong = store.env["AZURE_STORAGE_CONNECTION_STRING"].replace("AccountKey=Eby8",
                                                                      "AccountKey=Xby8")
         bad = _cli("storage", "check", store.uri("prefix"),
                    env={"AZURE_STORAGE_CONNECTION_STRING": wrong})
-        assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+        assert bad.returncode == 65 and bad.stderr.strip().count("\n") == 0, bad.stderr
         assert "bad Azure Blob credentials" in bad.stderr and "Xby8" not in bad.stderr
 
 

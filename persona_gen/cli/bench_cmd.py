@@ -88,7 +88,7 @@ def run(
     and output, and reports every problem at once (--check: only that). It then prints the
     bench's cost plan (requests, samples, judge calls, tokens, GPU-hours, wall time per model
     and mode, on the GPUs of the `pipeline` section) to stderr, and refuses to start, exit
-    code 2, when the plan needs more GPU-hours than `bench.max_gpu_hours`, unless --yes."""
+    code 65, when the plan needs more GPU-hours than `bench.max_gpu_hours`, unless --yes."""
     from persona_gen.bench.layout import ANSWERS, JUDGMENTS, BenchLayout
     from persona_gen.bench.report import rich_tables, write_report
     from persona_gen.bench.requests import build_requests
@@ -200,7 +200,7 @@ def register_sources(sources: list[str], cfg: RunConfig, lora_base: str | None =
 
 
 def _plan_or_refuse(cfg: RunConfig, requests: pa.Table, yes: bool) -> None:
-    """Print the bench's cost plan to stderr; refuse (UserError, exit 2) over the cap."""
+    """Print the bench's cost plan to stderr; refuse (UserError, exit 65) over the cap."""
     from persona_gen.cli.cost_cmd import planning_table, registry_engines
     from persona_gen.cost.bench import counts_from_requests, pipeline_cluster, plan_bench
     from persona_gen.cost.render import print_bench_plan

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from persona_gen.cli.conventions import JsonOpt, echo_json
 from persona_gen.cli.options import ConfigOpt, SetOpt
 from persona_gen.errors import DataError
 from persona_gen.run.config import load_config
@@ -40,7 +41,7 @@ def sample_cmd(
     layout: LayoutOpt = None,
     n: Annotated[int | None, typer.Option("--n", help="People to draw (default: personas.n, 1586).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: run.seed).")] = None,
-    out: Annotated[str | None, typer.Option("--out",
+    out: Annotated[str | None, typer.Option("--to", "--out",
                                             help="Parquet file: a path or s3://, gs://, az://bucket/key.")] = None,
     states: StatesOpt = None,
     min_age: Annotated[int | None, typer.Option("--min-age", help="Youngest age kept (18).")] = None,
@@ -50,6 +51,7 @@ def sample_cmd(
         "--stratify", help="Attributes to stratify on, e.g. state,sex or age.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Draw people proportional to their census weight and write them as Parquet."""
     from persona_gen.census.sample import read_metadata, sample_people
@@ -58,8 +60,8 @@ def sample_cmd(
     cfg = load_config(config, set_ or [])
     c = cfg.census
     if not out:
-        raise DataError("say where to write the sample, e.g. --out out/personas.parquet",
-                        source="--out")
+        raise DataError("say where to write the sample, e.g. --to out/personas.parquet",
+                        source="--to")
     table = sample_people(
         source or c.sources,
         n=n if n is not None else cfg.personas.n,
@@ -75,6 +77,11 @@ def sample_cmd(
     loc = resolve(out, cfg.storage)
     objects.write_table_atomic(loc, table)
     meta = read_metadata(table.schema)
+    if json_:
+        echo_json({"uri": loc.uri, "people": table.num_rows, "layout": meta.layout,
+                   "seed": meta.seed, "population_records": meta.population.records,
+                   "missing_attributes": list(meta.missing_attributes)})
+        return
     typer.echo(f"wrote {table.num_rows:,} people to {loc.uri} (layout {meta.layout}, seed "
                f"{meta.seed}, population {meta.population.records:,} records)")
     if meta.missing_attributes:
@@ -87,7 +94,7 @@ def fidelity_cmd(
     source: SourceOpt = None,
     layout: LayoutOpt = None,
     out: Annotated[str | None, typer.Option(
-        "--out", help="Folder for fidelity.json and the PNG charts (default: the "
+        "--to", "--out", help="Folder for fidelity.json and the PNG charts (default: the "
         "sample's folder).")] = None,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Flag attributes whose TVD is above this fixed cap instead of "

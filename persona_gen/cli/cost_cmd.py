@@ -1,4 +1,4 @@
-"""`persona-gen plan-cost`: what a run will cost on a given cluster, before it runs."""
+"""`persona-gen cost` (formerly plan-cost): what a run will cost on a given cluster, before it runs."""
 
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ def planning_table() -> ThroughputTable:
     return with_model_files(load_table())
 
 
+def assume_help() -> str:
+    """--assume's keys with their defaults, read off the assumptions themselves."""
+    keys = ", ".join(f"{name} ({field.default})"
+                     for name, field in TokenAssumptions.model_fields.items())
+    return ("Override a size the config does not fix, e.g. --assume persona_tokens=800 "
+            f"(repeatable). Keys and defaults: {keys}.")
+
+
 def plan_cost_cmd(
     config: ConfigOpt = None,
     cluster: Annotated[str, typer.Option(
@@ -67,8 +75,7 @@ def plan_cost_cmd(
         "--source-prompts", min=0, help="Prompts the controversy classifier reads "
         "(PRISM has 8,011 opening prompts).")] = PRISM_SOURCE_PROMPTS,
     assume: Annotated[list[str] | None, typer.Option(
-        "--assume", help="Override a token assumption, e.g. --assume persona_tokens=800 "
-        "(repeatable; see TokenAssumptions).")] = None,
+        "--assume", help=assume_help())] = None,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     bench: Annotated[bool | None, typer.Option(

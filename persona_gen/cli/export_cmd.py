@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from persona_gen.cli.conventions import JsonOpt, echo_json
 from persona_gen.cli.options import ConfigOpt, OutputOpt, RunIdOpt, RunUriOpt, SetOpt, run_ref
 from persona_gen.export.rows import DataFormat, PersonaTurn
+
+if TYPE_CHECKING:
+    from persona_gen.export.writer import ExportResult
 
 
 def export(
@@ -46,6 +50,7 @@ def export(
     run_id: RunIdOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Write a folder that `datasets.load_dataset(FOLDER)` loads: data/ with train and test (the paper's question_type) and persona/prompt split columns, a `personas` config, the run's resolved config (run_config.yaml) and a README.md dataset card (splits, the pair filter's counts, an example row, models, sampling settings and templates, personas and census fidelity, bias and limitations, licences, citation; no location of the run).
 
@@ -74,6 +79,9 @@ def export(
         raise UserError("only the trl formats have a prompt to put the persona in; add "
                         "--format trl-dpo or trl-dpo-only", source="--persona-turn")
     result = export_run(ref, target, opts)
+    if json_:
+        echo_json(result_json(result))
+        return
     typer.echo(result.target)
     for name, splits in result.splits.items():
         typer.echo(f"{name}: " + ", ".join(
@@ -88,3 +96,20 @@ def export(
         if keep.complete:
             steps.append(f"cut at the token limit {sum(d.cut for d in result.dropped.values()):,}")
         typer.echo(f"filtered: dropped {result.dropped_total:,} pairs ({'; '.join(steps)})")
+
+
+def result_json(result: ExportResult) -> dict[str, Any]:
+    """What `export --json` prints: the folder, rows and files per config and split, and
+    what the pair filter dropped."""
+    from dataclasses import asdict
+
+    return {
+        "target": result.target,
+        "splits": {name: {s: {"rows": f.rows, "files": list(f.files), "num_bytes": f.num_bytes,
+                              "file_bytes": f.file_bytes} for s, f in splits.items()}
+                   for name, splits in result.splits.items()},
+        "pair_filter": asdict(result.pair_filter),
+        "dropped": result.dropped_total,
+        "dropped_by_split": None if result.dropped is None else {
+            s: asdict(d) for s, d in result.dropped.items()},
+    }

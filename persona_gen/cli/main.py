@@ -17,6 +17,7 @@ from persona_gen.cli import (
     census_cmd,
     config_cmd,
     cost_cmd,
+    doctor_cmd,
     export_cmd,
     generate_cmd,
     models_cmd,
@@ -26,9 +27,9 @@ from persona_gen.cli import (
     run_cmd,
     storage_cmd,
 )
+from persona_gen.cli.conventions import Root
 from persona_gen.errors import (
     EXIT_INTERRUPTED,
-    EXIT_USAGE,
     PreflightError,
     exit_code_for,
     one_line,
@@ -43,7 +44,9 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # Plain click help and errors (conventions.Root applies the rest to every command).
+    rich_markup_mode=None,
+    cls=Root,
 )
 
 
@@ -72,7 +75,10 @@ app.add_typer(prompts_cmd.app, name="prompts")
 app.command("plan")(plan_cmd.plan)
 app.command("run")(run_cmd.run)
 app.command("status")(run_cmd.status)
-app.command("plan-cost")(cost_cmd.plan_cost_cmd)
+app.command("cost")(cost_cmd.plan_cost_cmd)
+app.command("doctor")(doctor_cmd.doctor)
+# Old names: hidden, one deprecation line (conventions.DEPRECATED_COMMANDS).
+app.command("plan-cost", hidden=True)(cost_cmd.plan_cost_cmd)
 app.command("export")(export_cmd.export)
 
 
@@ -81,12 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     configure()
     try:
         app(args=argv, standalone_mode=True, prog_name="persona-gen")
-    except SystemExit as exc:
-        # In standalone mode the command line parser reports a usage error itself and
-        # exits 2; our own errors never arrive as SystemExit, so 2 here is always usage.
-        if exc.code == 2:
-            sys.exit(EXIT_USAGE)
-        raise
     except KeyboardInterrupt:
         typer.secho("error: interrupted", err=True, fg=typer.colors.RED)
         sys.exit(EXIT_INTERRUPTED)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +17,7 @@ from persona_gen.engines.registry import (
     shipped_dir,
     user_dir,
 )
+from persona_gen.run.doctor import why_not_load
 
 app = typer.Typer(help="List, check, prepare and add models (one YAML file per model).",
                   no_args_is_help=True)
@@ -53,30 +52,6 @@ def list_models(
     extra = user_dir()
     typer.echo(f"\n{len(models)} models from {shipped_dir()}"
                + (f" and {extra}" if extra else " (add your own: $PERSONA_GEN_MODELS_DIR)"))
-
-
-def why_not_load(spec: ModelSpec) -> str | None:
-    """Why this machine cannot load the model, or None when it can."""
-    if spec.engine == "echo":
-        return None
-    if spec.engine == "sim":
-        return "it runs only behind the pipeline's engine hosts (it simulates time, not text)"
-    if spec.engine == "openai":
-        if spec.api_key_env and not os.environ.get(spec.api_key_env):
-            return f"{spec.api_key_env} is not set"
-        return None
-    if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed (pip install -e '.[cpu]' or '.[gpu]')"
-    from persona_gen.engines.vllm_engine import on_cpu
-
-    if on_cpu():
-        return None if "cpu" in spec.runs_on else "it needs a GPU and this machine has none"
-    import torch
-
-    gpus = torch.cuda.device_count()
-    if gpus < spec.tensor_parallel_size:
-        return f"it needs {spec.tensor_parallel_size} GPUs and this machine has {gpus}"
-    return None
 
 
 @app.command("check")
@@ -144,7 +119,7 @@ def add(
     name: Annotated[str | None, typer.Option(
         "--name", help="Model name (default: from the source's last path part).")] = None,
     gpu: Annotated[str, typer.Option(
-        "--gpu", help="GPU class the file's tensor_parallel_size is for (plan-cost's "
+        "--gpu", help="GPU class the file's tensor_parallel_size is for (`cost`'s "
         "GPU types: H100, H200, A100-80GB, ...).")] = "H100",
     max_model_len: Annotated[int, typer.Option(
         "--max-model-len", min=64, help="Cap on the context written (the model's own, "

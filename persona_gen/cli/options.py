@@ -25,8 +25,9 @@ SetOpt = Annotated[
 
 # Every command that works on a run addresses it the same way: --run-id under --output
 # (default run.output from the config), or --run <output>/<run_id> as one URI, its alias.
-# `-o` is --output (the runs root) in every command and nothing else; `--set run.run_id=`
-# and `--set run.output=` are the config keys these options override.
+# --output is the runs root and nothing else (`-o`, its old short form, is a hidden alias:
+# conventions.DEPRECATED_OPTIONS); `--set run.run_id=` and `--set run.output=` are the
+# config keys these options override.
 OutputOpt = Annotated[
     str | None,
     typer.Option("--output", "-o", help="Root URI for runs (path, file://, s3://, gs:// or az://bucket/prefix); "
@@ -48,7 +49,7 @@ CheckOpt = Annotated[
     typer.Option("--check", help="Only run the checks the command starts with (models, "
                  "engines, inputs and their sizes, output writable, run id, an existing run's "
                  "config, the engine layout against the cluster), print each with ok or FAIL, "
-                 "and exit: 0 all ok, 2 (or 4 where rerunning may fix it) otherwise. Starts "
+                 "and exit: 0 all ok, 65 (or 4 where rerunning may fix it) otherwise. Starts "
                  "nothing."),
 ]
 CheckJsonOpt = Annotated[

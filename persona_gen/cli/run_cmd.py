@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from persona_gen.cli.conventions import JsonOpt, echo_json
 from persona_gen.cli.options import (
-    CheckJsonOpt,
     CheckOpt,
     ConfigOpt,
     OutputOpt,
@@ -25,20 +25,24 @@ if TYPE_CHECKING:
     from persona_gen.run.preflight import Preflight
     from persona_gen.storage.runref import RunRef
 
+Phase = Literal["personas", "prompts", "plan", "pairs"]
+"""The run's phases (persona_gen.run.recipe.PHASES), as the choices --until and --only offer."""
+
 PhaseOpt = Annotated[
-    str | None,
-    typer.Option("--until", help="Stop after this phase: personas, prompts, plan or pairs "
+    Phase | None,
+    typer.Option("--until", help="Stop after this phase "
                  "(default: pairs, the whole run). A later run with the same --run-id carries on."),
 ]
 OnlyOpt = Annotated[
-    str | None,
-    typer.Option("--only", help="Run just this phase (personas, prompts, plan or pairs); "
-                 "the phases it reads must be done."),
+    Phase | None,
+    typer.Option("--only", help="Run just this phase; the phases it reads must be done."),
 ]
 ProgressOpt = Annotated[
     bool | None,
     typer.Option("--progress/--no-progress", help="Progress bars (default: on a terminal)."),
 ]
+RunJsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print the result as one JSON object on stdout (with --check: the checks).")]
 TemplateChangeOpt = Annotated[
     bool,
     typer.Option("--allow-template-change", help="Resume although a stage's prompt template "
@@ -137,22 +141,23 @@ def run(
     progress: ProgressOpt = None,
     allow_template_change: TemplateChangeOpt = False,
     check: CheckOpt = False,
-    json_: CheckJsonOpt = False,
+    json_: RunJsonOpt = False,
 ) -> None:
     """Run (or resume) a run (census sample, personas, prompts, plan, originals, critiques, revisions, verification) into OUTPUT/RUN_ID/.
 
     Every model stage runs on Ray Data with engine actors (RAY_ADDRESS or a local Ray) and commits Parquet blocks as it goes. Re-running with the same --run-id resumes: committed blocks are never generated again, and nothing is written twice. --until PHASE stops after a phase and writes exactly what the whole run writes there, so the whole run carries on from it.
 
-    Before Ray starts, every run checks its models, engines, inputs, output, run id, an existing run's config and the engine layout, and reports every problem at once (exit 2); --check runs only these checks.
+    Before Ray starts, every run checks its models, engines, inputs, output, run id, an existing run's config and the engine layout, and reports every problem at once (exit 65); --check runs only these checks.
     """  # typer keeps line breaks: one line per paragraph
-    if json_ and not check:
-        raise typer.BadParameter("--json goes with --check", param_hint="--json")
     if check:
         print_checks(check_view(config, set_, output, run_id, run_uri, until=until, only=only,
                                 allow_template_change=allow_template_change), json_)
         return
     summary = run_view(config, set_, output, run_id, run_uri, until=until, only=only,
                        progress=progress, allow_template_change=allow_template_change)
+    if json_:
+        echo_json(summary_json(summary))
+        return
     console = Console()
     console.print(summary_table(summary))
     if summary.example:
@@ -166,6 +171,17 @@ def run(
                       f"-> {summary.base_uri}")
 
 
+def summary_json(summary: RunSummary) -> dict[str, Any]:
+    """What `run --json` prints: the run, its phases done, rows and tokens per stage."""
+    return {
+        "run_id": summary.run_id, "uri": summary.base_uri, "phases": summary.phases,
+        "seconds": round(summary.seconds, 3),
+        "dataset": summary.dataset_uri if "pairs" in summary.phases else None,
+        "stages": {name: rec.model_dump(mode="json") for name, rec in summary.stages.items()},
+        "example": summary.example or None,
+    }
+
+
 def summary_table(summary: RunSummary) -> Table:
     table = Table(title=f"run {summary.run_id} ({summary.seconds:.0f} s) -> {summary.base_uri}")
     for col in ("stage", "done", "planned", "errors", "prompt tok", "output tok", "model s"):
@@ -174,9 +190,6 @@ def summary_table(summary: RunSummary) -> Table:
         table.add_row(name, f"{rec.done:,}", f"{rec.planned:,}", f"{rec.errors:,}",
                       f"{rec.prompt_tokens:,}", f"{rec.output_tokens:,}", f"{rec.seconds:.1f}")
     return table
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 
 
 def run_state(ref: RunRef, stale_after_s: float | None = None) -> dict[str, Any]:

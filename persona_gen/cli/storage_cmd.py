@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from persona_gen.cli.conventions import JsonOpt, echo_json
 from persona_gen.cli.options import ConfigOpt, SetOpt
 from persona_gen.run.config import load_config
 from persona_gen.storage.check import check
@@ -18,8 +19,12 @@ def check_cmd(
     uri: Annotated[str, typer.Argument(help="A path, file://path, s3://, gs:// or az://bucket/prefix.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Write, list, read and delete a probe object at URI; say exactly what failed."""
     cfg = load_config(config, set_ or [])
     report = check(uri, cfg.storage)
+    if json_:
+        echo_json({"ok": True, "uri": report.uri, "steps": list(report.steps)})
+        return
     typer.echo(f"OK {report.uri}: " + ", ".join(report.steps))

@@ -272,9 +272,11 @@ def load_or_create(run: RunRef, cfg: RunConfig, *,
     return m
 
 
-DETERMINISTIC_EXITS = (EXIT_BAD_INPUT, EXIT_FAILED_ROWS)
-"""Failures the same command fails the same way again: bad input (2), too many failed rows
-(3). A crash, a lost node or a storage outage (1, 4, 130) is worth a retry."""
+DETERMINISTIC_EXITS = (EXIT_BAD_INPUT, EXIT_FAILED_ROWS, 2)
+"""Failures the same command fails the same way again: bad input (65; a manifest written
+before the exit-code change in CHANGELOG.md says 2, which a run records for nothing else),
+too many failed rows (3). A crash, a lost node or a storage outage (1, 4, 130) is worth a
+retry."""
 RETRY_FAILED_ENV = "PERSONA_GEN_RETRY_FAILED"
 
 
