@@ -15,9 +15,9 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast test-cloud test-slurm test-families test-acceptance test-train test-spot azurite lint demo bench clean help
+.PHONY: setup test test-fast test-cloud test-slurm test-families test-acceptance test-train test-spot test-loop azurite lint demo bench clean help
 # Scenarios with targets of their own (CI runs each after make test).
-SLOW := cloud or slurm or families or acceptance or train or spot
+SLOW := cloud or slurm or families or acceptance or train or spot or loop
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -83,6 +83,9 @@ test-acceptance: setup  ## benchmarks/gpu_acceptance.py --cpu with the bundled m
 
 test-train: setup  ## TRL's DPOTrainer, 2 steps on an export's default DPO view with the bundled model (minutes on CPU; CI runs it)
 	$(PY) -m pytest -q --durations=5 -m train tests
+
+test-loop: setup  ## the loop on CPU: export, examples/train_dpo.py 2 steps, bench the trained folder, its base and a LoRA adapter, bench compare (three vLLM starts: 10-20 min; outside CI's time budget)
+	$(PY) -m pytest -q --durations=5 -m loop tests
 
 test-spot: setup  ## spot nodes: a cluster of raylets here, worker nodes killed and drained mid-run, the same job finishing (~5 min)
 	$(PY) -m pytest -q -rs --durations=5 -m spot tests

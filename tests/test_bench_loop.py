@@ -1,7 +1,8 @@
 """The loop, on CPU with the bundled model: export the echo run's pairs, train 2 DPO steps with
 examples/train_dpo.py, bench the trained folder, its base and a LoRA adapter made here with
 `bench run --model` (no model files), then `bench compare`. Plumbing, not quality.
-Slow (minutes; three vLLM starts): `make test-train`, not `make test`."""
+Slow (three vLLM starts, 10-20 minutes on 2 cores): `make test-loop`, outside `make test`
+and CI."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from persona_gen.cli.main import main
 from persona_gen.run.recipe import PERSONAS, PROMPTS
 from tests.test_export import echo_run, export  # noqa: F401  (a fixture, used by name)
 
-pytestmark = [pytest.mark.train, pytest.mark.ray, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.loop, pytest.mark.ray, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[1]
 
 
