@@ -48,7 +48,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	touch $(STAMP)
 
 test: setup  ## set-up plus the whole suite (lint first: it takes a second); not the test-* targets below
-	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
+	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks examples
 	$(PY) -m pytest -q --durations=15 -m "not ($(SLOW))" tests
 
 test-fast: setup  ## the suite without the slow real-model tests
@@ -91,7 +91,7 @@ test-spot: setup  ## spot nodes: a cluster of raylets here, worker nodes killed 
 	$(PY) -m pytest -q -rs --durations=5 -m spot tests
 
 lint: setup  ## ruff
-	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks
+	$(VENV)/bin/ruff check persona_gen tests jobs benchmarks examples
 
 clean:  ## remove the venv and outputs (not the model cache)
 	rm -rf $(VENV) out .pytest_cache

@@ -138,7 +138,7 @@ def derived(console: Console, reload_s: float) -> None:
     for col in ("stage in flight", "requests redone per engine", "redo s (all in flight)",
                 "redo s (half done, mean)", "reload s (assumed)", "time lost s (mean)"):
         t.add_column(col, justify="left" if col.startswith("stage") else "right")
-    # Prompt sizes as plan-cost assumes them: a 600-token persona block shared by the
+    # Prompt sizes as the cost plan assumes them: a 600-token persona block shared by the
     # block's rows, plus the stage's own part (the original's 512 tokens, and so on).
     for stage, own, cap in (("critique", 700, cfg.stages.critique.max_tokens),
                             ("revision", 1100, cfg.stages.revision.max_tokens),

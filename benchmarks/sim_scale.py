@@ -171,10 +171,10 @@ def main() -> None:
         console.print(t)
         plan, running = plan_cost_rate(r["settings"], r["own_tokens"], r["context_tokens"])
         gap = r["tok_s_per_engine"] / plan - 1
-        t = Table(title="output tok/s per engine: sim against plan-cost, same settings and "
+        t = Table(title="output tok/s per engine: sim against the cost plan, same settings and "
                         "sequence sizes")
         for c in ("KV tokens per sequence (own)", "context read per sequence",
-                  "plan-cost running seqs", "sim tok/s", "plan-cost tok/s", "sim/plan - 1",
+                  "cost-plan running seqs", "sim tok/s", "cost-plan tok/s", "sim/plan - 1",
                   "within 10%"):
             t.add_column(c, justify="right")
         t.add_row(f"{r['own_tokens']:,.0f}", f"{r['context_tokens']:,.0f}", f"{running:,}",

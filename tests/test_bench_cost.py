@@ -1,4 +1,4 @@
-"""PERSONA Bench cost plan: `plan-cost` on a bench config, counts recomputed by hand, the
+"""PERSONA Bench cost plan: `persona-gen cost` on a bench config, counts recomputed by hand, the
 per-persona prompt sample, and `bench run`'s refusal over bench.max_gpu_hours."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Engine settings: explicit per GPU class, at least vLLM's offline defaults, resolved the
-same way for the real engine, the sim and plan-cost; Mistral prompts keep their markup."""
+same way for the real engine, the sim and the cost plan; Mistral prompts keep their markup."""
 
 from __future__ import annotations
 

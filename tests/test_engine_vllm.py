@@ -122,7 +122,7 @@ def test_truncated_json_after_the_retries_is_a_row_error(bundled_engine):
 
 def test_the_engine_runs_the_settings_it_resolved(bundled_engine):
     """vLLM's own config after start: the explicit CPU values (vLLM's offline defaults), and
-    the KV cache it measured, beside the estimate sim and plan-cost use."""
+    the KV cache it measured, beside the estimate sim and the cost plan use."""
     s = bundled_engine.settings
     assert s.resolved_by == "vllm" and s.gpu_class == "cpu"
     assert (s.max_num_seqs, s.max_num_batched_tokens) == (256, 4096)

@@ -1,4 +1,4 @@
-"""plan-cost for today's families: MoE active parameters, checkpoint precision, the
+"""the cost plan for today's families: MoE active parameters, checkpoint precision, the
 refusal of a model that does not fit its GPUs, models added with `models add`, and
 reasoning tokens counted apart."""
 

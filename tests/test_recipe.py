@@ -110,7 +110,7 @@ def test_each_chain_step_finds_the_columns_it_needs(phase: str) -> None:
 
 
 def test_thinking_is_a_stage_setting() -> None:
-    """stages.<name>.thinking reaches the built stage's requests; plan-cost counts its
+    """stages.<name>.thinking reaches the built stage's requests; the cost plan counts its
     budget; a stage without a switch refuses it in one line."""
     from persona_gen.cost.estimate import workload_from_config
     from persona_gen.errors import ConfigError

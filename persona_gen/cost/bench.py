@@ -1,7 +1,7 @@
 """The cost plan of a PERSONA Bench: requests, samples, judge calls, tokens, GPU-hours and
 wall time per model under test and mode, before it runs.
 
-Counts come either from a config alone (`plan-cost` on a bench config: personas and prompts
+Counts come either from a config alone (`persona-gen cost` on a bench config: personas and prompts
 as the run's splits size them) or from the request table a `bench run` is about to answer
 (exact). Each (model, mode, study) line is planned as two stages, the answers and their
 judging, with the same throughput table, engine settings and `estimate_stage` as a job's
@@ -205,7 +205,7 @@ def plan_bench(cfg: RunConfig, counts: list[BenchCount], cluster: Cluster | None
     notes = []
     if cluster is None:
         notes.append("pipeline.num_gpus_per_actor is 0 or pipeline.accelerator_type is unset: "
-                     "no GPU-hours planned (pass --cluster to plan-cost for a GPU cluster)")
+                     "no GPU-hours planned (pass --cluster to `persona-gen cost` for a GPU cluster)")
     return BenchPlan(
         cluster=cluster, source=source, k=k, judge_model=judge_model, personas=personas,
         prompts=prompts, prompts_per_persona=prompts_per_persona, lines=lines,

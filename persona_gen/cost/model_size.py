@@ -77,7 +77,7 @@ def does_not_fit(name: str, model: Architecture, gpu_name: str, gpu: GpuSpec, gp
 
 
 def note(name: str, model: Architecture, d: Derivation) -> str | None:
-    """What plan-cost used for a MoE or quantized model, for its notes."""
+    """What the cost plan used for a MoE or quantized model, for its notes."""
     if not model.experts and model.quantization is None:
         return None
     parts = []

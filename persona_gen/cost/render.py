@@ -1,4 +1,4 @@
-"""Rich tables for a CostPlan: what `persona-gen plan-cost` prints."""
+"""Rich tables for a CostPlan: what `persona-gen cost` prints."""
 
 from __future__ import annotations
 

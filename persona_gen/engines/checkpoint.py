@@ -2,7 +2,7 @@
 
 A model file's `checkpoint` block. `persona-gen models add` fills it from the checkpoint's
 config.json and safetensors headers; shipped model files fill it from the model card. It
-sizes memory (weights on disk) and per-token cost (active parameters) in plan-cost.
+sizes memory (weights on disk) and per-token cost (active parameters) in the cost plan.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ MEMORY_UTILIZATION = 0.9
 """vLLM's default gpu_memory_utilization."""
 MAX_WEIGHT_SHARE = 0.8
 """Weights may take at most this share of what vLLM may use; the rest is KV cache (the same
-rule as plan-cost's derivation, persona_gen/cost/data/throughput.yaml)."""
+rule as the cost plan's derivation, persona_gen/cost/data/throughput.yaml)."""
 MAX_GPUS = 8
 """Tensor parallelism stays inside one node."""
 CPU_MAX_WEIGHTS_GB = 2.0
@@ -434,7 +434,7 @@ def infer(source: str, gpus: dict[str, float], *, target_gpu: str = "H100",
           name: str | None = None, context_cap: int = DEFAULT_CONTEXT_CAP,
           s3: S3Settings | None = None,
           reader_factory: Callable[[str], _Reader] | None = None) -> Inferred:
-    """Work out a model file for `source`. `gpus`: GPU class -> memory GB (plan-cost's
+    """Work out a model file for `source`. `gpus`: GPU class -> memory GB (the cost plan's
     table); the file's tensor_parallel_size is `target_gpu`'s."""
     reader = reader_factory(source) if reader_factory else reader_for(source, s3)
     raw = reader.text("config.json")

@@ -35,7 +35,7 @@ class SimSpec(StrictModel):
     would not run. A decode step takes `step_ms + step_ms_per_seq x running +
     step_ms_per_1k_context x context tokens / 1000`: the weights' read, then every running
     sequence's KV cache. Defaults: Llama 3.1 8B in bf16 on one H100 with vLLM, on the same
-    calibration as plan-cost's roofline (persona_gen.cost.derive): 16.06 GB of weights and
+    calibration as the cost plan's roofline (persona_gen.cost.derive): 16.06 GB of weights and
     128 KiB of KV a token at 3.35 TB/s x 0.563 (the efficiency that matches the measured
     8,088 output tokens/s at 256 sequences of 1,300 tokens) give 8.52 ms a step plus
     0.0695 ms per 1,000 context tokens. Output lengths are lognormal (median 220, capped at
@@ -111,7 +111,7 @@ class ModelSpec(StrictModel):
     chat text as plain text. 'mistral': mistral_common's tokenizer builds the chat prompt
     itself from the messages (Mistral Small 3.x, whose card asks for it)."""
     architecture: Architecture | None = None
-    """The model's shape (config.json): sizes the KV-cache estimate that sim and plan-cost
+    """The model's shape (config.json): sizes the KV-cache estimate that sim and the cost plan
     use, and the start timeout."""
     engine_class: str | None = None
     """engine 'custom': 'module:Class' of an engine (Engine or AsyncEngine) built from the
@@ -125,7 +125,7 @@ class ModelSpec(StrictModel):
     """How the family reasons and how thinking is switched (persona_gen.engines.reasoning)."""
     checkpoint: Checkpoint | None = None
     """What the weights are: parameters (total and active), experts, precision, size on
-    disk. plan-cost sizes memory and throughput from it; `models add` writes it."""
+    disk. The cost plan sizes memory and throughput from it; `models add` writes it."""
     expert_parallel: bool = False
     """MoE: spread experts over the engine's GPUs instead of slicing every expert
     (vLLM's enable_expert_parallel); attention stays tensor-parallel."""

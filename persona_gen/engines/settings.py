@@ -1,5 +1,5 @@
 """Engine settings: explicit scheduler values per GPU class, resolved once, the same for the
-real engine, the `sim` engine and `plan-cost`.
+real engine, the `sim` engine and `persona-gen cost`.
 
 vLLM picks its batch defaults by usage context (`EngineArgs.get_batch_defaults`,
 vllm/engine/arg_utils.py): only the offline `LLM` class and the API server get the large
@@ -36,7 +36,7 @@ class GpuClass(StrictModel):
     """One GPU class: its memory, and the batch defaults an engine on it gets."""
 
     memory_gb: float = Field(gt=0)
-    """Per GPU, decimal GB, as datasheets give it (the same figure as plan-cost's table)."""
+    """Per GPU, decimal GB, as datasheets give it (the same figure as the cost plan's table)."""
     max_num_seqs: int = Field(ge=1)
     max_num_batched_tokens: int = Field(ge=1)
 
@@ -175,7 +175,7 @@ class EngineSettings(StrictModel):
     quantization: str | None = None
     max_model_len: int
     kv_cache_tokens_estimate: int | None = None
-    """From the model's architecture and the GPU class (what sim and plan-cost use)."""
+    """From the model's architecture and the GPU class (what sim and the cost plan use)."""
     kv_cache_blocks: int | None = None
     """Measured by vLLM at start (None before, and for engines that are not vLLM)."""
     kv_cache_block_size: int | None = None

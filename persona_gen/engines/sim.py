@@ -6,7 +6,7 @@ requests join a running batch of at most `max_num_seqs` sequences whose prompt a
 tokens fit the KV cache's capacity in tokens; every decode step gives each running sequence
 one token and takes `step_ms + step_ms_per_seq x running + step_ms_per_1k_context x the
 context tokens it reads / 1000` simulated milliseconds (the weights, then every running
-sequence's KV cache: plan-cost's bandwidth roofline, persona_gen.cost.derive); a sequence
+sequence's KV cache: the cost plan's bandwidth roofline, persona_gen.cost.derive); a sequence
 leaves when its output length, drawn from a seeded lognormal, is reached, and a waiting one
 takes its place. Simulated time runs `1 / time_scale` times faster than the wall clock, so a
 317,200-pair run takes minutes, and the orchestration around it (blocks read, committed,

@@ -7,7 +7,7 @@
 This is the method of PERSONA (arXiv 2407.17387): personas from census data,
 value-laden prompts, and Direct Principle Feedback pairs judged by a role-playing model.
 The run's phases, the config's `stages` section, the manifest, `status`, progress,
-`plan-cost` and `bench` all read the declarations below; none keeps a list of its own.
+`persona-gen cost` and `bench` all read the declarations below; none keeps a list of its own.
 
 A new model stage is one `Stage` value in `_declare` (its kind: a `DeclaredStage` class, or
 a `TextKind` for a stage that writes one text column) plus its default template,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 Phase = Literal["personas", "prompts", "plan", "pairs", "bench"]
 Role = Literal["enricher", "judge", "classifier", "generator"]
 Unit = Literal["persona_attempt", "source_prompt", "prompt", "pair", "request", "sample"]
-"""What one call of a stage is made for (plan-cost counts calls by it)."""
+"""What one call of a stage is made for (the cost plan counts calls by it)."""
 
 # ---- tables the driver computes (no model) ------------------------------------------------
 CENSUS_DRAW = "personas/census.parquet"
@@ -288,7 +288,7 @@ def models(cfg: RunConfig) -> list[str]:
 
 
 def settings(cfg: RunConfig, name: str) -> StageSettings:
-    """A stage's resolved settings: what the run builds it from and plan-cost plans with."""
+    """A stage's resolved settings: what the run builds it from and the cost plan plans with."""
     return stage(name).settings(cfg)
 
 
