@@ -15,9 +15,9 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_PROBE_S ?= 5
 export PERSONA_GEN_CACHE ?= $(HOME)/.cache/persona-gen
 
-.PHONY: setup test test-fast test-cloud test-slurm test-families test-acceptance test-train test-spot test-loop azurite lint demo bench clean help
+.PHONY: setup test test-fast test-cloud test-slurm test-families test-acceptance test-train test-spot test-faults test-loop azurite lint demo bench clean help
 # Scenarios with targets of their own (CI runs each after make test).
-SLOW := cloud or slurm or families or acceptance or train or spot or loop
+SLOW := cloud or slurm or families or acceptance or train or spot or faults or loop
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -66,7 +66,7 @@ $(AZURITE):
 	  { echo "Azurite needs npm (Node.js 18+): install it, then rerun"; exit 1; }
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@$(AZURITE_VERSION)
 
-test-cloud: setup azurite  ## an echo run killed and resumed on S3, GCS and Azure servers on 127.0.0.1 (~8 min)
+test-cloud: setup azurite  ## an echo run killed and resumed on S3, GCS and Azure servers on 127.0.0.1, and the bundled model's job to S3 (~7 min)
 	$(PY) -m pytest -q -rs --durations=10 -m cloud tests
 
 test-slurm: setup  ## cluster/slurm's sbatch script on a one-node Slurm cluster here, scancel and resubmit (root; ~4 min)
@@ -83,6 +83,9 @@ test-acceptance: setup  ## benchmarks/gpu_acceptance.py --cpu with the bundled m
 
 test-train: setup  ## TRL's DPOTrainer, 2 steps on an export's default DPO view with the bundled model (minutes on CPU; CI runs it)
 	$(PY) -m pytest -q --durations=5 -m train tests
+
+test-faults: setup  ## the bundled model's vLLM EngineCore SIGKILLed mid-run: the host restarts, every pair lands once (~4 min; CI runs it)
+	$(PY) -m pytest -q --durations=5 -m faults tests
 
 test-loop: setup  ## the loop on CPU: export, examples/train_dpo.py 2 steps, bench the trained folder, its base and a LoRA adapter, bench compare (three vLLM starts: 10-20 min; outside CI's time budget)
 	$(PY) -m pytest -q --durations=5 -m loop tests

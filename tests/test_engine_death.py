@@ -1,6 +1,7 @@
 """Engine death heals itself: SIGKILL vLLM's EngineCore process in the middle of a job with
 the bundled model; the host exits, Ray restarts it (reloading the model) and re-sends the
-blocks in flight; the run finishes and every planned pair lands exactly once."""
+blocks in flight; the run finishes and every planned pair lands exactly once. Two model loads
+and a restart (minutes): `make test-faults`, which CI runs, not `make test`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from persona_gen.run.execute import execute
 from persona_gen.storage.runref import RunRef
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
 
-pytestmark = [pytest.mark.model, pytest.mark.ray]
+pytestmark = [pytest.mark.model, pytest.mark.ray, pytest.mark.faults]
 MODEL = "smollm2-135m-instruct"
 
 

@@ -98,6 +98,9 @@ def test_model_consistency_judge_in_the_job(tmp_path, census_dir, ray_local):
     assert set(personas.column("judge_model").to_pylist()) <= {MODEL}
 
 
+# The same job to S3: a store scenario, in make test-cloud (make test's budget keeps one
+# whole model run, the local one above).
+@pytest.mark.cloud
 def test_model_run_to_s3(tmp_path, census_dir, ray_local, s3_bucket):
     uri = f"s3://{s3_bucket}/runs"
     cfg = _config(tmp_path, census_dir, uri)
