@@ -290,7 +290,7 @@ def export_sheets(
 
         pairs_loc = run_ref(cfg, output, run_id, run).child(recipe_stage("revision").writes)
         if not objects.exists(pairs_loc):
-            raise UserError("no pairs in this run (feedback/pairs); run the job first, or "
+            raise UserError("no pairs in this run (feedback/pairs); run `persona-gen run` first, or "
                             "pass --source modes --model NAME", source=pairs_loc.uri)
         table = build_pair_items(objects.read_table(pairs_loc), personas, questions, seed)
     else:

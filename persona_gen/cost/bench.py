@@ -4,10 +4,10 @@ wall time per model under test and mode, before it runs.
 Counts come either from a config alone (`persona-gen cost` on a bench config: personas and prompts
 as the run's splits size them) or from the request table a `bench run` is about to answer
 (exact). Each (model, mode, study) line is planned as two stages, the answers and their
-judging, with the same throughput table, engine settings and `estimate_stage` as a job's
+judging, with the same throughput table, engine settings and `estimate_stage` as a run's
 stages, so a bench and a run are priced the same way.
 
-Token model (upper bounds, like the job's plan): every sample runs to its mode's answer
+Token model (upper bounds, like the run's plan): every sample runs to its mode's answer
 limit (`stages.bench_answer.max_tokens_by_mode`), every sample is judged, and the judge
 writes its `max_tokens`. An answer request asks for `k` samples at once (Sampling.n): its
 prompt is computed once and shared by the k sequences; requests for one persona share the

@@ -220,7 +220,7 @@ class EngineInfo(StrictModel):
     tensor_parallel_size: int = Field(1, ge=1)
     spec: ModelFile | None = None
     """The model file, where known: each engine is then planned at the settings it resolves
-    to on the cluster's GPU class (persona_gen.engines.settings), as the job runs it."""
+    to on the cluster's GPU class (persona_gen.engines.settings), as the run does."""
 
 
 class StageEstimate(StageVolume):

@@ -1,7 +1,7 @@
 """OpenAI-compatible HTTP engine: a `vllm serve` endpoint, or a hosted API used as a judge.
 
 Requests run on a bounded thread pool (at most `concurrency` in flight; engine hosts split
-a model file's `concurrency` between them, so it is the total for the job); 429, 408, 5xx,
+a model file's `concurrency` between them, so it is the total for the run); 429, 408, 5xx,
 timeouts and dropped connections are retried with exponential backoff (a server's
 Retry-After wins). A request still failing that way after its retry budget raises
 EngineUnavailable for the whole call once every row of it has been tried: the block is not

@@ -8,7 +8,7 @@ only the blocks in flight. Row-level failures go to `errors/<stage>/<block>.parq
 written before the output so a committed block always has its errors recorded.
 
 Why not Ray Data's checkpointing (`DataContext.checkpoint_config`): it needs a single
-read -> map -> write pipeline and records finished row ids, while a job here is several
+read -> map -> write pipeline and records finished row ids, while a run here is several
 dependent passes whose steps write several outputs per block (stage rows and error rows),
 and whose inputs are computed by the driver between passes. Committing whole files under
 deterministic names gives exactly-once output under SIGKILL of the driver or of workers

@@ -13,7 +13,7 @@ class PipelineConfig(StrictModel):
     most the blocks in flight). Larger blocks feed a GPU engine better."""
     actors: int = Field(default=1, ge=1)
     """Engine actors per model for a single-GPU model (one per GPU on a cluster). With
-    num_gpus_per_actor they give the job's GPUs: actors x num_gpus_per_actor; a model whose
+    num_gpus_per_actor they give the run's GPUs: actors x num_gpus_per_actor; a model whose
     file sets tensor_parallel_size > 1 gets that many GPUs' worth of engines (8 GPUs, a
     70B model over 8: one engine), whatever the cluster shows at start (an autoscaling
     cluster may start with none)."""
@@ -25,7 +25,7 @@ class PipelineConfig(StrictModel):
     so it never drains between blocks: one block's tail and the next block's reads and
     commits overlap the others' generation. batch_size x blocks_in_flight should be at least
     twice the engine's admission limit (1.1 x max_num_seqs: 1,127 on an H100), or the batch
-    drains at block ends; the job warns (`engine_underfed`) when it is not."""
+    drains at block ends; the run warns (`engine_underfed`) when it is not."""
     accelerator_type: str | None = None
     """Ray accelerator type for every GPU engine (e.g. H100); a model file's own wins."""
     num_cpus_per_actor: float = Field(default=0.5, gt=0)
@@ -46,7 +46,7 @@ class PipelineConfig(StrictModel):
     call_deadline_s: float | None = Field(default=None, gt=0)
     """Deadline of one engine call (a block); None: derived from the block's rows and token
     limits (see deadline_min_tok_s). Past it, the engine host is restarted and the call
-    sent again once; a second miss fails the job (exit 4; a rerun resumes)."""
+    sent again once; a second miss fails the run (exit 4; a rerun resumes)."""
     deadline_min_tok_s: float = Field(default=100, gt=0)
     """The slowest an engine may generate before its call counts as hung, for the derived
     deadline: engine start time + blocks_in_flight x the block's token limits / this rate

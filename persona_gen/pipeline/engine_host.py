@@ -1,8 +1,8 @@
 """Engine actors that live for the whole job, one engine each, several blocks at a time.
 
 Loading a model is the slowest thing an actor does (tens of seconds on CPU, minutes for a
-70B model), and a job runs several Ray Data passes (persona rounds, prompts, pairs). So
-engines live in long-lived actors created once per model and job; each pass's Ray Data
+70B model), and a run makes several Ray Data passes (persona rounds, prompts, pairs). So
+engines live in long-lived actors created once per model and run; each pass's Ray Data
 workers hold a handle to one of them.
 
 A host is an async actor around an async engine (vLLM's AsyncLLM, or `sim`): it serves
@@ -11,14 +11,14 @@ their requests into the engine at a time (pipeline.admission); the rest wait in 
 and enter as sequences finish, so the batch never drains at a block's end and the next
 block's I/O overlaps generation. Engines without an async form (echo, HTTP) run in the
 host's threads. At start the host logs its engine's resolved settings as one JSON line
-(`engine_settings`), which the job records in the manifest.
+(`engine_settings`), which the run records in the manifest.
 
 Lifecycle:
 - A dead engine (vLLM's engine core killed or crashed) makes the host exit: Ray restarts
   it, reloading the model, and re-sends the calls that were in flight (the actor has
   max_task_retries=-1). Nothing was committed for those blocks (workers commit after a call
   returns), so nothing is committed twice.
-- A host that exits (engine death, a restart asked for, the job's end) first closes its
+- A host that exits (engine death, a restart asked for, the run's end) first closes its
   engine within `pipeline.engine_close_timeout_s`, then ends its own child processes; a
   watcher process ends them too if the host is killed outright (pipeline.reaper). No engine
   core outlives its host.
@@ -28,7 +28,7 @@ Lifecycle:
   (the engine drained first), in groups an eighth of the size each time one crashes; a row
   that kills the engine again when it runs by itself is committed as an error row
   (`engine crash`) instead of being retried forever. The crash ledger (an actor of the
-  job's) carries this across host restarts.
+  run's) carries this across host restarts.
 
 Hosts are placed from the config and each model's GPU count, not from the GPUs a cluster
 shows at start (an autoscaling cluster may show none); while the cluster has no room for
@@ -88,7 +88,7 @@ class EngineLayout:
 def engine_layout(spec: ModelSpec, cfg: PipelineConfig) -> EngineLayout:
     """GPUs per engine from the model file's tensor_parallel_size, and how many engines.
 
-    The job's GPUs are `pipeline.actors` x `pipeline.num_gpus_per_actor`; a model gets as
+    The run's GPUs are `pipeline.actors` x `pipeline.num_gpus_per_actor`; a model gets as
     many engines as fit in them (8 GPUs: eight 8B engines, or one 70B engine over 8), never
     fewer than one, whatever the cluster shows at start (an autoscaling cluster may start
     with no GPU node). A hosted model (HTTP) gets at most one host per request its
@@ -118,7 +118,7 @@ def refuse_unworkable(spec: ModelSpec, layout: EngineLayout) -> None:
 
 
 def concurrency_shares(total: int, hosts: int) -> list[int]:
-    """A hosted model's `concurrency` split between its hosts: the job's total stays it."""
+    """A hosted model's `concurrency` split between its hosts: the run's total stays it."""
     return [total // hosts + (1 if i < total % hosts else 0) for i in range(hosts)]
 
 
@@ -387,7 +387,7 @@ class _EngineHost:
         return True  # never reached
 
     async def shutdown(self) -> bool:
-        """The job's end: close the engine and end its processes (the driver then kills
+        """The run's end: close the engine and end its processes (the driver then kills
         the actor)."""
         self._stop()
         return True
@@ -633,7 +633,7 @@ class EngineHosts:
     (engine first, then the actor) at the end.
 
     `on_settings(model, line)` is called once per model with its first host's resolved
-    engine settings (the job records them in the manifest). Once hosts exist, a node watch
+    engine settings (the run records them in the manifest). Once hosts exist, a node watch
     (pipeline.fleet) follows where they run; `on_capacity(losses, alive, planned)` is
     called with each node lost and each change in the engines alive."""
 
@@ -659,7 +659,7 @@ class EngineHosts:
         self._log = get_logger(stage="engines")
 
     def fleet(self) -> Any:
-        """The job's fleet actor (pipeline.fleet), on the driver's node."""
+        """The run's fleet actor (pipeline.fleet), on the driver's node."""
         if self._fleet is None:
             self._fleet = driver_node_actor(_Fleet)
         return self._fleet

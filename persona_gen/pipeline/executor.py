@@ -35,7 +35,7 @@ class EngineWorker:
 
     A block whose engine is out of reach past its retry budget (EngineUnavailable: a hosted
     API that keeps answering 429) is left uncommitted and reported, not failed: the pass
-    goes on with the other blocks, and the job then stops so that a resume retries it."""
+    goes on with the other blocks, and the run then stops so that a resume retries it."""
 
     def __init__(self, model: str, hosts: list[Any], counter: Any, chains: dict[str, Chain],
                  run: RunRef, log_json: bool = True, deadline: CallDeadline | None = None,
@@ -50,7 +50,7 @@ class EngineWorker:
         self.chains = chains
         self.run = run
         self.cache = LookupCache(run)
-        # The counter is the job's fleet (pipeline.fleet), on the driver's node: a worker
+        # The counter is the run's fleet (pipeline.fleet), on the driver's node: a worker
         # restarted after its node was lost still finds it.
         index = ray.get(counter.next.remote())
         self.fleet = counter
@@ -110,7 +110,7 @@ def run_chains(chains: Iterable[Chain], run: RunRef, cfg: PipelineConfig,
                log_json: bool = True, hosts: EngineHosts | None = None) -> list[BlockResult]:
     """Run every pending block of `chains` to completion, one Ray Data pass per model.
 
-    `hosts` keeps engines loaded across calls (the job passes one for its whole run);
+    `hosts` keeps engines loaded across calls (a run passes one for its whole length);
     without it, engines are loaded for this call and released at its end.
     """
     if hosts is None:

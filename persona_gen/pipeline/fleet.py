@@ -1,7 +1,7 @@
-"""Which engines are alive and where, as the job's driver sees it: spot-safe runs.
+"""Which engines are alive and where, as the run's driver sees it: spot-safe runs.
 
 A GPU node may be taken at any moment (spot or preemptible capacity). Its loss must cost
-the blocks it had in flight and the reload of its engines, not the job. Three parts:
+the blocks it had in flight and the reload of its engines, not the run. Three parts:
 
 - `_Fleet`, a small actor on the driver's node (it lives as long as the driver; Ray
   restarts it there if it dies): it hands each Ray Data worker its preferred host, holds
@@ -118,7 +118,7 @@ class _Fleet:
 
 
 def driver_node_actor(cls: type, **opts: Any) -> Any:
-    """A job-wide helper actor on the driver's node, restarted there if it dies: it must
+    """A run-wide helper actor on the driver's node, restarted there if it dies: it must
     not live on a node that may be lost (a spot worker)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -133,7 +133,7 @@ class NodeWatch:
     """The driver's thread that keeps the fleet's view (see the module's docstring).
 
     `hosts()` gives the current engine hosts as {host key: actor}; `on_change(losses,
-    alive, planned)` is called when a loss is recorded or the number alive changes (the job
+    alive, planned)` is called when a loss is recorded or the number alive changes (the run
     writes them to the manifest)."""
 
     def __init__(self, cfg: PipelineConfig, fleet: Any, hosts: Callable[[], dict[str, Any]],

@@ -1,7 +1,7 @@
 """A stage runner backed by the pipeline: `runner(stage, engine, table, batch_size)`.
 
 Code written against `run_in_process` (persona builds with resampling rounds, bench runs)
-takes a runner argument; this one sends each call through Ray Data and the job's engine
+takes a runner argument; this one sends each call through Ray Data and the run's engine
 actors instead, committing blocks in the stage's folders. A block is named by its content:
 a hash of the stage (with its settings), the model and the block's rows. A resumed caller
 that asks for the same work gets the committed blocks back from storage instead of the

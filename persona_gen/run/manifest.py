@@ -304,7 +304,7 @@ def inputs_fingerprint(config: dict[str, Any]) -> str:
 
 
 def refuse_deterministic_retry(run: RunRef, config: dict[str, Any]) -> None:
-    """Called first by the job: when the run's last attempt failed in a way that rerunning
+    """Called first by an attempt: when the run's last attempt failed in a way that rerunning
     cannot fix (bad input, too many failed rows) and neither the config nor the input files
     changed since, fail again at once, with the same exit code, before anything starts.
 

@@ -215,7 +215,7 @@ def before_run(cfg: RunConfig, run: RunRef, phases: list[R.Phase], *,
     report = check_run(cfg, run.root_uri, run.run_id, phases,
                        allow_template_change=allow_template_change)
     log = get_logger(stage="preflight")
-    if report.ok:  # the job's log keeps what was found (sizes, layout); a failure says only
+    if report.ok:  # the run's log keeps what was found (sizes, layout); a failure says only
         for check in report.checks:  # what failed, one line each (the CLI prints them)
             log.info("check", check=check.name, key=check.key, detail=check.detail)
         return report

@@ -98,7 +98,7 @@ def remove_temporaries(loc: Location) -> int:
     """Delete the `.tmp-*` leftovers of writers killed mid-write under `loc`; how many.
 
     Only a writer that is dead leaves one for good, so call it when no writer of this
-    folder can be running (the job does, at its end)."""
+    folder can be running (the run does, at its end)."""
     def listing() -> list[pafs.FileInfo]:
         if loc.fs.get_file_info(loc.path).type == pafs.FileType.NotFound:
             return []
