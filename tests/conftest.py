@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from persona_gen.engines.registry import MODELS_DIR_ENV
 from persona_gen.storage.local_server import LocalS3Server
 
 if TYPE_CHECKING:
@@ -19,6 +20,15 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CENSUS_DIR = ROOT.parent / "shared" / "census"
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user model folder (MODELS_DIR_ENV) for this test."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,21 +11,13 @@ from typer.testing import CliRunner
 from persona_gen.cli.main import app
 from persona_gen.engines import bundled
 from persona_gen.engines.factory import create_engine, resolve_spec
-from persona_gen.engines.registry import MODELS_DIR_ENV, discover, get_spec, shipped_dir
+from persona_gen.engines.registry import discover, get_spec, shipped_dir
 from persona_gen.engines.sources import classify
 from persona_gen.errors import ConfigError, UserError
 
 runner = CliRunner()
 GPU_FAMILIES = ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "mistral-7b-instruct-v0.3",
                 "gemma-2-9b-it", "llama-3.1-70b-instruct"]
-
-
-@pytest.fixture
-def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
-    return folder
 
 
 def test_shipped_models_cover_cpu_echo_gpu_families_and_a_judge():

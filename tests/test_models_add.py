@@ -15,18 +15,10 @@ from typer.testing import CliRunner
 
 from persona_gen.cli.main import app
 from persona_gen.engines.infer import params_from_shape, read_shape
-from persona_gen.engines.registry import MODELS_DIR_ENV, load_spec
+from persona_gen.engines.registry import load_spec
 from tests import families
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
-    return folder
 
 
 def add(*args: str) -> tuple[int, str]:
