@@ -66,7 +66,7 @@ $(AZURITE):
 	  { echo "Azurite needs npm (Node.js 18+): install it, then rerun"; exit 1; }
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@$(AZURITE_VERSION)
 
-test-cloud: setup azurite  ## an echo run killed and resumed on S3, GCS and Azure servers on 127.0.0.1, and the bundled model's job to S3 (~7 min)
+test-cloud: setup azurite  ## an echo run killed and resumed on S3, GCS and Azure servers on 127.0.0.1, census and export on each store (~5 min)
 	$(PY) -m pytest -q -rs --durations=10 -m cloud tests
 
 test-slurm: setup  ## cluster/slurm's sbatch script on a one-node Slurm cluster here, scancel and resubmit (root; ~4 min)
