@@ -6,15 +6,19 @@ recorded in Ray's temp folder (`ray_current_cluster`), even a dead one, and then
 `num_cpus`. Joining a cluster passes no local-only arguments.
 
 `log_to_driver=True`: engine and worker logs (stderr, JSON) reach the driver's stderr and so
-`ray job logs`. Ray Data is told which errors are transient storage errors, so a block
+`ray job logs`. What Ray's driver relays from workers' and raylets' stdout (e.g. "N PYTHON
+worker processes have been started") it writes to `sys.stdout` (ray/_private/worker.py,
+`print_to_stdstream`), so while a session is open stdout is stderr: a command's stdout
+carries its result only. Ray Data is told which errors are transient storage errors, so a block
 whose storage call still fails after the worker's own retries is retried as a whole.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
 from persona_gen.errors import InfrastructureError
@@ -53,15 +57,16 @@ def ray_session(cfg: PipelineConfig) -> Iterator[None]:
         yield
         return
     kwargs = init_kwargs(cfg)
-    try:
-        ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = kwargs["address"] if kwargs["address"] != "local" else "a local instance"
-        raise InfrastructureError(f"could not start or join Ray at {where}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else exc!r}",
-                                  source="pipeline.ray_address") from None
-    log.info("ray_ready", address=kwargs["address"], resources=ray.cluster_resources())
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with redirect_stdout(sys.stderr):
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = kwargs["address"] if kwargs["address"] != "local" else "a local instance"
+            raise InfrastructureError(f"could not start or join Ray at {where}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else exc!r}",
+                                      source="pipeline.ray_address") from None
+        log.info("ray_ready", address=kwargs["address"], resources=ray.cluster_resources())
+        try:
+            yield
+        finally:
+            ray.shutdown()
