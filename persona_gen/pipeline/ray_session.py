@@ -16,6 +16,7 @@ whose storage call still fails after the worker's own retries is retried as a wh
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -36,14 +37,20 @@ def init_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
             "include_dashboard": False, "log_to_driver": True}
 
 
+RAY_TRANSIENT_PATTERNS = tuple(re.escape(p) for p in TRANSIENT_PATTERNS)
+"""TRANSIENT_PATTERNS as Ray Data matches them: a substring, else a regex
+(ray/_common/retry.py:55, `matches_error`). Unescaped, '[ServerBusy]' is a character class
+that matches nearly any message, and every failure, a deterministic one too, is retried."""
+
+
 def configure_ray_data() -> None:
     """Retry transient storage errors in Ray Data's own I/O and in our map workers."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    ctx.retried_io_errors = sorted(set(ctx.retried_io_errors) | set(TRANSIENT_PATTERNS))
+    ctx.retried_io_errors = sorted(set(ctx.retried_io_errors) | set(RAY_TRANSIENT_PATTERNS))
     # A worker rides out an outage itself (storage.retry); this catches what escapes it.
-    ctx.retried_map_errors = list(TRANSIENT_PATTERNS)
+    ctx.retried_map_errors = list(RAY_TRANSIENT_PATTERNS)
     ctx.max_map_retries = max(ctx.max_map_retries, 3)
 
 
