@@ -111,7 +111,10 @@ def test_blocks_in_flight_share_one_engine_batch(tmp_path, monkeypatch, ray_loca
     """Two blocks sent at once run in the engine together: 8 sequences at its peak."""
     import ray
 
-    model = _sim_models(tmp_path, monkeypatch)
+    # Sequences of about 1 s of simulated decode: the second block reaches the engine before
+    # any sequence of the first has finished, even on a loaded machine.
+    model = _sim_models(tmp_path, monkeypatch,
+                        sim={"time_scale": 1.0, "median_len": 64, "sigma": 0.01, "max_len": 64})
     cfg = PipelineConfig(actors=1, num_cpus_per_actor=0.25, blocks_in_flight=2)
     with EngineHosts(cfg, "t", log_json=False) as hosts:
         (host,) = hosts.get(model)
