@@ -9,26 +9,18 @@ this machine, and it is stopped through its own process id, never `ray stop`.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from persona_gen.storage.local_server import free_ports
 from tests.pipeline_helpers import read_folder, write_config, write_prompt_file
+from tests.ray_nodes import Cluster, start_cluster
 
 pytestmark = pytest.mark.ray
 
@@ -39,89 +31,19 @@ BIN = Path(sys.executable).parent
 CENSUS = "data/census-excerpt/national2019.csv.gz"
 
 
-@dataclass
-class Head:
-    dashboard: str
-    env: dict[str, str]
-    proc: subprocess.Popen[str]
-    gcs: str
-    """The cluster's address (host:port), for RAY_ADDRESS."""
-    tmpdir: str
-    """RAY_TMPDIR under which `ray start` recorded the cluster (ray/ray_current_cluster),
-    where a bare `ray.init()` looks for one."""
-
-
-def _wait_for_dashboard(url: str, env: dict[str, str], proc: subprocess.Popen[str],
-                        timeout_s: float = 60) -> None:
-    headers = {"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"ray start exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(urllib.request.Request(f"{url}/api/version",
-                                                               headers=headers), timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the Ray dashboard at {url} did not answer in {timeout_s:.0f} s")
-
-
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[Head]:
-    # A short path: Ray's unix sockets live under the temp folder (107-byte limit).
-    temp = tempfile.mkdtemp(prefix="pg-ray-", dir="/tmp")
-    gcs, dash, client, node, obj, agent, agent_grpc, metrics, env_agent = free_ports(9)
-    env = {
-        **os.environ,
-        # The entrypoint's `python` and the job's workers come from this environment.
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(ROOT),
-        # Token auth, with a token of our own: the head, the jobs it runs and the client all
-        # read it from here (RAY_AUTH_TOKEN wins over ~/.ray/auth_token).
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(16),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2",
-         # Ray's default temp folder under RAY_TMPDIR=temp: the cluster's address file
-         # lands where a bare ray.init() with that RAY_TMPDIR looks for it.
-         f"--temp-dir={temp}/ray", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         f"--ray-client-server-port={client}", f"--node-manager-port={node}",
-         f"--object-manager-port={obj}", f"--dashboard-agent-listen-port={agent}",
-         f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
-         f"--runtime-env-agent-port={env_agent}",
-         # Ports free now rather than Ray's default range, which another Ray may be using.
-         "--worker-port-list=" + ",".join(map(str, free_ports(24))),
-         "--disable-usage-stats"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        # Its own process group: teardown signals exactly this head and what it started.
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{dash}"
+def ray_head() -> Iterator[Cluster]:
+    """A head alone (tests/ray_nodes.py): its own ports, temp folder and token. `ray start`
+    records it under the head's temp folder (ray/ray_current_cluster), where a bare
+    `ray.init()` with RAY_TMPDIR set to that folder looks for it."""
+    cluster = start_cluster({})
     try:
-        _wait_for_dashboard(url, env, proc)
-        yield Head(url, env, proc, f"127.0.0.1:{gcs}", temp)
+        yield cluster
     finally:
-        _stop(proc)
-        shutil.rmtree(temp, ignore_errors=True)
+        cluster.stop()
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """`ray start --block` stops its cluster on SIGTERM; the group kill catches stragglers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-
-
-def _submit(head: Head, submission_id: str, *job_args: str) -> str:
+def _submit(head: Cluster, submission_id: str, *job_args: str) -> str:
     """`ray job submit` from the repo root; blocks until the job ends, returns its log."""
     res = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", head.dashboard,
@@ -138,7 +60,7 @@ def _submit(head: Head, submission_id: str, *job_args: str) -> str:
     return log
 
 
-def test_submit_runs_the_job_and_a_resubmission_rewrites_nothing(ray_head: Head,
+def test_submit_runs_the_job_and_a_resubmission_rewrites_nothing(ray_head: Cluster,
                                                                   tmp_path: Path) -> None:
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 10)
     out = tmp_path / "out"
@@ -179,7 +101,7 @@ def _ray_ready(log: str) -> dict:
 
 
 def test_run_beside_a_ray_start_cluster_starts_its_own_and_joins_it_when_told(
-        ray_head: Head, tmp_path: Path) -> None:
+        ray_head: Cluster, tmp_path: Path) -> None:
     """A `ray start` cluster on the machine (recorded in Ray's temp folder) is not joined by
     accident: without an address the run starts a local instance; with RAY_ADDRESS it joins."""
     prompts = write_prompt_file(tmp_path / "prompts.jsonl", 8)
@@ -188,13 +110,13 @@ def test_run_beside_a_ray_start_cluster_starts_its_own_and_joins_it_when_told(
                        plan={"train_pairs_per_persona": 2, "seen_test_pairs_per_persona": 1,
                              "heldout_test_pairs_per_persona": 1})
     # `ray start` records the address once the head is up, a moment after the dashboard.
-    address_file = Path(ray_head.tmpdir) / "ray" / "ray_current_cluster"
+    address_file = Path(ray_head.head.temp) / "ray" / "ray_current_cluster"
     deadline = time.monotonic() + 60
     while not address_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     recorded = address_file.read_text().strip()
     assert recorded.rsplit(":", 1)[1] == ray_head.gcs.rsplit(":", 1)[1]
-    env = {**ray_head.env, "RAY_TMPDIR": ray_head.tmpdir}
+    env = {**ray_head.env, "RAY_TMPDIR": ray_head.head.temp}
     exe = [sys.executable, "-m", "persona_gen.cli.main", "run", "--config", str(cfg),
            "--no-progress", "--run-id"]
 
